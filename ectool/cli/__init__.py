@@ -1,0 +1,96 @@
+"""The ``ec`` command: a thin layer over the ``ectool`` library.
+
+Subcommands load lazily so that ``ec --help`` and ``ec run`` import only what they use.
+Expected failures (:class:`~ectool.errors.EcError`) print one line and exit with their code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import EcError
+
+#: command name -> ("module:attribute", one-line help), in the order --help shows them
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("ectool.cli.run_cmd:run", "Call a socket with arguments or stdin; print the result."),
+    "map": ("ectool.cli.run_cmd:map_cmd", "Call a socket once per stdin line (ec run --lines)."),
+    "task": ("ectool.cli.run_cmd:task", "The seed's spelling: ec task run --socket S --data D."),
+    "result": ("ectool.cli.calls_cmd:result", "Print the result of a finished call."),
+    "wait": ("ectool.cli.calls_cmd:wait", "Wait for calls to finish; print their results."),
+    "cancel": ("ectool.cli.calls_cmd:cancel", "Cancel queued calls."),
+    "add": ("ectool.cli.network_cmd:add", "Add a queue, processor, socket, plug, node, user, role."),
+    "ls": ("ectool.cli.network_cmd:ls", "List objects or calls (ec ls call --id ID -g: call graph)."),
+    "show": ("ectool.cli.network_cmd:show", "Show one object or call."),
+    "update": ("ectool.cli.network_cmd:update", "Change fields of an object: ec update KIND NAME k=v."),
+    "delete": ("ectool.cli.network_cmd:delete", "Delete an object (--cascade for dependents)."),
+    "proc": ("ectool.cli.network_cmd:proc", "Start, stop, pause, resume or restart a processor."),
+    "trust": ("ectool.cli.network_cmd:trust", "Manage trusted git repository patterns."),
+    "worker": ("ectool.cli.worker_cmd:worker", "Run worker processes for a processor's sockets."),
+    "dead": ("ectool.cli.calls_cmd:dead", "List dead-lettered calls and their reasons."),
+    "demo": ("ectool.cli.demo_cmd:demo", "Build the sample network, run calls, show results."),
+    "config": ("ectool.cli.config_cmd:config", "Show or create the configuration file."),
+    "db": ("ectool.cli.db_cmd:db", "Create, upgrade or drop the store schema."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"max_content_width": 100})
+@click.option("--db", "db_url", envvar=None, help="Store URL (sqlite:///... or postgresql://...). [env: EC_DB]")
+@click.option("--broker", "broker_url", help="Broker URL (sqlite:///... or amqp://...). [env: EC_BROKER]")
+@click.version_option(__version__, prog_name="ec")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str | None, broker_url: str | None) -> None:
+    """ElasticCode: durable, distributed function calls from your shell.
+
+    Build a network of queues, processors (Python modules in git repositories) and sockets
+    (functions behind durable queues); agents run workers; anyone calls sockets with
+    `ec run`. Exit status: 0 ok, 1 task failed, 2 usage, 3 store/broker unreachable,
+    4 timed out, 5 permission denied. See ec(1).
+    """
+    from .env import Env
+
+    ctx.obj = Env(db=db_url, broker=broker_url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning expected errors into one line and an exit code."""
+    try:
+        rv = cli.main(args=argv, prog_name="ec", standalone_mode=False)
+    except EcError as exc:
+        click.echo(f"ec: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("ec: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        # the reader went away (| head): not an error worth a traceback
+        sys.stderr.close()
+        sys.exit(0)
+    except SystemExit:
+        raise
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,63 @@
+"""``ec db init|migrate|drop|version``."""
+
+from __future__ import annotations
+
+import click
+
+from ..config import mask_url
+from ..errors import UsageError
+from .env import Env, pass_env
+
+
+def _database(env: Env):
+    from ..store import open_store
+
+    return open_store(env.config.db, create=False)
+
+
+@click.group()
+def db() -> None:
+    """Create, upgrade or drop the store's schema."""
+
+
+@db.command("init")
+@pass_env
+def init(env: Env) -> None:
+    """Create the tables (no-op when they exist)."""
+    from ..store import schema
+
+    created = schema.init(_database(env))
+    click.echo(f"{'created' if created else 'exists'}: {mask_url(env.config.db)} (schema {schema.CURRENT})", err=True)
+
+
+@db.command("migrate")
+@pass_env
+def migrate(env: Env) -> None:
+    """Upgrade the schema to this version of ec, one step per version."""
+    from ..store import schema
+
+    reached = schema.upgrade(_database(env))
+    click.echo(f"schema at version {schema.CURRENT}" + (f" (applied {reached})" if reached else " (nothing to do)"), err=True)
+
+
+@db.command("version")
+@pass_env
+def version(env: Env) -> None:
+    """Print the store's schema version (empty if none)."""
+    from ..store import schema
+
+    v = schema.version(_database(env))
+    click.echo("" if v is None else v)
+
+
+@db.command("drop")
+@click.option("--yes", is_flag=True, help="Really drop every table and all data.")
+@pass_env
+def drop(env: Env, yes: bool) -> None:
+    """Drop every table. Needs --yes."""
+    from ..store import schema
+
+    if not yes:
+        raise UsageError("refusing to drop the store without --yes")
+    schema.drop(_database(env))
+    click.echo(f"dropped: {mask_url(env.config.db)}", err=True)

@@ -1,0 +1,153 @@
+"""Configuration resolution: flags > environment > config file > embedded defaults.
+
+The resolved :class:`Config` records where each value came from, so ``ec config show``
+can explain itself. URLs are validated here, so a typo fails with one clear line before
+anything connects.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from . import paths
+from .errors import ConfigError
+
+DB_SCHEMES = ("sqlite", "postgresql", "postgres")
+BROKER_SCHEMES = ("sqlite", "amqp", "amqps")
+
+#: keys in ec.toml, their environment variable and their default (a callable for paths)
+KEYS: dict[str, tuple[str | None, object]] = {
+    "db": ("EC_DB", lambda: f"sqlite:///{paths.data_dir() / 'ec.db'}"),
+    "broker": ("EC_BROKER", lambda: f"sqlite:///{paths.data_dir() / 'queue.db'}"),
+    "queue_type": ("EC_QUEUE_TYPE", "quorum"),
+    "delivery_limit": ("EC_DELIVERY_LIMIT", 5),
+    "max_message_bytes": ("EC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
+    "user": ("EC_USER", None),
+}
+
+TEMPLATE = """\
+# ElasticCode configuration (ec.toml). Values here are overridden by the environment
+# (EC_DB, EC_BROKER, ...) and by command-line flags (--db, --broker).
+
+# The model store: sqlite:///path/to/ec.db or postgresql://user:password@host:5432/db
+# db = "{db}"
+
+# The transport: sqlite:///path/to/queue.db (embedded) or amqp://user:password@host:5672/%2F
+# broker = "{broker}"
+
+# RabbitMQ queue type for socket queues: "quorum" (default, replicated) or "classic".
+# queue_type = "quorum"
+
+# A delivery that kills its worker this many times is dead-lettered.
+# delivery_limit = 5
+
+# Largest encoded call message accepted, in bytes; bigger payloads are refused before sending.
+# max_message_bytes = 16777216
+"""
+
+
+@dataclass
+class Config:
+    db: str
+    broker: str
+    queue_type: str = "quorum"
+    delivery_limit: int = 5
+    max_message_bytes: int = 16 * 1024 * 1024
+    user: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    config_file: str = ""
+
+    def masked(self) -> dict[str, object]:
+        """The resolved values with passwords in URLs replaced by ``***``."""
+        values = asdict(self)
+        values.pop("sources")
+        for key in ("db", "broker"):
+            values[key] = mask_url(values[key])
+        return values
+
+
+def mask_url(url: str) -> str:
+    """Hide the password part of a URL (``amqp://u:***@h/``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_file(path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"malformed config file {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {path}: {', '.join(unknown)}")
+    return data
+
+
+def validate_url(key: str, url: str) -> str:
+    """Check a store/broker URL's scheme and shape; return it unchanged."""
+    allowed = DB_SCHEMES if key == "db" else BROKER_SCHEMES
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"bad {key} URL {url!r}: expected one of {', '.join(s + '://' for s in allowed)}")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in allowed:
+        raise ConfigError(f"bad {key} URL {url!r}: scheme must be one of {', '.join(allowed)}")
+    if scheme == "sqlite" and not url.split("://", 1)[1].lstrip("/"):
+        raise ConfigError(f"bad {key} URL {url!r}: sqlite URLs need a file path (sqlite:///path)")
+    return url
+
+
+def _coerce(key: str, value: object, origin: str) -> object:
+    default = KEYS[key][1]
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} from {origin} must be an integer, got {value!r}") from None
+    if key == "queue_type" and value not in ("quorum", "classic"):
+        raise ConfigError(f"queue_type from {origin} must be 'quorum' or 'classic', got {value!r}")
+    return value
+
+
+def load(**flags: object) -> Config:
+    """Resolve the configuration; ``flags`` are command-line values (None = not given)."""
+    path = paths.config_file()
+    file_values = _read_file(path)
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for key, (env, default) in KEYS.items():
+        if flags.get(key) is not None:
+            values[key], sources[key] = flags[key], "flag"
+        elif env and os.environ.get(env):
+            values[key], sources[key] = os.environ[env], f"env {env}"
+        elif key in file_values:
+            values[key], sources[key] = file_values[key], str(path)
+        else:
+            values[key] = default() if callable(default) else default
+            sources[key] = "default"
+        if values[key] is not None:
+            values[key] = _coerce(key, values[key], sources[key])
+    for key in ("db", "broker"):
+        validate_url(key, values[key])
+    return Config(**values, sources=sources, config_file=str(path))
+
+
+def init_file(force: bool = False) -> str:
+    """Write a commented config file with the current defaults; return its path."""
+    path = paths.config_file()
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; use --force to overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    defaults = {k: (d() if callable(d) else d) for k, (_, d) in KEYS.items()}
+    path.write_text(TEMPLATE.format(**defaults))
+    return str(path)

@@ -1,0 +1,286 @@
+"""Building the network: add, list, show, update and delete named objects.
+
+Every function works on the bound store (:func:`ectool.store.open_store`) and raises
+:class:`~ectool.errors.EcError` subclasses for bad input, so the CLI, the Python API and
+the dashboard share one set of rules. Multi-row changes run in one transaction.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+from peewee import IntegrityError, Model
+
+from .errors import Conflict, NotFound, UsageError
+from .store.models import (
+    KINDS,
+    PROCESSOR_REQUESTED,
+    QUEUE_TYPES,
+    Node,
+    Plug,
+    Privilege,
+    Processor,
+    Queue,
+    Role,
+    RolePrivilege,
+    Socket,
+    Trust,
+    User,
+    UserRole,
+    db,
+)
+
+OBJECTS = ("NODE", "AGENT", "PROCESSOR", "SOCKET", "QUEUE", "PLUG", "WORKER", "CALL", "USER", "ROLE", "PRIVILEGE")
+#: every privilege name the library knows: READ_/ADD_/DELETE_/UPDATE_ per kind, plus actions
+PRIVILEGES = tuple(
+    f"{verb}_{obj}" for obj in OBJECTS for verb in ("READ", "ADD", "DELETE", "UPDATE")
+) + ("RUN_TASK", "CANCEL_TASK", "START_PROCESSOR", "STOP_PROCESSOR", "TRUST_REPOSITORY")
+
+ALIASES = {"proc": "processor", "procs": "processor", "q": "queue"}
+
+
+def kind_model(kind: str) -> type[Model]:
+    """The model for a kind name, accepting plurals (``processors``) and short forms."""
+    key = kind.lower()
+    key = ALIASES.get(key, key)
+    if key not in KINDS and key.endswith("s") and key[:-1] in KINDS:
+        key = key[:-1]
+    if key not in KINDS:
+        raise UsageError(f"unknown kind {kind!r}: expected one of {', '.join(sorted(KINDS))}")
+    return KINDS[key]
+
+
+def get(kind: str | type[Model], name: str) -> Model:
+    """The object of ``kind`` called ``name``; :class:`NotFound` otherwise."""
+    model = kind_model(kind) if isinstance(kind, str) else kind
+    field = model.pattern if model is Trust else model.name
+    obj = model.get_or_none(field == name)
+    if obj is None:
+        raise NotFound(f"no {model.__name__.lower()} named {name!r}")
+    return obj
+
+
+def to_row(obj: Model) -> dict[str, Any]:
+    """A JSON-friendly dict of an object, foreign keys shown by name."""
+    row: dict[str, Any] = {}
+    for name, field in obj._meta.fields.items():
+        if name in ("created", "updated"):
+            continue
+        value = getattr(obj, field.name + ("_id" if field.__class__.__name__ == "ForeignKeyField" else ""), None)
+        if field.__class__.__name__ == "ForeignKeyField" and value is not None:
+            target = getattr(obj, name)
+            value = getattr(target, "name", value)
+        elif hasattr(value, "isoformat"):
+            value = value.isoformat(timespec="seconds")
+        row[name] = value
+    if isinstance(obj, Processor):
+        row["sockets"] = [s.name for s in obj.sockets.order_by(Socket.name)]
+        row["trusted"] = is_trusted(obj.gitrepo)
+    row["created"] = obj.created.isoformat(timespec="seconds") if hasattr(obj, "created") else None
+    return row
+
+
+def _create(model: type[Model], **fields: Any) -> Model:
+    name = fields.get("name", fields.get("pattern"))
+    try:
+        with db.atomic():
+            return model.create(**fields)
+    except IntegrityError as exc:
+        text = str(exc).lower()
+        if "unique" in text or "duplicate" in text:
+            raise Conflict(f"{model.__name__.lower()} {name!r} already exists") from None
+        raise UsageError(f"invalid {model.__name__.lower()} {name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def _positive(name: str, value: int | float | None, *, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        raise UsageError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _name(value: str, what: str) -> str:
+    if not value or not value.strip() or any(c in value for c in "\0\n\r\t"):
+        raise UsageError(f"invalid {what} name {value!r}")
+    return value
+
+
+def add_queue(name: str, type: str = "direct", *, queue_type: str = "quorum",
+              max_length: int | None = None, durable: bool = True) -> Queue:
+    """Register a queue (its broker queues are declared when sockets on it are used)."""
+    if type not in QUEUE_TYPES:
+        raise UsageError(f"queue type must be one of {', '.join(QUEUE_TYPES)}, got {type!r}")
+    if queue_type not in ("quorum", "classic"):
+        raise UsageError(f"queue kind must be quorum or classic, got {queue_type!r}")
+    _positive("max length", max_length)
+    return _create(Queue, name=_name(name, "queue"), type=type, queue_type=queue_type,
+                   max_length=max_length, durable=durable)
+
+
+def add_processor(name: str, gitrepo: str, module: str, *, branch: str = "main",
+                  commit: str | None = None, concurrency: int = 1, host: str | None = None,
+                  runtime: str = "python", requested_status: str = "running") -> Processor:
+    """Register a processor: a module in a git repository, deployed by agents."""
+    _positive("concurrency", concurrency)
+    if not gitrepo:
+        raise UsageError("a processor needs a git repository (-g)")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise UsageError(f"invalid module name {module!r}")
+    return _create(Processor, name=_name(name, "processor"), gitrepo=gitrepo, module=module,
+                   branch=branch, commit=commit, concurrency=concurrency, host=host,
+                   runtime=runtime, requested_status=requested_status)
+
+
+def add_socket(name: str, queue: str, processor: str, task: str, *, concurrency: int = 1,
+               retries: int = 0, timeout: float | None = None, backoff: float = 1.0) -> Socket:
+    """Register a socket: one function of a processor, fronted by a queue."""
+    _positive("concurrency", concurrency)
+    _positive("retries", retries, allow_zero=True)
+    _positive("timeout", timeout)
+    _positive("backoff", backoff, allow_zero=True)
+    if not task or not task.isidentifier():
+        raise UsageError(f"invalid function name {task!r}")
+    with db.atomic():
+        q = get(Queue, queue)
+        p = get(Processor, processor)
+        return _create(Socket, name=_name(name, "socket"), queue=q, processor=p, task=task,
+                       concurrency=concurrency, retries=retries, timeout=timeout, backoff=backoff)
+
+
+def add_plug(name: str, source: str, target: str, argument: str | None = None) -> Plug:
+    """Register a dataflow edge: ``source``'s result becomes ``target``'s input."""
+    with db.atomic():
+        s, t = get(Socket, source), get(Socket, target)
+        if s.id == t.id:
+            raise UsageError("a plug cannot connect a socket to itself")
+        return _create(Plug, name=_name(name, "plug"), source=s, target=t, argument=argument)
+
+
+def add_node(name: str, cpus: int = 1, memory: int | None = None) -> Node:
+    _positive("cpus", cpus)
+    return _create(Node, name=_name(name, "node"), cpus=cpus, memory=memory)
+
+
+def add_privilege(name: str) -> Privilege:
+    if name not in PRIVILEGES:
+        raise UsageError(f"unknown privilege {name!r}: see 'ec ls privileges --known'")
+    return _create(Privilege, name=name)
+
+
+def add_role(name: str, privileges: list[str] = ()) -> Role:
+    """Create a role holding ``privileges`` (created on demand)."""
+    with db.atomic():
+        role = _create(Role, name=_name(name, "role"))
+        for priv in privileges:
+            if priv not in PRIVILEGES:
+                raise UsageError(f"unknown privilege {priv!r}")
+            p, _ = Privilege.get_or_create(name=priv)
+            RolePrivilege.get_or_create(role=role, privilege=p)
+        return role
+
+
+def add_user(name: str, roles: list[str] = ()) -> User:
+    with db.atomic():
+        user = _create(User, name=_name(name, "user"))
+        for r in roles:
+            UserRole.create(user=user, role=get(Role, r))
+        return user
+
+
+def add_trust(pattern: str) -> Trust:
+    """Trust repositories whose URL matches ``pattern`` (fnmatch, e.g. ``https://github.com/me/*``)."""
+    return _create(Trust, pattern=_name(pattern, "pattern"))
+
+
+def is_trusted(url: str) -> bool:
+    """True if a trusted-repository pattern matches ``url``."""
+    url = url.split("#", 1)[0]
+    return any(fnmatch.fnmatchcase(url, t.pattern) for t in Trust.select())
+
+
+def list_objects(kind: str) -> list[dict[str, Any]]:
+    """Every object of ``kind`` as rows, ordered by name."""
+    model = kind_model(kind)
+    order = model.pattern if model is Trust else model.name
+    return [to_row(o) for o in model.select().order_by(order)]
+
+
+UPDATABLE = {
+    Queue: {"type", "max_length", "queue_type"},
+    Processor: {"gitrepo", "module", "branch", "commit", "concurrency", "host", "runtime"},
+    Socket: {"task", "concurrency", "retries", "timeout", "backoff", "queue"},
+    Node: {"cpus", "memory"},
+    Plug: {"argument"},
+}
+
+
+def update(kind: str, name: str, changes: dict[str, str]) -> Model:
+    """Change fields of an object; values are strings converted by the field type."""
+    model = kind_model(kind)
+    allowed = UPDATABLE.get(model, set())
+    bad = sorted(set(changes) - allowed)
+    if bad:
+        raise UsageError(f"cannot update {', '.join(bad)} on a {model.__name__.lower()}"
+                         f" (updatable: {', '.join(sorted(allowed)) or 'nothing'})")
+    with db.atomic():
+        obj = get(model, name)
+        for key, raw in changes.items():
+            field = model._meta.fields[key]
+            if key == "queue":
+                value: Any = get(Queue, raw)
+            elif raw in ("", "null", "none") and field.null:
+                value = None
+            else:
+                try:
+                    value = field.adapt(raw) if field.field_type in ("INT", "FLOAT") else raw
+                except (TypeError, ValueError):
+                    raise UsageError(f"bad value for {key}: {raw!r}") from None
+            setattr(obj, key, value)
+        try:
+            obj.save()
+        except IntegrityError as exc:
+            raise UsageError(f"invalid value: {str(exc).splitlines()[0]}") from None
+        return obj
+
+
+def delete(kind: str, name: str, *, cascade: bool = False) -> list[str]:
+    """Delete an object; refuses to orphan dependents unless ``cascade``. Returns what went."""
+    model = kind_model(kind)
+    with db.atomic():
+        obj = get(model, name)
+        gone: list[str] = []
+        dependents: list[Model] = []
+        if isinstance(obj, Processor | Queue):
+            dependents = list(obj.sockets)
+        elif isinstance(obj, Socket):
+            dependents = list(Plug.select().where((Plug.source == obj) | (Plug.target == obj)))
+        if dependents and not cascade:
+            names = ", ".join(d.name for d in dependents[:5])
+            raise UsageError(f"{model.__name__.lower()} {name!r} has {len(dependents)} dependent(s) ({names}); use --cascade")
+        for dep in dependents:
+            if isinstance(dep, Socket):
+                for plug in Plug.select().where((Plug.source == dep) | (Plug.target == dep)):
+                    plug.delete_instance()
+                    gone.append(f"plug {plug.name}")
+            dep.delete_instance()
+            gone.append(f"{dep.__class__.__name__.lower()} {dep.name}")
+        obj.delete_instance()
+        gone.append(f"{model.__name__.lower()} {name}")
+        return gone
+
+
+def request_status(processor: str, action: str) -> Processor:
+    """Record what a person asked a processor to do (agents reconcile toward it)."""
+    target = {"start": "running", "resume": "running", "restart": "running",
+              "stop": "stopped", "pause": "paused"}.get(action)
+    if target is None:
+        raise UsageError(f"unknown action {action!r}")
+    assert target in PROCESSOR_REQUESTED
+    with db.atomic():
+        proc = get(Processor, processor)
+        proc.requested_status = target
+        if action == "restart":
+            proc.status = "pending"
+        proc.save()
+        return proc

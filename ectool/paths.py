@@ -1,0 +1,39 @@
+"""Where ElasticCode keeps its files (XDG base directories).
+
+``EC_HOME`` relocates every user file at once (tests set it to a temporary directory);
+otherwise the usual ``XDG_*`` variables apply.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(var: str, default: str) -> Path:
+    home = os.environ.get("EC_HOME")
+    if home:
+        return Path(home) / default.rsplit("/", 1)[-1]
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / default
+
+
+def data_dir() -> Path:
+    """Embedded databases and state: ``$XDG_DATA_HOME/elasticcode``."""
+    return _xdg("XDG_DATA_HOME", ".local/share") / "elasticcode"
+
+
+def config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/elasticcode`` (holds ``ec.toml``)."""
+    return _xdg("XDG_CONFIG_HOME", ".config") / "elasticcode"
+
+
+def cache_dir() -> Path:
+    """Repository clones and virtualenvs: ``$XDG_CACHE_HOME/elasticcode``."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "elasticcode"
+
+
+def config_file() -> Path:
+    """The config file: ``EC_CONFIG`` if set, else ``ec.toml`` in :func:`config_dir`."""
+    explicit = os.environ.get("EC_CONFIG")
+    return Path(explicit) if explicit else config_dir() / "ec.toml"

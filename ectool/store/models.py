@@ -1,0 +1,217 @@
+"""The model store: one peewee model per object in DESIGN.md's vocabulary.
+
+Models bind to :data:`db`, a proxy initialised by :func:`ectool.store.open_store`, so the
+same classes serve SQLite and PostgreSQL. Enumerations are enforced by CHECK constraints
+in the database, not only by Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import (
+    AutoField,
+    BooleanField,
+    Check,
+    CharField,
+    DatabaseProxy,
+    DateTimeField,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+db = DatabaseProxy()
+
+QUEUE_TYPES = ("direct", "topic", "fanout")
+PROCESSOR_REQUESTED = ("running", "stopped", "paused")
+PROCESSOR_STATUS = ("pending", "deploying", "running", "stopped", "paused", "error")
+AGENT_STATUS = ("online", "offline")
+WORKER_STATUS = ("starting", "running", "paused", "stopping", "stopped", "crashed")
+CALL_STATUS = ("queued", "running", "retrying", "done", "failed", "dead", "cancelled")
+FINAL_CALL_STATUS = ("done", "failed", "dead", "cancelled")
+
+
+def now() -> dt.datetime:
+    """UTC now, naive (stored as UTC everywhere)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def one_of(column: str, values: tuple[str, ...]) -> Check:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return Check(f"{column} IN ({quoted})")
+
+
+class Base(Model):
+    created = DateTimeField(default=now)
+    updated = DateTimeField(default=now)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+    def save(self, *args, **kwargs):
+        self.updated = now()
+        return super().save(*args, **kwargs)
+
+
+class Node(Base):
+    name = CharField(unique=True)
+    cpus = IntegerField(default=1, constraints=[Check("cpus >= 1")])
+    memory = IntegerField(null=True)
+
+
+class Agent(Base):
+    node = ForeignKeyField(Node, unique=True, on_delete="CASCADE")
+    pid = IntegerField(null=True)
+    cpus = IntegerField(default=1, constraints=[Check("cpus >= 1")])
+    status = CharField(default="offline", constraints=[one_of("status", AGENT_STATUS)])
+    heartbeat = DateTimeField(null=True)
+
+
+class Queue(Base):
+    name = CharField(unique=True)
+    type = CharField(default="direct", constraints=[one_of("type", QUEUE_TYPES)])
+    durable = BooleanField(default=True)
+    queue_type = CharField(default="quorum", constraints=[one_of("queue_type", ("quorum", "classic"))])
+    max_length = IntegerField(null=True, constraints=[Check("max_length IS NULL OR max_length > 0")])
+
+
+class Processor(Base):
+    name = CharField(unique=True)
+    gitrepo = TextField()
+    module = CharField()
+    branch = CharField(default="main")
+    commit = CharField(null=True)
+    concurrency = IntegerField(default=1, constraints=[Check("concurrency >= 1")])
+    host = CharField(null=True)
+    runtime = CharField(default="python", constraints=[one_of("runtime", ("python", "bash"))])
+    requested_status = CharField(
+        default="running", constraints=[one_of("requested_status", PROCESSOR_REQUESTED)]
+    )
+    status = CharField(default="pending", constraints=[one_of("status", PROCESSOR_STATUS)])
+    status_reason = TextField(null=True)
+
+
+class Socket(Base):
+    name = CharField(unique=True)
+    processor = ForeignKeyField(Processor, backref="sockets", on_delete="RESTRICT")
+    task = CharField()
+    queue = ForeignKeyField(Queue, backref="sockets", on_delete="RESTRICT")
+    concurrency = IntegerField(default=1, constraints=[Check("concurrency >= 1")])
+    retries = IntegerField(default=0, constraints=[Check("retries >= 0")])
+    backoff = FloatField(default=1.0, constraints=[Check("backoff >= 0")])
+    timeout = FloatField(null=True, constraints=[Check("timeout IS NULL OR timeout > 0")])
+
+
+class Plug(Base):
+    name = CharField(unique=True)
+    source = ForeignKeyField(Socket, backref="plugs_out", on_delete="RESTRICT")
+    target = ForeignKeyField(Socket, backref="plugs_in", on_delete="RESTRICT")
+    argument = CharField(null=True)
+
+
+class Worker(Base):
+    processor = ForeignKeyField(Processor, backref="workers", on_delete="CASCADE")
+    node = ForeignKeyField(Node, null=True, on_delete="SET NULL")
+    host = CharField()
+    pid = IntegerField()
+    cpu = IntegerField(null=True)
+    commit = CharField(null=True)
+    status = CharField(default="starting", constraints=[one_of("status", WORKER_STATUS)])
+    heartbeat = DateTimeField(null=True)
+
+
+class Call(Base):
+    id = CharField(primary_key=True, max_length=36)
+    socket = CharField(index=True)
+    parent = CharField(null=True, index=True)
+    root = CharField(index=True)
+    flow = CharField(null=True, index=True)
+    status = CharField(default="queued", index=True, constraints=[one_of("status", CALL_STATUS)])
+    attempts = IntegerField(default=0)
+    args = TextField(null=True)
+    submitted = DateTimeField(default=now, index=True)
+    started = DateTimeField(null=True)
+    finished = DateTimeField(null=True)
+    host = CharField(null=True)
+    worker_pid = IntegerField(null=True)
+    result = TextField(null=True)
+    error_type = CharField(null=True)
+    error_message = TextField(null=True)
+    traceback = TextField(null=True)
+
+
+class Event(Model):
+    id = AutoField()
+    time = DateTimeField(default=now, index=True)
+    kind = CharField(index=True)
+    call = CharField(null=True, index=True)
+    socket = CharField(null=True)
+    host = CharField(null=True)
+    pid = IntegerField(null=True)
+    data = TextField(null=True)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class User(Base):
+    name = CharField(unique=True)
+
+
+class Role(Base):
+    name = CharField(unique=True)
+
+
+class Privilege(Base):
+    name = CharField(unique=True)
+
+
+class UserRole(Model):
+    user = ForeignKeyField(User, on_delete="CASCADE")
+    role = ForeignKeyField(Role, on_delete="CASCADE")
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        indexes = ((("user", "role"), True),)
+
+
+class RolePrivilege(Model):
+    role = ForeignKeyField(Role, on_delete="CASCADE")
+    privilege = ForeignKeyField(Privilege, on_delete="CASCADE")
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        indexes = ((("role", "privilege"), True),)
+
+
+class Trust(Base):
+    """A trusted-repository pattern (fnmatch); only matching repositories are deployed."""
+
+    pattern = CharField(unique=True)
+
+
+class SchemaVersion(Model):
+    version = IntegerField()
+
+    class Meta:
+        database = db
+        table_name = "ec_schema"
+
+
+MODELS = [
+    Node, Agent, Queue, Processor, Socket, Plug, Worker, Call, Event,
+    User, Role, Privilege, UserRole, RolePrivilege, Trust,
+]
+
+#: object kinds addressable by name from the CLI (`ec ls KIND`, `ec show KIND NAME`)
+KINDS = {
+    "node": Node, "queue": Queue, "processor": Processor, "socket": Socket, "plug": Plug,
+    "user": User, "role": Role, "privilege": Privilege, "trust": Trust,
+}

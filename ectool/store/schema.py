@@ -1,0 +1,90 @@
+"""Schema versioning: create, upgrade step by step, drop.
+
+Each release that changes the tables adds a function to :data:`MIGRATIONS` taking the
+store from version ``n`` to ``n + 1``. Every step runs in a transaction where the database
+allows (PostgreSQL; SQLite for all but a few ALTERs), so a failed upgrade leaves the old
+version intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from peewee import Database, TextField
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+from ..errors import UsageError
+from .models import MODELS, Call, Processor, SchemaVersion
+
+CURRENT = 2
+
+
+def _migrator(database: Database):
+    if database.__class__.__name__.startswith("Sqlite"):
+        return SqliteMigrator(database)
+    return PostgresqlMigrator(database)
+
+
+def _v1_to_v2(database: Database) -> None:
+    """v2 records why a processor is in its status and which shell flow a call belongs to."""
+    m = _migrator(database)
+    migrate(
+        m.add_column("processor", "status_reason", TextField(null=True)),
+        m.add_column("call", "flow", Call.flow),
+        m.add_index("call", ("flow",), False),
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2}
+_ = Processor  # the v2 column is declared on the model
+
+
+def version(database: Database) -> int | None:
+    """The store's schema version, or None when it has no ElasticCode tables."""
+    if not database.table_exists(SchemaVersion._meta.table_name):
+        return None
+    row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+    return row.version if row else None
+
+
+def init(database: Database) -> bool:
+    """Create every table at the current version; False if the schema already existed."""
+    if version(database) is not None:
+        return False
+    with database.atomic():
+        database.create_tables([*MODELS, SchemaVersion])
+        SchemaVersion.create(version=CURRENT)
+    return True
+
+
+def ensure(database: Database) -> None:
+    """Create the schema on first use; refuse an old or newer one with a clear message."""
+    found = version(database)
+    if found is None:
+        init(database)
+    elif found < CURRENT:
+        raise UsageError(f"store schema is version {found}, this ec needs {CURRENT}: run 'ec db migrate'")
+    elif found > CURRENT:
+        raise UsageError(f"store schema is version {found}, newer than this ec ({CURRENT}): upgrade ec")
+
+
+def upgrade(database: Database) -> list[int]:
+    """Apply migrations up to :data:`CURRENT`; return the versions reached, in order."""
+    found = version(database)
+    if found is None:
+        init(database)
+        return [CURRENT]
+    reached = []
+    while found < CURRENT:
+        with database.atomic():
+            MIGRATIONS[found](database)
+            SchemaVersion.update(version=found + 1).execute()
+        found += 1
+        reached.append(found)
+    return reached
+
+
+def drop(database: Database) -> None:
+    """Drop every ElasticCode table (data included)."""
+    with database.atomic():
+        database.drop_tables([*MODELS, SchemaVersion], safe=True, cascade=not database.__class__.__name__.startswith("Sqlite"))
