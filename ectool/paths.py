@@ -13,7 +13,7 @@ from pathlib import Path
 def _xdg(var: str, default: str) -> Path:
     home = os.environ.get("EC_HOME")
     if home:
-        return Path(home) / default.rsplit("/", 1)[-1]
+        return Path(home) / {"XDG_DATA_HOME": "data", "XDG_CONFIG_HOME": "config"}.get(var, "cache")
     value = os.environ.get(var)
     return Path(value) if value else Path.home() / default
 

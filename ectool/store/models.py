@@ -12,8 +12,8 @@ import datetime as dt
 from peewee import (
     AutoField,
     BooleanField,
-    Check,
     CharField,
+    Check,
     DatabaseProxy,
     DateTimeField,
     FloatField,

@@ -1,0 +1,273 @@
+"""Submitting calls and waiting for their outcomes (the client side of the core).
+
+A call is written to the store (status ``queued``) and then published durably; only then
+is the caller told it was sent. Outcomes are read from reply notifications when the
+caller waits, with the store as the source of truth (polled as a fallback, and the only
+source for ``ec wait`` in a later process).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .errors import CallTimeout, NotFound, Unreachable, UsageError
+from .messages import CallMessage, dumps, new_id
+from .outcome import Outcome
+from .store.models import FINAL_CALL_STATUS, Call, Processor, Socket, Worker, db, now
+
+
+def broker_queue(socket_name: str) -> str:
+    """The transport queue that fronts a socket."""
+    return f"ec.s.{socket_name}"
+
+
+@dataclass(frozen=True)
+class Target:
+    socket: str
+    task: str
+    queue: str
+    kind: str
+    max_length: int | None
+
+
+def resolve(socket_name: str) -> Target:
+    """Look a socket up in the store; an unknown socket is a usage error (exit 2)."""
+    sock = Socket.get_or_none(Socket.name == socket_name)
+    if sock is None:
+        raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
+    q = sock.queue
+    return Target(sock.name, sock.task, broker_queue(sock.name), q.queue_type, q.max_length)
+
+
+class Client:
+    """Submits calls and collects outcomes over one transport connection."""
+
+    def __init__(self, config: Config) -> None:
+        from .store import open_store
+        from .transport import open_transport
+
+        self.config = config
+        open_store(config.db)
+        self.transport = open_transport(config)
+        self._inbox = None
+        self._declared: set[str] = set()
+        self._targets: dict[str, Target] = {}
+        self._replies: dict[str, Outcome] = {}
+
+    def target(self, socket_name: str) -> Target:
+        t = self._targets.get(socket_name)
+        if t is None:
+            t = self._targets[socket_name] = resolve(socket_name)
+        if t.queue not in self._declared:
+            self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
+            self._declared.add(t.queue)
+        return t
+
+    @property
+    def inbox(self):
+        if self._inbox is None:
+            self._inbox = self.transport.inbox()
+        return self._inbox
+
+    def submit(self, socket_name: str, calls: Sequence[tuple[list[Any], dict[str, Any]]], *,
+               parent: str | None = None, root: str | None = None, flow: str | None = None,
+               reply: bool = True, cont: dict | None = None) -> list[str]:
+        """Durably submit one call per (args, kwargs) to a socket; returns their ids in order."""
+        t = self.target(socket_name)
+        reply_to = self.inbox.address if reply else None
+        flow = flow or os.environ.get("EC_FLOW") or None
+        messages, rows = [], []
+        for args, kwargs in calls:
+            cid = new_id()
+            msg = CallMessage(id=cid, socket=t.socket, task=t.task, args=list(args), kwargs=dict(kwargs),
+                              root=root or cid, parent=parent, flow=flow, reply_to=reply_to, cont=cont)
+            messages.append(msg.encode(self.config.max_message_bytes))
+            rows.append({"id": cid, "socket": t.socket, "root": msg.root, "parent": parent, "flow": flow,
+                         "status": "queued", "args": dumps({"args": msg.args, "kwargs": msg.kwargs}),
+                         "submitted": now(), "created": now(), "updated": now()})
+        with db.atomic():
+            for i in range(0, len(rows), 500):
+                Call.insert_many(rows[i:i + 500]).execute()
+        try:
+            self.transport.publish(t.queue, messages)
+        except Exception as exc:
+            # nothing was confirmed: say so in the store rather than leave phantom queued calls
+            ids = [r["id"] for r in rows]
+            Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],
+                        finished=now()).where(Call.id.in_(ids)).execute()
+            raise
+        return [r["id"] for r in rows]
+
+    def wait(self, ids: Iterable[str], timeout: float | None = None) -> dict[str, Outcome]:
+        """Wait until every call in ``ids`` is final; :class:`CallTimeout` lists those that are not."""
+        pending = set(ids)
+        done: dict[str, Outcome] = {}
+        for cid in list(pending):
+            if cid in self._replies:
+                done[cid] = self._replies.pop(cid)
+                pending.discard(cid)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll_every, next_poll = 0.5, time.monotonic() + 0.5
+        while pending:
+            now_ = time.monotonic()
+            if deadline is not None and now_ >= deadline:
+                raise CallTimeout(f"timed out waiting for {len(pending)} call(s): {' '.join(sorted(pending)[:5])}",
+                                  sorted(pending))
+            if now_ >= next_poll:
+                for out in outcomes(pending).values():
+                    done[out.id] = out
+                    pending.discard(out.id)
+                poll_every = min(poll_every * 1.5, 2.0)
+                next_poll = now_ + poll_every
+                continue
+            wait = next_poll - now_
+            if deadline is not None:
+                wait = min(wait, deadline - now_)
+            body = self._inbox.get(max(wait, 0.0)) if self._inbox is not None else time.sleep(max(wait, 0.0))
+            if body:
+                out = Outcome.decode(body)
+                if out is None:
+                    continue
+                if out.result_json is None and out.status == "done":
+                    out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
+                if out.id in pending:
+                    done[out.id] = out
+                    pending.discard(out.id)
+                else:
+                    self._replies[out.id] = out
+        return done
+
+    def call(self, socket_name: str, args: list[Any], kwargs: dict[str, Any] | None = None,
+             timeout: float | None = None) -> Outcome:
+        """Submit one call and wait for its outcome."""
+        cid = self.submit(socket_name, [(args, kwargs or {})])[0]
+        return self.wait([cid], timeout)[cid]
+
+    def close(self) -> None:
+        if self._inbox is not None:
+            self._inbox.close()
+        self.transport.close()
+
+
+def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
+    """Final outcomes recorded in the store for ``ids`` (unfinished ones are absent)."""
+    ids = list(ids)
+    found: dict[str, Outcome] = {}
+    for i in range(0, len(ids), 500):
+        query = Call.select().where(Call.id.in_(ids[i:i + 500]) & Call.status.in_(FINAL_CALL_STATUS))
+        for row in query:
+            found[row.id] = Outcome.from_row(row)
+    return found
+
+
+def wait_stored(ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:
+    """Wait by polling the store only (for calls submitted by another process)."""
+    for cid in ids:
+        get_call(cid)
+    pending, done = set(ids), {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        for out in outcomes(pending).values():
+            done[out.id] = out
+            pending.discard(out.id)
+        if not pending:
+            return done
+        if deadline is not None and time.monotonic() >= deadline:
+            raise CallTimeout(f"timed out waiting for {len(pending)} call(s)", sorted(pending))
+        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 1.0)
+
+
+def get_call(call_id: str) -> Call:
+    row = Call.get_or_none(Call.id == call_id)
+    if row is None:
+        raise NotFound(f"no call with id {call_id!r}")
+    return row
+
+
+def cancel(call_id: str) -> bool:
+    """Cancel a call that has not started; False if it already ran or is running."""
+    get_call(call_id)
+    n = Call.update(status="cancelled", finished=now(), updated=now()).where(
+        (Call.id == call_id) & Call.status.in_(("queued", "retrying"))).execute()
+    return n == 1
+
+
+def parse_since(text: str) -> dt.datetime:
+    """``30s``, ``10m``, ``2h``, ``1d`` -> the UTC time that long ago."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise UsageError(f"bad duration {text!r}: use e.g. 30s, 10m, 2h, 1d") from None
+    return now() - dt.timedelta(seconds=seconds)
+
+
+CALL_COLUMNS = ["id", "socket", "status", "attempts", "submitted", "started", "finished", "host",
+                "worker_pid", "parent", "root", "flow", "result", "error_type", "error_message"]
+
+
+def call_row(row: Call) -> dict[str, Any]:
+    out = {}
+    for col in CALL_COLUMNS + ["traceback"]:
+        value = getattr(row, col)
+        if hasattr(value, "isoformat"):
+            value = value.isoformat(timespec="milliseconds")
+        out[col] = value
+    if out["result"] is not None:
+        try:
+            out["result"] = json.loads(out["result"])
+        except ValueError:
+            pass
+    return out
+
+
+def list_calls(*, status: str | None = None, socket: str | None = None, since: str | None = None,
+               limit: int = 100, ids: Sequence[str] | None = None) -> list[Call]:
+    query = Call.select().order_by(Call.submitted.desc())
+    if status:
+        query = query.where(Call.status == status)
+    if socket:
+        query = query.where(Call.socket == socket)
+    if since:
+        query = query.where(Call.submitted >= parse_since(since))
+    if ids:
+        query = query.where(Call.id.in_(list(ids)))
+    return list(query.limit(limit))
+
+
+def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
+    """The root of ``call_id``'s workflow and a parent -> children map of every call in it."""
+    row = get_call(call_id)
+    root = get_call(row.root) if row.root and row.root != row.id else row
+    members = list(Call.select().where(Call.root == root.id).order_by(Call.submitted))
+    children: dict[str | None, list[Call]] = {}
+    for m in members:
+        if m.id != root.id:
+            children.setdefault(m.parent or root.id, []).append(m)
+    return root, children
+
+
+def list_runtime(kind: str) -> list[dict[str, Any]]:
+    """Workers (or agents) as rows."""
+    if kind == "worker":
+        return [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
+                 "status": w.status, "commit": w.commit,
+                 "heartbeat": w.heartbeat.isoformat(timespec="seconds") if w.heartbeat else None}
+                for w in Worker.select().join(Processor).order_by(Processor.name, Worker.pid)]
+    from .store.models import Agent
+
+    return [{"node": a.node.name, "pid": a.pid, "cpus": a.cpus, "status": a.status,
+             "heartbeat": a.heartbeat.isoformat(timespec="seconds") if a.heartbeat else None}
+            for a in Agent.select()]
+
+
+_ = Unreachable

@@ -1,0 +1,138 @@
+"""``ec run``, ``ec map`` and the seed's ``ec task run``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import CallTimeout, TaskFailed
+from .args import parse_data, parse_kwargs, parse_word, stdin_value
+from .env import Env, pass_env
+
+
+def write_result(value) -> None:
+    """stdout carries results only: text as text, bytes raw, anything else as JSON."""
+    if isinstance(value, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(value)
+        sys.stdout.buffer.flush()
+        return
+    from ..output import result_text
+
+    sys.stdout.write(result_text(value) + "\n")
+
+
+def report(outcome, as_json: bool, verbose: bool = False) -> None:
+    """Print an outcome; raise TaskFailed (exit 1) if the call did not succeed."""
+    if as_json:
+        from ..output import dumps
+
+        sys.stdout.write(dumps({"id": outcome.id, "status": outcome.status, "result": outcome.result
+                                if not isinstance(outcome.result, bytes) else outcome.result_json,
+                                "error_type": outcome.error_type, "error_message": outcome.error_message,
+                                "attempts": outcome.attempts}) + "\n")
+    elif outcome.ok:
+        write_result(outcome.result)
+    if not outcome.ok:
+        if verbose and outcome.traceback:
+            sys.stderr.write(outcome.traceback)
+        raise TaskFailed(outcome.error_line())
+
+
+def run_one(env: Env, socket: str, args: list, kwargs: dict, no_wait: bool, timeout: float | None,
+            as_json: bool, verbose: bool) -> None:
+    from ..calls import Client
+
+    client = Client(env.config)
+    try:
+        cid = client.submit(socket, [(args, kwargs)], reply=not no_wait)[0]
+        if no_wait:
+            click.echo(cid)
+            return
+        try:
+            outcome = client.wait([cid], timeout)[cid]
+        except CallTimeout:
+            raise CallTimeout(f"timed out; call {cid} is still queued or running (ec wait {cid})") from None
+        report(outcome, as_json, verbose)
+    finally:
+        client.close()
+
+
+common = [
+    click.option("--no-wait", is_flag=True, help="Print the call id and exit once the call is durable."),
+    click.option("--timeout", type=float, help="Give up waiting after this many seconds (exit 4)."),
+    click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON."),
+    click.option("-v", "--verbose", is_flag=True, help="Show the remote traceback of a failed call."),
+]
+
+
+def with_common(fn):
+    for opt in reversed(common):
+        fn = opt(fn)
+    return fn
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("socket")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-k", "--kwarg", "kwargs", multiple=True, help="Keyword argument NAME=VALUE (repeatable).")
+@click.option("--lines", is_flag=True, help="One call per stdin line; results in input order (see ec map).")
+@click.option("-j", "--jobs", type=int, help="With --lines: calls in flight at once.")
+@with_common
+@pass_env
+def run(env: Env, socket, args, kwargs, lines, jobs, no_wait, timeout, as_json, verbose) -> None:
+    """Call SOCKET and print its result.
+
+    ARGS are parsed as JSON when they parse (3, [1,2], {"a":1}) and passed as strings
+    otherwise; with no ARGS (or `-`) stdin is the one argument (bytes if not UTF-8).
+
+    \b
+    Examples:
+      echo "HI THERE!" | ec run pyfi.processors.sample.do_something
+      ec run add_two 3 10
+      ec run --no-wait slow 5     # prints the call id; later: ec wait ID
+    """
+    if lines:
+        from .map_cmd import run_lines
+
+        run_lines(env, socket, jobs, timeout, as_json)
+        return
+    if not args or args == ("-",):
+        values = [stdin_value(sys.stdin.buffer.read())]
+    else:
+        values = [parse_word(a) for a in args]
+    run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose)
+
+
+@click.command("map")
+@click.argument("socket")
+@click.option("-j", "--jobs", type=int, help="Calls in flight at once (default 64).")
+@click.option("--timeout", type=float, help="Give up after this many seconds without progress (exit 4).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON outcome per line.")
+@pass_env
+def map_cmd(env: Env, socket, jobs, timeout, as_json) -> None:
+    """Call SOCKET once per stdin line, printing results in input order."""
+    from .map_cmd import run_lines
+
+    run_lines(env, socket, jobs, timeout, as_json)
+
+
+@click.group()
+def task() -> None:
+    """The seed's spellings (ec task run --socket S --data D)."""
+
+
+@task.command("run")
+@click.option("-s", "--socket", required=True, help="Socket to call.")
+@click.option("-d", "--data", help="Arguments: a JSON or Python literal; a list is positional args. "
+              "Default: stdin as one argument.")
+@with_common
+@pass_env
+def task_run(env: Env, socket, data, no_wait, timeout, as_json, verbose) -> None:
+    """Run a task: ec task run --socket pyfi.processors.sample.do_something --data "['some data']" """
+    if data is None:
+        args, kwargs = [stdin_value(sys.stdin.buffer.read())], {}
+    else:
+        args, kwargs = parse_data(data)
+    run_one(env, socket, args, kwargs, no_wait, timeout, as_json, verbose)

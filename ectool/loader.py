@@ -1,0 +1,58 @@
+"""Import a processor's module from a checked-out directory and find its functions."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import UsageError
+
+
+def local_path(gitrepo: str) -> Path | None:
+    """The working tree for a local repository URL (path or file://, with #subdirectory=)."""
+    url, _, fragment = gitrepo.partition("#")
+    sub = ""
+    for part in fragment.split("&"):
+        if part.startswith("subdirectory="):
+            sub = part.split("=", 1)[1]
+    if url.startswith("file://"):
+        path = Path(unquote(urlsplit(url).path))
+    elif "://" in url or url.startswith("git@"):
+        return None
+    else:
+        path = Path(url).expanduser()
+    return (path / sub) if sub else path
+
+
+def load_module(module: str, path: Path | None):
+    """Import ``module`` with ``path`` first on sys.path."""
+    if path is not None:
+        if not path.is_dir():
+            raise UsageError(f"processor path {path} is not a directory")
+        sys.path.insert(0, str(path))
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UsageError(f"cannot import processor module {module!r}: {exc}") from None
+
+
+def find_function(mod: Any, name: str):
+    fn = getattr(mod, name, None)
+    if fn is None or not callable(fn):
+        return None
+    return fn
+
+
+def check_arguments(fn, args: list, kwargs: dict) -> str | None:
+    """None if ``fn(*args, **kwargs)`` binds, else a one-line reason."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        return f"arguments do not match {getattr(fn, '__name__', 'function')}{inspect.signature(fn)}: {exc}"
+    except ValueError:
+        return None  # builtins without a signature: let the call decide
+    return None

@@ -1,0 +1,87 @@
+"""Run N worker processes and keep them running (restart with backoff after a crash).
+
+States follow supervisor's model: a child that dies is restarted after an exponentially
+growing delay; one that stayed up for :data:`HEALTHY` seconds resets its backoff. SIGTERM
+or SIGINT stops every child gracefully (SIGTERM, then SIGKILL after ``grace``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+HEALTHY = 30.0
+
+
+def restart_delay(failures: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Delay before restarting a child that has crashed ``failures`` times in a row."""
+    return 0.0 if failures <= 0 else min(cap, base * 2 ** (failures - 1))
+
+
+@dataclass
+class Child:
+    slot: int
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+    history: list[int] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, argv: Sequence[str], count: int, *, env: dict[str, str] | None = None,
+                 grace: float = 30.0, log=None) -> None:
+        self.argv, self.count, self.env, self.grace = list(argv), count, env, grace
+        self.children = [Child(i) for i in range(count)]
+        self.stopping = False
+        self.log = log or (lambda msg: print(f"ec worker: {msg}", file=sys.stderr, flush=True))
+
+    def _start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(self.argv, env=self.env)
+        child.started = time.monotonic()
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        for c in self.children:
+            self._start(c)
+        self.log(f"started {self.count} worker process(es): {' '.join(str(c.proc.pid) for c in self.children)}")
+        while not self.stopping:
+            now = time.monotonic()
+            for c in self.children:
+                if c.proc is not None and c.proc.poll() is not None:
+                    code = c.proc.returncode
+                    c.failures = 1 if now - c.started > HEALTHY else c.failures + 1
+                    c.restart_at = now + restart_delay(c.failures)
+                    self.log(f"worker {c.proc.pid} exited with {code}; restarting in {c.restart_at - now:.1f}s")
+                    c.history.append(code)
+                    c.proc = None
+                if c.proc is None and now >= c.restart_at:
+                    self._start(c)
+            time.sleep(0.1)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        live = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for p in live:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return 0
+
+
+def child_env() -> dict[str, str]:
+    return dict(os.environ)

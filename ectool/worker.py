@@ -1,0 +1,274 @@
+"""The worker runtime: consume a processor's socket queues, run calls, record outcomes.
+
+One worker process runs one call at a time (one per core; the agent or ``ec worker -c N``
+starts several). Deliveries are handled in small batches so store writes and acks are
+group-committed, but an ack never precedes the durable outcome:
+
+1. decode (bad messages are dead-lettered with the reason, the call marked ``dead``);
+2. read the calls' rows: a call already final is acked without running (idempotence); a
+   call that has started this attempt ``delivery_limit`` times already (its workers
+   died) is marked ``dead`` and dead-lettered;
+3. mark the calls ``running`` (attempts + 1), run each under the socket's timeout;
+4. publish retries (delayed) for failures with retries left, commit every outcome in one
+   transaction, send replies, then ack.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket as _socket
+import time
+import traceback as tb
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import loader, retry
+from .calls import broker_queue
+from .config import Config
+from .errors import NotFound, UsageError
+from .messages import BadMessage, CallMessage, decode, dumps, peek_id
+from .outcome import Outcome
+from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
+from .transport import Delivery
+
+log = logging.getLogger("ec.worker")
+HOST = _socket.gethostname()
+HEARTBEAT = 10.0
+
+
+class TaskTimeout(Exception):
+    """The call ran longer than its socket's timeout."""
+
+
+@dataclass
+class SocketInfo:
+    name: str
+    task: str
+    queue: str
+    fn: Any
+    timeout: float | None
+    retries: int
+    backoff: float
+
+
+@dataclass
+class Result:
+    """What happened when one call ran."""
+
+    msg: CallMessage
+    status: str  # done | retrying | failed
+    result_json: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    retry_delay: float = 0.0
+
+
+def _on_alarm(signum, frame):
+    raise TaskTimeout()
+
+
+class WorkerRuntime:
+    """One worker process serving some sockets of one processor."""
+
+    def __init__(self, config: Config, processor: str, sockets: list[str] | None = None,
+                 path: str | None = None, prefetch: int | None = None) -> None:
+        from .store import open_store
+        from .transport import open_transport
+
+        self.config = config
+        open_store(config.db)
+        proc = Processor.get_or_none(Processor.name == processor)
+        if proc is None:
+            raise NotFound(f"no processor named {processor!r}")
+        self.processor = proc
+        rows = list(proc.sockets)
+        if sockets:
+            unknown = set(sockets) - {s.name for s in rows}
+            if unknown:
+                raise NotFound(f"processor {processor!r} has no socket(s) {', '.join(sorted(unknown))}")
+            rows = [s for s in rows if s.name in sockets]
+        if not rows:
+            raise UsageError(f"processor {processor!r} has no sockets to serve")
+        where = Path(path) if path else loader.local_path(proc.gitrepo)
+        module = loader.load_module(proc.module, where)
+        self.sockets: dict[str, SocketInfo] = {}
+        for s in rows:
+            self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name),
+                                              loader.find_function(module, s.task),
+                                              s.timeout, s.retries, s.backoff)
+        self.transport = open_transport(config)
+        for s in rows:
+            self.transport.declare(broker_queue(s.name), kind=s.queue.queue_type, max_length=s.queue.max_length)
+        self.prefetch = prefetch or min(64, max(s.concurrency for s in rows))
+        self.consumer = self.transport.consumer([i.queue for i in self.sockets.values()], self.prefetch)
+        self.stopping = False
+        self.pid = os.getpid()
+        self.row = Worker.create(processor=proc, host=HOST, pid=self.pid, status="running",
+                                 heartbeat=now(), commit=proc.commit)
+        self.last_beat = time.monotonic()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; in-flight calls finish, unstarted ones go back."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGALRM, _on_alarm)
+        try:
+            while not self.stopping:
+                first = self.consumer.get(timeout=1.0)
+                if first is not None:
+                    batch = [first]
+                    while len(batch) < self.prefetch:
+                        more = self.consumer.get(timeout=0)
+                        if more is None:
+                            break
+                        batch.append(more)
+                    self.handle(batch)
+                if time.monotonic() - self.last_beat > HEARTBEAT:
+                    self.last_beat = time.monotonic()
+                    Worker.update(heartbeat=now()).where(Worker.id == self.row.id).execute()
+        finally:
+            self.consumer.close()
+            Worker.update(status="stopped", heartbeat=now()).where(Worker.id == self.row.id).execute()
+            self.transport.close()
+
+    # -- one batch -----------------------------------------------------------------
+    def handle(self, batch: list[Delivery]) -> None:
+        good: list[tuple[Delivery, CallMessage]] = []
+        for d in batch:
+            try:
+                good.append((d, decode(d.body)))
+            except BadMessage as exc:
+                self.bury(d, peek_id(d.body), f"undecodable message: {exc}", "BadMessage")
+        if not good:
+            return
+        rows = {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts)
+                .where(Call.id.in_([m.id for _, m in good]))}
+        runnable, suspects = [], []
+        for d, m in good:
+            row = rows.get(m.id)
+            if row is not None and row.status in FINAL_CALL_STATUS:
+                self.consumer.ack([d])  # outcome already recorded: never run twice
+                continue
+            prior = (row.attempts - (m.attempt - 1)) if row is not None else 0
+            if prior >= self.config.delivery_limit:
+                self.bury(d, m.id, f"delivery limit: its worker died {prior} times running it", "DeliveryLimit",
+                          reply_to=m.reply_to)
+                continue
+            if m.socket not in self.sockets:
+                self.bury(d, m.id, f"socket {m.socket!r} is not served by processor {self.processor.name!r}",
+                          "UnknownSocket", reply_to=m.reply_to)
+                continue
+            (suspects if (prior > 0 or d.redeliveries > 0 or row is None) else runnable).append((d, m, row))
+        # a redelivered call may be the one that killed the last worker: run it alone, so a
+        # crash charges only it
+        if runnable:
+            self.run_batch(runnable)
+        for item in suspects:
+            if self.stopping:
+                self.consumer.nack([item[0]])
+                continue
+            self.run_batch([item])
+
+    def run_batch(self, items: list[tuple[Delivery, CallMessage, Any]]) -> None:
+        missing = [m for _, m, row in items if row is None]
+        if missing:
+            Call.insert_many([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
+                               "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
+                               "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing]
+                             ).on_conflict_ignore().execute()
+        ids = [m.id for _, m, _ in items]
+        Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
+                    host=HOST, worker_pid=self.pid).where(
+            Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        results: list[tuple[Delivery, Result]] = []
+        returned: list[Delivery] = []
+        for d, m, _ in items:
+            if self.stopping:
+                returned.append(d)
+                continue
+            results.append((d, self.execute(m)))
+        if returned:
+            back = [d for d in returned]
+            Call.update(status="queued", attempts=Call.attempts - 1).where(
+                Call.id.in_([decode(d.body).id for d in back]) & (Call.status == "running")).execute()
+            self.consumer.nack(back)
+        self.record(results)
+
+    def execute(self, m: CallMessage) -> Result:
+        info = self.sockets[m.socket]
+        if info.fn is None:
+            return Result(m, "failed", error_type="FunctionNotFound",
+                          error_message=f"function {info.task!r} not found in module {self.processor.module!r}")
+        mismatch = loader.check_arguments(info.fn, m.args, m.kwargs)
+        if mismatch:
+            return Result(m, "failed", error_type="TypeError", error_message=mismatch)
+        try:
+            if info.timeout:
+                signal.setitimer(signal.ITIMER_REAL, info.timeout)
+            try:
+                value = info.fn(*m.args, **m.kwargs)
+            finally:
+                if info.timeout:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            return Result(m, "done", result_json=dumps(value))
+        except TaskTimeout:
+            res = Result(m, "failed", error_type="TimeoutError",
+                         error_message=f"call exceeded the socket timeout of {info.timeout:g}s")
+        except UsageError as exc:  # result not JSON-serialisable
+            return Result(m, "failed", error_type="TypeError", error_message=f"result {exc}")
+        except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            res = Result(m, "failed", error_type=type(exc).__name__, error_message=str(exc),
+                         traceback="".join(tb.format_exception(exc)))
+        if retry.should_retry(m.attempt, info.retries):
+            res.status = "retrying"
+            res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)
+        return res
+
+    def record(self, results: list[tuple[Delivery, Result]]) -> None:
+        for d, r in results:
+            if r.status == "retrying":
+                self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
+        stamp = now()
+        with db.atomic():
+            for _, r in results:
+                Call.update(status=r.status, result=r.result_json, error_type=r.error_type,
+                            error_message=r.error_message, traceback=r.traceback,
+                            finished=None if r.status == "retrying" else stamp, updated=stamp).where(
+                    (Call.id == r.msg.id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        for _, r in results:
+            if r.status != "retrying" and r.msg.reply_to:
+                self.reply(r.msg.reply_to, Outcome(r.msg.id, r.status, error_type=r.error_type,
+                                                   error_message=r.error_message, traceback=r.traceback,
+                                                   result_json=r.result_json, attempts=r.msg.attempt))
+        self.consumer.ack([d for d, _ in results])
+
+    def reply(self, address: str, out: Outcome) -> None:
+        body = out.encode()
+        limit = getattr(self.transport, "max_reply_bytes", None)
+        if limit and len(body) > limit:
+            out.result_json, out.traceback = None, None
+            body = out.encode()
+        try:
+            self.transport.reply(address, body)
+        except Exception:  # noqa: BLE001 - replies are best-effort; the store has the outcome
+            log.debug("reply to %s failed", address, exc_info=True)
+
+    def bury(self, d: Delivery, call_id: str | None, reason: str, error_type: str,
+             reply_to: str | None = None) -> None:
+        """Dead-letter a delivery and mark its call ``dead`` with the reason."""
+        if call_id:
+            Call.update(status="dead", error_type=error_type, error_message=reason, finished=now(),
+                        updated=now()).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        self.consumer.dead_letter(d, reason)
+        if reply_to and call_id:
+            self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))

@@ -1,0 +1,90 @@
+"""The seed's sample processor (``pyfi.processors.sample``) and test helpers.
+
+Every function takes and returns JSON values (bytes allowed), as ElasticCode calls them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+
+def _show(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def do_something(*data):
+    """Return a readable trace of the call: ``do_something(a, b)``."""
+    print(f"do_something got {len(data)} argument(s)", file=sys.stderr)
+    return "do_something(" + ", ".join(_show(d) for d in data) + ")"
+
+
+def do_this(*data):
+    return "do_this(" + ", ".join(_show(d) for d in data) + ")"
+
+
+def do_that(*data):
+    return "do_that(" + ", ".join(_show(d) for d in data) + ")"
+
+
+def add_two(a, b):
+    return a + b
+
+
+def emit_one():
+    return 1
+
+
+def emit_two():
+    return 2
+
+
+def noop(*args, **kwargs):
+    return None
+
+
+def echo(value):
+    """Return the argument unchanged (bytes round-trip exactly)."""
+    return value
+
+
+def upper(text: str) -> str:
+    return text.upper()
+
+
+def sleep(seconds: float, value=None):
+    time.sleep(float(seconds))
+    return value if value is not None else seconds
+
+
+def boom(message: str = "boom"):
+    raise ValueError(message)
+
+
+def fail_times(counter: str, times: int, value="ok"):
+    """Fail the first ``times`` calls counted in file ``counter``, then return ``value``."""
+    n = int(open(counter).read() or 0) if os.path.exists(counter) else 0
+    with open(counter, "w") as fh:
+        fh.write(str(n + 1))
+    if n < times:
+        raise RuntimeError(f"failure {n + 1} of {times}")
+    return value
+
+
+def crash(how: str = "exit"):
+    """End the worker process: 'exit' (os._exit), 'kill' (SIGKILL to itself)."""
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(13)
+
+
+def big(n: int) -> str:
+    return "x" * int(n)
+
+
+def whoami():
+    return os.getpid()

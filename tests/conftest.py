@@ -1,0 +1,93 @@
+"""Shared fixtures: isolated home directories, real services (skip loudly, or fail under
+EC_REQUIRE_SERVICES=1), and paired store/transport URLs so tests run on both backends."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+AMQP_URL = os.environ.get("EC_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+PG_URL = os.environ.get("EC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE = os.environ.get("EC_REQUIRE_SERVICES") == "1"
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip with a loud reason when a service is down; fail under EC_REQUIRE_SERVICES=1."""
+    if reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port} (start it: see DEVELOPERS.md)"
+    if REQUIRE:
+        pytest.fail(f"EC_REQUIRE_SERVICES=1 but {message}")
+    pytest.skip(f"SKIPPED, SERVICE DOWN: {message}")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own EC_HOME (config, data, cache) and NO_COLOR."""
+    home = tmp_path / "echome"
+    home.mkdir()
+    monkeypatch.setenv("EC_HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    for var in ("EC_DB", "EC_BROKER", "EC_CONFIG", "EC_FLOW", "EC_USER"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    need_service("RabbitMQ", "127.0.0.1", 5672)
+    return AMQP_URL
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL with a fresh schema, dropped afterwards."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg2
+
+    schema = f"ec_test_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_URL}?schema={schema}"
+    finally:
+        from ectool.store import close_store
+
+        close_store()
+        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "amqp"])
+def broker_url(request, tmp_path) -> str:
+    """Each transport in turn: the embedded SQLite queue and RabbitMQ."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'queue.db'}"
+    return request.getfixturevalue("amqp_url")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """Each store in turn: SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ec.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A unique queue name, so RabbitMQ tests never see each other's messages."""
+    return f"ec.test.{uuid.uuid4().hex[:12]}"
