@@ -38,7 +38,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when invoked."""
+    """A group whose subcommands are imported only when invoked, and which turns expected
+    errors (:class:`EcError`) into one line on stderr and their exit code."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except EcError as exc:
+            click.echo(f"ec: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except BrokenPipeError:
+            # the reader went away (| head): not an error worth a traceback
+            sys.stderr.close()
+            sys.exit(0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
@@ -73,24 +85,5 @@ def cli(ctx: click.Context, db_url: str | None, broker_url: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning expected errors into one line and an exit code."""
-    try:
-        rv = cli.main(args=argv, prog_name="ec", standalone_mode=False)
-    except EcError as exc:
-        click.echo(f"ec: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("ec: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        # the reader went away (| head): not an error worth a traceback
-        sys.stderr.close()
-        sys.exit(0)
-    except SystemExit:
-        raise
-    sys.exit(rv if isinstance(rv, int) else 0)
+    """Entry point for the ``ec`` console script."""
+    cli.main(args=argv, prog_name="ec")

@@ -1,0 +1,500 @@
+"""RabbitMQ transport (pika): durable queues, publisher confirms, delay queues, dead letters.
+
+Topology, all durable:
+
+* work queues are quorum queues (``x-delivery-limit`` = the transport's ``delivery_limit``)
+  or classic queues; both dead-letter to the fanout exchange ``ec.dead``, bound to the
+  queue ``ec.dead``;
+* ``ec.delay.<queue>.<ms>`` holds delayed messages: a classic queue whose messages expire
+  after ``ms`` and are then dead-lettered to ``<queue>`` through the default exchange. The
+  delay is rounded up to two significant digits so that few such queues exist, and each
+  vanishes a minute after its last message (``x-expires``);
+* inboxes are exclusive, auto-delete, server-named queues fed through the default exchange.
+
+Producers (:class:`AmqpTransport`) are single-threaded: one connection, a confirm channel
+for publishing and a plain channel for everything else. A lost connection is reopened and
+the unconfirmed part of a batch published again (duplicates are possible, loss is not).
+Consumers run their own I/O thread (``amqp_consumer.py``). Every pika exception is
+translated to an :mod:`ectool.errors` type at this module's edge.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pika
+from pika import exceptions as px
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import Basic, BasicProperties
+
+from ..errors import EcError, Unreachable, UsageError
+from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, Inbox, Transport
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HEARTBEAT = 30  # seconds
+RECONNECT_WINDOW = 30.0  # how long a producer keeps trying to get a lost connection back
+CONFIRM_TIMEOUT = 30.0  # no publisher confirm for this long: give up
+PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
+DELAY_EXPIRY_MS = 60_000  # an unused delay queue vanishes this long after its delay
+NOT_FOUND, PRECONDITION_FAILED = 404, 406
+
+# Errors meaning "the connection (or a channel with it) is gone": reconnect and retry.
+LOST = (px.AMQPConnectionError, px.ChannelWrongStateError, px.StreamLostError)
+
+DEATH_REASONS = {
+    "delivery_limit": "delivery limit exceeded",
+    "rejected": "rejected",
+    "expired": "expired",
+    "maxlen": "queue full",
+}
+
+
+# -- helpers shared with amqp_consumer.py ------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def describe(error: BaseException) -> str:
+    """A one-line account of a pika error."""
+    if isinstance(error, px.ProbableAuthenticationError | px.AuthenticationError):
+        return "authentication failed (check the user and password)"
+    if isinstance(error, px.ProbableAccessDeniedError):
+        return "access denied (check the virtual host and permissions)"
+    if isinstance(error, px.ConnectionClosed | px.ChannelClosed):
+        return f"{error.reply_code} {error.reply_text}"
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]  # AMQPConnectionError(AMQPConnectorSocketConnectError(OSError))
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:200]
+
+
+def open_connection(url: str, purpose: str, *, heartbeat: int = HEARTBEAT,
+                    attempts: int = 2) -> BlockingConnection:
+    """A new blocking connection to ``url``; :class:`Unreachable` if there is none."""
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:  # pika raises plain ValueError/TypeError for bad URLs
+        raise UsageError(f"malformed broker URL {redact(url)!r}: {exc}") from None
+    given = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    defaults = {"heartbeat": heartbeat, "connection_attempts": attempts, "retry_delay": 0.5,
+                "socket_timeout": 5, "stack_timeout": 10, "blocked_connection_timeout": 60}
+    for name, value in defaults.items():
+        if name not in given:
+            setattr(params, name, value)
+    if heartbeat == 0:
+        params.tcp_options = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 3}
+    params.client_properties = {"connection_name": f"ectool {purpose} pid={os.getpid()}"}
+    try:
+        return BlockingConnection(params)
+    except (px.AMQPError, OSError) as exc:
+        raise Unreachable(f"cannot reach RabbitMQ at {redact(url)}: {describe(exc)}") from None
+
+
+def declare_dead_topology(connection: BlockingConnection) -> None:
+    """The ``ec.dead`` fanout exchange and queue (idempotent; on a channel of its own)."""
+    channel = connection.channel()
+    try:
+        channel.exchange_declare(DEAD_QUEUE, exchange_type="fanout", durable=True)
+        channel.queue_declare(DEAD_QUEUE, durable=True)
+        channel.queue_bind(DEAD_QUEUE, DEAD_QUEUE)
+    except px.ChannelClosedByBroker as exc:
+        if exc.reply_code != PRECONDITION_FAILED:
+            raise EcError(f"cannot declare {DEAD_QUEUE}: {describe(exc)}") from None
+        log.warning("%s exists with other settings (%s); using it as it is",
+                    DEAD_QUEUE, exc.reply_text)
+    finally:
+        if channel.is_open:
+            channel.close()
+
+
+def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties,
+                  body: bytes, generation: int) -> Delivery:
+    """A :class:`Delivery` whose tag is ``(connection generation, delivery tag)``.
+
+    Quorum queues count returns in ``x-delivery-count``; classic queues only say whether
+    the message was delivered before (counted as one redelivery).
+    """
+    headers = dict(properties.headers or {})
+    count = headers.get("x-delivery-count")
+    redeliveries = int(count) if count is not None else int(bool(method.redelivered))
+    return Delivery(body=body, queue=queue, tag=(generation, method.delivery_tag),
+                    redeliveries=redeliveries, headers=headers)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def dead_letter_from(properties: BasicProperties, body: bytes) -> DeadLetter:
+    """Where a message in ``ec.dead`` came from and why: our own headers if we moved it
+    there, else the most recent ``x-death`` entry RabbitMQ added (a delayed message's
+    first death is its delay queue, so ``x-first-death-*`` is only the last resort)."""
+    headers = dict(properties.headers or {})
+    deaths = headers.get("x-death") or [{}]
+    last = deaths[0] if isinstance(deaths[0], dict) else {}
+    queue = (headers.get("x-ec-queue") or last.get("queue")
+             or headers.get("x-first-death-queue") or "")
+    reason = headers.get("x-ec-reason")
+    if reason is None:
+        raw = _text(last.get("reason") or headers.get("x-first-death-reason") or "unknown")
+        reason = DEATH_REASONS.get(raw, raw)
+    return DeadLetter(body=body, queue=_text(queue), reason=_text(reason), headers=headers)
+
+
+def quantize_ms(delay: float) -> int:
+    """``delay`` seconds as milliseconds, rounded up to two significant digits."""
+    ms = max(1, math.ceil(delay * 1000))
+    step = 10 ** max(0, len(str(ms)) - 2)
+    return -(-ms // step) * step
+
+
+def delay_queue_name(queue: str, ms: int) -> str:
+    return f"ec.delay.{queue}.{ms}"
+
+
+# -- publisher confirms ------------------------------------------------------------------
+
+
+class _Batch:
+    """Publisher-confirm bookkeeping for one pipelined batch on a confirm channel."""
+
+    def __init__(self, first_seq: int):
+        self.first = first_seq  # the channel's publish sequence number of bodies[0]
+        self.low = first_seq  # every sequence number below this one is settled
+        self.pending: set[int] = set()
+        self.sent = 0
+        self.nacked = 0
+        self.returned = 0
+
+    def on_confirm(self, method: Basic.Ack | Basic.Nack) -> None:
+        tag = method.delivery_tag
+        if method.multiple:
+            tags: range | tuple[int, ...] = range(self.low, tag + 1)
+            self.low = max(self.low, tag + 1)
+        else:
+            tags = (tag,)
+        nack = isinstance(method, Basic.Nack)
+        for t in tags:
+            if t in self.pending:
+                self.pending.remove(t)
+                self.nacked += nack
+
+    def unconfirmed(self, bodies: list[bytes]) -> list[bytes]:
+        """The bodies that are not known to be durable, in their original order."""
+        return [bodies[t - self.first] for t in sorted(self.pending)] + bodies[self.sent:]
+
+
+def _noop() -> None:
+    pass
+
+
+# -- the transport -----------------------------------------------------------------------
+
+
+class AmqpTransport(Transport):
+    """A producer-side connection to RabbitMQ; consumers and inboxes open their own."""
+
+    def __init__(self, url: str, *, delivery_limit: int = 5):
+        self.url = url
+        self.delivery_limit = delivery_limit
+        self._conn: BlockingConnection | None = None
+        self._admin: BlockingChannel | None = None  # declare, depth, purge, ...
+        self._pub: BlockingChannel | None = None  # confirm mode, publish only
+        self._replies: BlockingChannel | None = None  # no confirms, best effort
+        self._seq = 0  # publish sequence number on self._pub
+        self._batch: _Batch | None = None
+        self._dead_declared = False
+        self._connect()
+
+    # connection management
+
+    def _connect(self) -> BlockingConnection:
+        if self._conn is None or not self._conn.is_open:
+            self._discard()
+            self._conn = open_connection(self.url, "producer")
+        return self._conn
+
+    def _discard(self) -> None:
+        """Forget the connection and its channels (closing them if still open)."""
+        conn, self._conn = self._conn, None
+        self._admin = self._pub = self._replies = None
+        self._dead_declared = False
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except (px.AMQPError, OSError):
+                pass
+
+    def _retrying(self, what: str, operation: Callable[[], T]) -> T:
+        """Run ``operation``, reconnecting with backoff while the connection is lost."""
+        deadline = time.monotonic() + RECONNECT_WINDOW
+        pause = 0.1
+        while True:
+            try:
+                self._connect()
+                return operation()
+            except (*LOST, Unreachable) as exc:
+                self._discard()
+                if time.monotonic() + pause > deadline:
+                    detail = str(exc) if isinstance(exc, Unreachable) else describe(exc)
+                    raise Unreachable(f"lost RabbitMQ while {what}: {detail}") from None
+                log.warning("connection to RabbitMQ lost while %s (%s); retrying in %.1fs",
+                            what, describe(exc), pause)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _admin_channel(self) -> BlockingChannel:
+        conn = self._connect()
+        if not self._dead_declared:
+            declare_dead_topology(conn)
+            self._dead_declared = True
+        if self._admin is None or not self._admin.is_open:
+            self._admin = conn.channel()
+        return self._admin
+
+    def _publish_channel(self) -> BlockingChannel:
+        if self._pub is None or not self._pub.is_open:
+            channel = self._connect().channel()
+            channel._impl.add_on_return_callback(self._on_return)
+            channel._impl.confirm_delivery(ack_nack_callback=self._on_confirm)
+            self._pub, self._seq = channel, 0
+        return self._pub
+
+    def _on_confirm(self, frame: Any) -> None:
+        batch = self._batch
+        if batch is None:
+            return
+        batch.on_confirm(frame.method)
+        if not batch.pending and self._conn is not None:
+            self._conn.call_later(0, _noop)  # wake up process_data_events()
+
+    def _on_return(self, _channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+        if self._batch is not None:  # Basic.Return precedes the Basic.Ack of that message
+            self._batch.returned += 1
+
+    def _on_queue(self, queue: str, operation: Callable[[BlockingChannel], T],
+                  missing: Callable[[], T] | None = None) -> T:
+        """``operation(admin channel)``; a 404 calls ``missing`` (or raises UsageError)."""
+        try:
+            return operation(self._admin_channel())
+        except px.ChannelClosedByBroker as exc:
+            self._admin = None
+            if exc.reply_code == NOT_FOUND:
+                if missing is not None:
+                    return missing()
+                raise UsageError(f"queue {queue!r} does not exist") from None
+            raise UsageError(f"RabbitMQ refused an operation on {queue!r}: "
+                             f"{describe(exc)}") from None
+
+    def _declare(self, queue: str, arguments: dict[str, Any]) -> None:
+        def operation(channel: BlockingChannel) -> None:
+            try:
+                channel.queue_declare(queue, durable=True, arguments=arguments)
+            except px.ChannelClosedByBroker as exc:
+                if exc.reply_code != PRECONDITION_FAILED:
+                    raise
+                self._admin = None
+                log.warning("queue %s exists with other settings (%s); using it as it is",
+                            queue, exc.reply_text)
+
+        self._on_queue(queue, operation)
+
+    def _delay_queue(self, queue: str, delay: float) -> str:
+        """Declare (and so keep alive) the delay queue feeding ``queue`` after ``delay``."""
+        self._on_queue(queue, lambda channel: channel.queue_declare(queue, passive=True))
+        ms = quantize_ms(delay)
+        name = delay_queue_name(queue, ms)
+        self._declare(name, {"x-message-ttl": ms, "x-expires": ms + DELAY_EXPIRY_MS,
+                             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue})
+        return name
+
+    # Transport
+
+    def declare(self, queue: str, *, kind: str = "quorum", max_length: int | None = None) -> None:
+        if kind not in ("quorum", "classic"):
+            raise UsageError(f"unknown queue kind {kind!r} (quorum or classic)")
+        arguments: dict[str, Any] = {"x-dead-letter-exchange": DEAD_QUEUE}
+        if kind == "quorum":
+            arguments |= {"x-queue-type": "quorum", "x-delivery-limit": self.delivery_limit}
+        if max_length is not None:
+            arguments |= {"x-max-length": int(max_length), "x-overflow": "reject-publish"}
+        self._retrying(f"declaring {queue!r}", lambda: self._declare(queue, arguments))
+
+    def publish(self, queue: str, bodies: list[bytes], *, delay: float = 0.0,
+                headers: dict[str, Any] | None = None) -> None:
+        todo = list(bodies)
+        if not todo:
+            return
+        properties = BasicProperties(delivery_mode=2, headers=dict(headers) if headers else None)
+
+        def attempt() -> None:
+            nonlocal todo
+            target = self._delay_queue(queue, delay) if delay > 0 else queue
+            try:
+                batch = self._publish_batch(target, todo, properties)
+            except LOST:
+                if self._batch is not None:
+                    todo = self._batch.unconfirmed(todo)
+                raise
+            finally:
+                self._batch = None
+            if batch.returned:
+                raise UsageError(f"queue {queue!r} does not exist (declare it first)")
+            if batch.nacked:
+                raise EcError(f"RabbitMQ refused {batch.nacked} of {len(todo)} messages "
+                              f"for {queue!r} (is the queue full?)")
+
+        self._retrying(f"publishing to {queue!r}", attempt)
+
+    def _publish_batch(self, target: str, bodies: list[bytes],
+                       properties: BasicProperties) -> _Batch:
+        """Publish every body without waiting, then wait for all their confirms."""
+        channel = self._publish_channel()
+        conn = self._connect()
+        batch = self._batch = _Batch(self._seq + 1)
+        for body in bodies:
+            channel._impl.basic_publish("", target, body, properties, mandatory=True)
+            self._seq += 1
+            batch.pending.add(self._seq)
+            batch.sent += 1
+            if batch.sent % PUMP_EVERY == 0:
+                conn.process_data_events(0)  # flush output, take in confirms so far
+        waiting, last_progress = len(batch.pending), time.monotonic()
+        while batch.pending:
+            conn.process_data_events(time_limit=1.0)
+            if len(batch.pending) < waiting:
+                waiting, last_progress = len(batch.pending), time.monotonic()
+            elif time.monotonic() - last_progress > CONFIRM_TIMEOUT:
+                self._discard()
+                raise Unreachable(f"RabbitMQ did not confirm {waiting} messages for "
+                                  f"{target!r} within {CONFIRM_TIMEOUT:.0f}s")
+        return batch
+
+    def consumer(self, queues: list[str], prefetch: int = 1) -> Consumer:
+        from .amqp_consumer import AmqpConsumer
+
+        return AmqpConsumer(self.url, list(queues), prefetch)
+
+    def inbox(self) -> Inbox:
+        return AmqpInbox(self.url)
+
+    def reply(self, address: str, body: bytes) -> None:
+        """Best effort: one attempt (with one reconnect); failures are logged, not raised."""
+        for attempt in (1, 2):
+            try:
+                conn = self._connect()
+                if self._replies is None or not self._replies.is_open:
+                    self._replies = conn.channel()
+                self._replies.basic_publish("", address, body, BasicProperties(delivery_mode=1))
+                return
+            except (px.AMQPError, Unreachable, OSError, ValueError) as exc:
+                self._replies = None
+                if isinstance(exc, LOST):
+                    self._discard()
+                if attempt == 2 or not isinstance(exc, LOST):
+                    log.warning("reply to %s dropped: %s", address, describe(exc))
+                    return
+
+    def depth(self, queue: str) -> int:
+        def operation(channel: BlockingChannel) -> int:
+            return channel.queue_declare(queue, passive=True).method.message_count
+
+        return self._retrying(f"counting {queue!r}", lambda: self._on_queue(queue, operation, int))
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Read ``ec.dead`` without consuming it: get messages without acking them on a
+        channel of its own, then close that channel so they go back in their places."""
+
+        def operation(_admin: BlockingChannel) -> list[DeadLetter]:
+            assert self._conn is not None
+            channel = self._conn.channel()
+            try:
+                found: list[DeadLetter] = []
+                while len(found) < limit:
+                    method, properties, body = channel.basic_get(DEAD_QUEUE, auto_ack=False)
+                    if method is None:
+                        break
+                    found.append(dead_letter_from(properties, body))
+                return found
+            finally:
+                if channel.is_open:
+                    channel.close()
+
+        return self._retrying("reading dead letters",
+                              lambda: self._on_queue(DEAD_QUEUE, operation, list))
+
+    def purge(self, queue: str) -> int:
+        def operation(channel: BlockingChannel) -> int:
+            return channel.queue_purge(queue).method.message_count
+
+        return self._retrying(f"purging {queue!r}", lambda: self._on_queue(queue, operation, int))
+
+    def delete_queue(self, queue: str) -> None:
+        def operation(channel: BlockingChannel) -> None:
+            channel.queue_delete(queue)
+
+        self._retrying(f"deleting {queue!r}",
+                       lambda: self._on_queue(queue, operation, lambda: None))
+
+    def close(self) -> None:
+        self._discard()
+
+
+class AmqpInbox(Inbox):
+    """An exclusive, auto-delete, server-named queue on a connection of its own.
+
+    Its connection has no heartbeats (TCP keepalive instead): the owner may not call
+    :meth:`get` for minutes, and a missed heartbeat would delete the queue.
+    """
+
+    def __init__(self, url: str):
+        self._url = url
+        self._conn = open_connection(url, "inbox", heartbeat=0)
+        self._received: deque[bytes] = deque()
+        try:
+            channel = self._conn.channel()
+            self.address = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.basic_consume(self.address, self._on_message, auto_ack=True)
+        except px.AMQPError as exc:
+            self.close()
+            raise Unreachable(f"cannot open an inbox on {redact(url)}: {describe(exc)}") from None
+
+    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        self._received.append(body)
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._received:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._conn.process_data_events(0)
+                    break
+                self._conn.process_data_events(time_limit=remaining)
+        except LOST as exc:
+            raise Unreachable(f"inbox {self.address} lost its connection: {describe(exc)}") from None
+        return self._received.popleft() if self._received else None
+
+    def close(self) -> None:
+        if self._conn.is_open:
+            try:
+                self._conn.close()
+            except (px.AMQPError, OSError):
+                pass

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Install ElasticCode for the current user: no root, idempotent, re-run to upgrade.
+#
+#   ./install.sh [--prefix DIR] [--dev] [--bench] [--quiet]
+#
+# Creates a virtualenv (default ${XDG_DATA_HOME:-~/.local/share}/elasticcode/venv), installs
+# ec and ec-agentd into it, links them into ~/.local/bin, installs man pages into
+# ~/.local/share/man and bash/zsh completions, and copies the sample processor for `ec demo`.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+data_home=${XDG_DATA_HOME:-$HOME/.local/share}
+prefix=$data_home/elasticcode/venv
+extras=""
+quiet=""
+python=${PYTHON:-}
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --prefix=*) prefix=${1#--prefix=}; shift ;;
+    --dev) extras="${extras:+$extras,}dev"; shift ;;
+    --bench) extras="${extras:+$extras,}bench"; shift ;;
+    --quiet|-q) quiet=-q; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "install.sh: $*" >&2; }
+
+if [ -z "$python" ]; then
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      python=$candidate; break
+    fi
+  done
+fi
+[ -n "$python" ] || { say "needs Python >= 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
+
+if [ ! -x "$prefix/bin/python" ]; then
+  say "creating virtualenv $prefix"
+  "$python" -m venv "$prefix"
+fi
+"$prefix/bin/python" -m pip install $quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+spec="$here"
+[ -n "$extras" ] && spec="$here[$extras]"
+say "installing elasticcode${extras:+ with extras $extras}"
+"$prefix/bin/python" -m pip install $quiet --disable-pip-version-check --upgrade "$spec" 2>&1 |
+  grep -v "^WARNING: Location" >&2 || true
+"$prefix/bin/python" -c 'import ectool, agentd' || { say "install failed"; exit 1; }
+
+bin=$HOME/.local/bin
+mkdir -p "$bin"
+for exe in ec ec-agentd; do
+  ln -sf "$prefix/bin/$exe" "$bin/$exe"
+done
+say "linked ec and ec-agentd into $bin"
+
+man_dir=$data_home/man
+if compgen -G "$here/man/*.[0-9]" >/dev/null; then
+  for page in "$here"/man/*.[0-9]; do
+    section=${page##*.}
+    mkdir -p "$man_dir/man$section"
+    cp "$page" "$man_dir/man$section/"
+  done
+  say "installed man pages into $man_dir"
+fi
+
+if [ -f "$here/shell/ec.bash" ]; then
+  mkdir -p "$data_home/bash-completion/completions"
+  cp "$here/shell/ec.bash" "$data_home/bash-completion/completions/ec"
+fi
+if [ -f "$here/shell/_ec" ]; then
+  mkdir -p "$data_home/zsh/site-functions"
+  cp "$here/shell/_ec" "$data_home/zsh/site-functions/_ec"
+fi
+say "installed bash and zsh completions"
+
+mkdir -p "$data_home/elasticcode/examples"
+rm -rf "$data_home/elasticcode/examples/sample"
+cp -R "$here/examples/sample" "$data_home/elasticcode/examples/sample"
+
+case ":$PATH:" in
+  *":$bin:"*) ;;
+  *) say "note: $bin is not on your PATH; add it, or run $bin/ec" ;;
+esac
+say "done. Next: $bin/ec demo"

@@ -1,0 +1,122 @@
+"""Test helpers: a real git repo of the sample processor, a network on it, worker
+processes started and stopped by pid, and the ``ec`` command run as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "sample"
+
+#: socket name -> (function, options) used by the end-to-end tests
+SOCKETS = {
+    "echo": ("echo", {}),
+    "do_something": ("do_something", {}),
+    "add_two": ("add_two", {}),
+    "boom": ("boom", {"retries": 2, "backoff": 0.05}),
+    "flaky": ("fail_times", {"retries": 3, "backoff": 0.05}),
+    "sleep": ("sleep", {}),
+    "slow": ("sleep", {"timeout": 0.5}),
+    "crash": ("crash", {}),
+    "big": ("big", {}),
+    "noop": ("noop", {}),
+}
+
+
+def make_repo(dest: Path) -> Path:
+    """Copy the sample processor into ``dest`` and commit it as a real git repository."""
+    import git
+
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    repo = git.Repo.init(dest, initial_branch="main")
+    repo.git.add(A=True)
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "test")
+        cw.set_value("user", "email", "test@example.invalid")
+    repo.index.commit("sample processor")
+    return dest
+
+
+def build_network(db_url: str, repo: Path, *, processor: str = "sample", queue_kind: str = "quorum",
+                  sockets: dict | None = None) -> None:
+    """Register the sample processor and its sockets in the store at ``db_url``."""
+    from ectool import network
+    from ectool.store import open_store
+
+    open_store(db_url)
+    network.add_trust(f"file://{repo}")
+    network.add_queue("q", "direct", queue_type=queue_kind)
+    network.add_processor(processor, f"file://{repo}", "pyfi.processors.sample")
+    for name, (task, opts) in (sockets or SOCKETS).items():
+        network.add_socket(name, "q", processor, task, **opts)
+
+
+def env_for(db_url: str, broker_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, EC_DB=db_url, EC_BROKER=broker_url, NO_COLOR="1")
+    env.pop("EC_FLOW", None)
+    env.update(extra)
+    return env
+
+
+def ec(*args: str, env: dict[str, str], input: bytes | str | None = None,
+       timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``ec ARGS`` as a real subprocess; stdout/stderr captured as text (bytes if input is bytes)."""
+    text = not isinstance(input, bytes)
+    return subprocess.run([sys.executable, "-m", "ectool", *args], env=env, input=input,
+                          capture_output=True, text=text, timeout=timeout)
+
+
+@contextmanager
+def workers(env: dict[str, str], processor: str = "sample", count: int = 1, *extra: str):
+    """Run ``ec worker`` (a supervisor and ``count`` worker processes); stop it by pid."""
+    proc = subprocess.Popen([sys.executable, "-m", "ectool", "worker", "-p", processor, "-c", str(count),
+                             "--grace", "10", *extra], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        stop_tree(proc)
+
+
+def children(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_children(proc: subprocess.Popen, count: int, timeout: float = 20) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = [c for c in children(proc) if c.is_running()]
+        if len(kids) >= count:
+            return kids
+        time.sleep(0.05)
+    raise AssertionError(f"worker children did not start: {children(proc)}")
+
+
+def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM the supervisor (it stops its children); SIGKILL everything left after ``grace``."""
+    kids = children(proc)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for k in kids:
+        try:
+            k.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if proc.stderr:
+        proc.stderr.close()

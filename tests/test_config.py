@@ -1,0 +1,82 @@
+"""Configuration: flags > env > ec.toml > defaults; masking; malformed input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ectool import config, paths
+from ectool.cli import cli
+from ectool.errors import ConfigError
+
+
+def write_config(text: str):
+    path = paths.config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_embedded_sqlite(isolated_home):
+    cfg = config.load()
+    assert cfg.db.startswith("sqlite:///") and cfg.db.endswith("/elasticcode/ec.db")
+    assert cfg.broker.startswith("sqlite:///") and str(isolated_home) in cfg.broker
+    assert cfg.sources["db"] == "default"
+
+
+def test_resolution_order(monkeypatch):
+    write_config('db = "sqlite:////from/file.db"\nbroker = "amqp://u:pw@h/%2F"\ndelivery_limit = 7\n')
+    cfg = config.load()
+    assert (cfg.db, cfg.delivery_limit) == ("sqlite:////from/file.db", 7)
+    monkeypatch.setenv("EC_DB", "sqlite:////from/env.db")
+    assert config.load().db == "sqlite:////from/env.db"
+    cfg = config.load(db="postgresql://x@h/db")
+    assert cfg.db == "postgresql://x@h/db" and cfg.sources["db"] == "flag"
+    assert cfg.sources["broker"].endswith("ec.toml")
+
+
+def test_ec_config_points_at_another_file(tmp_path, monkeypatch):
+    other = tmp_path / "other.toml"
+    other.write_text('db = "sqlite:////elsewhere.db"\n')
+    monkeypatch.setenv("EC_CONFIG", str(other))
+    assert config.load().db == "sqlite:////elsewhere.db"
+
+
+def test_passwords_are_masked():
+    write_config('broker = "amqp://guest:s3cret@rabbit:5672/%2F"\ndb = "postgresql://me:pw@db/ec"\n')
+    result = CliRunner().invoke(cli, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["broker"] == "amqp://guest:***@rabbit:5672/%2F"
+    assert shown["db"] == "postgresql://me:***@db/ec"
+    assert "s3cret" not in result.output and ":pw@" not in result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("db = [unclosed", "malformed config file"),
+    ('bogus = 1\n', "unknown key"),
+    ('db = "mysql://x"\n', "scheme must be one of"),
+    ('broker = "nothing"\n', "bad broker URL"),
+    ('delivery_limit = "many"\n', "must be an integer"),
+    ('queue_type = "lazy"\n', "quorum"),
+])
+def test_bad_config_is_one_line_exit_2(text, message):
+    write_config(text)
+    with pytest.raises(ConfigError, match=message):
+        config.load()
+    result = CliRunner().invoke(cli, ["ls", "processors"])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_config_init_writes_commented_file_and_refuses_overwrite():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["config", "init"])
+    assert result.exit_code == 0
+    text = paths.config_file().read_text()
+    assert "# db =" in text and "broker" in text
+    config.load()  # a fresh, fully commented file must parse
+    again = runner.invoke(cli, ["config", "init"])
+    assert again.exit_code == 2 and "--force" in again.output

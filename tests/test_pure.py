@@ -1,0 +1,106 @@
+"""Pure logic: argument parsing, retry backoff, restart delays, message envelope."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ectool.cli.args import parse_data, parse_kwargs, parse_word, stdin_value
+from ectool.errors import UsageError
+from ectool.messages import BadMessage, CallMessage, decode, peek_id
+from ectool.retry import backoff_delay, should_retry
+from ectool.supervise import restart_delay
+
+
+@pytest.mark.parametrize("word, value", [
+    ("3", 3), ("[1, 2]", [1, 2]), ('{"a": 1}', {"a": 1}), ('"x"', "x"), ("hello", "hello"),
+    ("null", None), ("1e3", 1000.0), ("HI THERE!", "HI THERE!"),
+])
+def test_parse_word(word, value):
+    assert parse_word(word) == value
+
+
+@pytest.mark.parametrize("data, args, kwargs", [
+    ("['some data']", ["some data"], {}),
+    ('["a", 2]', ["a", 2], {}),
+    ("{'x': 1}", [], {"x": 1}),
+    ("(1, 2)", [1, 2], {}),
+    ("42", [42], {}),
+    ("plain words", ["plain words"], {}),
+    ("__import__('os').system('echo pwned')", ["__import__('os').system('echo pwned')"], {}),
+])
+def test_parse_data_is_literal_only(data, args, kwargs):
+    assert parse_data(data) == (args, kwargs)
+
+
+def test_parse_data_rejects_non_string_keys():
+    with pytest.raises(UsageError):
+        parse_data("{1: 2}")
+
+
+def test_stdin_value():
+    assert stdin_value(b"HI THERE!\n") == "HI THERE!"
+    assert stdin_value(b"a\nb\n\n") == "a\nb\n"
+    assert stdin_value(b"\xff\xfe") == b"\xff\xfe"
+
+
+def test_parse_kwargs():
+    assert parse_kwargs(("a=1", "b=x")) == {"a": 1, "b": "x"}
+    with pytest.raises(UsageError):
+        parse_kwargs(("nope",))
+    with pytest.raises(UsageError):
+        parse_kwargs(("1a=2",))
+
+
+@pytest.mark.parametrize("attempt, base, low, high", [
+    (0, 1.0, 0, 0), (1, 1.0, 0.5, 1.0), (2, 1.0, 1.0, 2.0), (3, 0.5, 1.0, 2.0), (30, 1.0, 150, 300),
+    (1, 0.0, 0, 0),
+])
+def test_backoff_bounds(attempt, base, low, high):
+    rng = random.Random(7)
+    for _ in range(50):
+        assert low <= backoff_delay(attempt, base, rand=rng) <= high
+
+
+def test_should_retry():
+    assert [should_retry(a, 2) for a in (1, 2, 3)] == [True, True, False]
+    assert not should_retry(1, 0)
+
+
+def test_restart_delay_grows_and_caps():
+    assert [restart_delay(n) for n in range(5)] == [0.0, 0.5, 1.0, 2.0, 4.0]
+    assert restart_delay(50) == 30.0
+
+
+def test_message_round_trip_with_bytes():
+    m = CallMessage(id="i", socket="s", task="t", args=[b"\xff\x00", [b"x"]], kwargs={"k": b"v"}, root="i")
+    back = decode(m.encode())
+    assert back.args == [b"\xff\x00", [b"x"]] and back.kwargs == {"k": b"v"}
+    assert back.attempt == 1 and back.next_attempt().attempt == 2
+
+
+def test_message_size_limit():
+    m = CallMessage(id="i", socket="s", task="t", args=["x" * 1000])
+    with pytest.raises(UsageError, match="over the limit"):
+        m.encode(max_bytes=500)
+
+
+def test_message_not_json_serialisable():
+    with pytest.raises(UsageError):
+        CallMessage(id="i", socket="s", task="t", args=[object()]).encode()
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"\xff\xfe", b"[]", b"{}", b'{"v": 99}', b'{"v": 1, "id": 3}',
+    b'{"v":1,"id":"x","socket":"s","task":"t","args":{},"kwargs":{},"attempt":1}',
+    b'{"v":1,"id":"x","socket":"s","task":"t","args":[{"$bytes":"!!"}],"kwargs":{},"attempt":1}',
+])
+def test_decode_rejects_garbage(body):
+    with pytest.raises(BadMessage):
+        decode(body)
+
+
+def test_peek_id():
+    assert peek_id(b'{"id": "abc"}') == "abc"
+    assert peek_id(b"garbage") is None

@@ -1,0 +1,118 @@
+"""The model store on SQLite and PostgreSQL: constraints, transactions, schema versions."""
+
+from __future__ import annotations
+
+import pytest
+from peewee import IntegrityError
+
+from ectool import network
+from ectool.errors import Conflict, NotFound, Unreachable, UsageError
+from ectool.store import open_store, schema
+from ectool.store.models import Call, Processor, Queue, Socket, db
+
+
+@pytest.fixture
+def store(db_url):
+    database = open_store(db_url)
+    yield database
+    database.close()
+
+
+def seed_network():
+    network.add_queue("pyfi.queue1", "direct")
+    network.add_processor("proc1", "https://github.com/radiantone/pyfi-processors", "pyfi.processors.sample")
+    network.add_socket("pyfi.processors.sample.do_something", "pyfi.queue1", "proc1", "do_something", concurrency=5)
+
+
+def test_seed_network_is_stored(store):
+    seed_network()
+    sock = Socket.get(Socket.name == "pyfi.processors.sample.do_something")
+    assert (sock.processor.name, sock.queue.name, sock.task, sock.concurrency) == \
+        ("proc1", "pyfi.queue1", "do_something", 5)
+    assert [r["name"] for r in network.list_objects("processors")] == ["proc1"]
+
+
+def test_database_enforces_constraints(store):
+    seed_network()
+    with pytest.raises(IntegrityError), db.atomic():
+        Queue.create(name="bad", type="broadcast")  # CHECK on the enum
+    with pytest.raises(IntegrityError), db.atomic():
+        Processor.create(name="p2", gitrepo="x", module="m", concurrency=0)
+    with pytest.raises(IntegrityError), db.atomic():
+        Call.create(id="c1", socket="s", root="c1", status="lost")
+    with pytest.raises(IntegrityError), db.atomic():
+        Socket.create(name="orphan", processor=9999, queue=9999, task="t")  # foreign keys
+
+
+def test_library_errors(store):
+    seed_network()
+    with pytest.raises(Conflict, match="already exists"):
+        network.add_queue("pyfi.queue1")
+    with pytest.raises(NotFound):
+        network.add_socket("s2", "no-such-queue", "proc1", "f")
+    with pytest.raises(UsageError, match="concurrency"):
+        network.add_processor("p", "g", "m", concurrency=0)
+    with pytest.raises(UsageError, match="module"):
+        network.add_processor("p", "g", "not a module")
+
+
+def test_failed_multi_step_change_leaves_nothing(store):
+    network.add_trust("x")
+    with pytest.raises(UsageError):
+        network.add_role("ops", ["RUN_TASK", "NOT_A_PRIVILEGE"])
+    assert network.list_objects("roles") == []
+
+
+def test_delete_refuses_to_orphan_then_cascades(store):
+    seed_network()
+    with pytest.raises(UsageError, match="--cascade"):
+        network.delete("processor", "proc1")
+    gone = network.delete("processor", "proc1", cascade=True)
+    assert "socket pyfi.processors.sample.do_something" in gone
+    assert Socket.select().count() == 0 and Queue.select().count() == 1
+
+
+def test_update_and_request_status(store):
+    seed_network()
+    network.update("processor", "proc1", {"concurrency": "4", "branch": "dev"})
+    network.request_status("proc1", "pause")
+    p = Processor.get(Processor.name == "proc1")
+    assert (p.concurrency, p.branch, p.requested_status) == (4, "dev", "paused")
+    with pytest.raises(UsageError, match="cannot update"):
+        network.update("processor", "proc1", {"name": "x"})
+    with pytest.raises(UsageError):
+        network.update("processor", "proc1", {"concurrency": "-1"})
+
+
+def test_schema_version_and_upgrade_from_v1(db_url):
+    """A version-1 store (no processor.status_reason, no call.flow) upgrades with data intact."""
+    from playhouse.migrate import migrate
+
+    database = open_store(db_url)
+    seed_network()
+    m = schema._migrator(database)
+    migrate(m.drop_index("call", "call_flow"), m.drop_column("call", "flow"),
+            m.drop_column("processor", "status_reason"))
+    schema.SchemaVersion.update(version=1).execute()
+    with pytest.raises(UsageError, match="ec db migrate"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == [2]
+    assert schema.version(database) == 2
+    p = Processor.get(Processor.name == "proc1")
+    assert p.status_reason is None and p.gitrepo.endswith("pyfi-processors")
+    Call.create(id="c", socket="s", root="c", flow="f")
+    assert schema.upgrade(database) == []
+    database.close()
+
+
+def test_drop_removes_everything(store):
+    seed_network()
+    schema.drop(store)
+    assert schema.version(store) is None
+    assert not store.table_exists("processor")
+
+
+def test_unreachable_postgres_is_exit_3():
+    with pytest.raises(Unreachable) as info:
+        open_store("postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1")
+    assert info.value.exit_code == 3
