@@ -1,0 +1,140 @@
+"""Faults on both transports: workers killed mid-task, tasks that kill their own process,
+graceful stop. Nothing is lost; every call has exactly one recorded outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from helpers import build_network, env_for, make_repo, wait_children, workers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def net(tmp_path, broker_url):
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
+    repo = make_repo(tmp_path / "repo")
+    proc = f"sample-{uuid.uuid4().hex[:6]}"
+    build_network(db_url, repo, processor=proc)
+    env = env_for(db_url, broker_url, EC_DELIVERY_LIMIT="3")
+    os.environ.update(EC_DB=db_url, EC_BROKER=broker_url, EC_DELIVERY_LIMIT="3")
+    yield env, proc, db_url, broker_url
+    for key in ("EC_DB", "EC_BROKER", "EC_DELIVERY_LIMIT"):
+        os.environ.pop(key, None)
+    if broker_url.startswith("amqp"):
+        from ectool.calls import broker_queue
+        from ectool.transport import connect
+        from helpers import SOCKETS
+
+        with connect(broker_url) as t:
+            for name in SOCKETS:
+                t.delete_queue(broker_queue(name))
+
+
+def client():
+    from ectool.calls import Client
+    from ectool.config import load
+
+    return Client(load())
+
+
+def test_kill_9_workers_during_200_calls_loses_nothing(net):
+    env, proc, _, _ = net
+    c = client()
+    try:
+        ids = c.submit("sleep", [([0.01, i], {}) for i in range(200)])
+        with workers(env, proc, 2) as w:
+            kills = 0
+            deadline = time.monotonic() + 60
+            while kills < 4 and time.monotonic() < deadline:
+                kids = wait_children(w, 2)
+                time.sleep(0.3)
+                os.kill(kids[kills % 2].pid, signal.SIGKILL)
+                kills += 1
+            outcomes = c.wait(ids, timeout=120)
+    finally:
+        c.close()
+    from ectool.store.models import Call
+
+    assert len(outcomes) == 200
+    assert {o.status for o in outcomes.values()} == {"done"}
+    assert [outcomes[i].result for i in ids] == list(range(200))
+    rows = list(Call.select().where(Call.id.in_(ids)))
+    assert len(rows) == 200 and all(r.status == "done" and r.finished for r in rows)
+    assert any(r.attempts > 1 for r in rows), "a killed worker's call should show a second attempt"
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_task_that_kills_its_worker_ends_dead_without_hot_loop(net, how):
+    env, proc, _, _ = net
+    c = client()
+    try:
+        with workers(env, proc, 1) as w:
+            start = time.monotonic()
+            cid = c.submit("crash", [([how], {})])[0]
+            out = c.wait([cid], timeout=90)[cid]
+            took = time.monotonic() - start
+            # the rest of the queue keeps flowing
+            assert c.call("add_two", [2, 3], timeout=60).result == 5
+            assert w.poll() is None
+    finally:
+        c.close()
+    assert out.status == "dead" and out.error_type == "DeliveryLimit"
+    assert "died 3 times" in out.error_message
+    assert took > 1.0, "restarts back off instead of looping hot"
+    from ectool.transport import connect
+
+    with connect(env["EC_BROKER"]) as t:
+        reasons = [d.reason for d in t.dead_letters(1000)]
+    assert any("delivery limit" in r for r in reasons)
+
+
+def test_sigterm_finishes_in_flight_and_returns_the_rest(net):
+    env, proc, _, _ = net
+    c = client()
+    try:
+        with workers(env, proc, 1, "--prefetch", "4") as w:
+            ids = c.submit("sleep", [([1.0, i], {}) for i in range(4)])
+            wait_children(w, 1)
+            from ectool.store.models import Call
+
+            deadline = time.monotonic() + 30
+            while Call.select().where(Call.id.in_(ids), Call.status == "running").count() == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            stop_at = time.monotonic()
+            w.send_signal(signal.SIGTERM)
+            w.wait(30)
+            stopped_in = time.monotonic() - stop_at
+        statuses = {r.id: r.status for r in Call.select().where(Call.id.in_(ids))}
+        assert list(statuses.values()).count("done") >= 1
+        assert stopped_in < 2.5, "unstarted deliveries are returned, not run"
+        assert set(statuses.values()) <= {"done", "queued"}
+        with workers(env, proc, 1):
+            outcomes = c.wait(ids, timeout=60)
+        assert [outcomes[i].result for i in ids] == [0, 1, 2, 3]
+        attempts = [r.attempts for r in Call.select().where(Call.id.in_(ids))]
+        assert attempts == [1, 1, 1, 1]
+    finally:
+        c.close()
+
+
+def test_ls_calls_shows_every_outcome(net):
+    env, proc, _, _ = net
+    from helpers import ec
+
+    c = client()
+    try:
+        with workers(env, proc, 1):
+            ids = c.submit("add_two", [([i, i], {}) for i in range(5)])
+            c.wait(ids, timeout=60)
+    finally:
+        c.close()
+    rows = json.loads(ec("ls", "calls", "--socket", "add_two", "--json", env=env).stdout)
+    assert sorted(r["result"] for r in rows) == [0, 2, 4, 6, 8]
