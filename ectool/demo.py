@@ -37,7 +37,7 @@ STEPS = [
      " | ec run pyfi.processors.sample.do_this"),
     ("Fan-out with tee: two tasks run in parallel on the same input",
      'echo "HI THERE!" | tee >(ec run pyfi.processors.sample.do_something) '
-     ">(ec run pyfi.processors.sample.do_this) >/dev/null; wait"),
+     "| ec run pyfi.processors.sample.do_this; wait $!"),
     ("One call per line, results in input order",
      "seq 5 | ec map pyfi.processors.sample.do_this"),
     ("JSON arguments",

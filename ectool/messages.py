@@ -7,16 +7,15 @@ for anything malformed, which the worker dead-letters instead of crashing.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import UsageError
+from .shim import from_json_value, to_json_value
 
 VERSION = 1
-BYTES_TAG = "$bytes"
 
 
 class BadMessage(ValueError):
@@ -25,28 +24,6 @@ class BadMessage(ValueError):
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def to_json_value(value: Any) -> Any:
-    """Turn ``bytes`` anywhere inside ``value`` into tagged base64 objects."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, list | tuple):
-        return [to_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_json_value(v) for k, v in value.items()}
-    return value
-
-
-def from_json_value(value: Any) -> Any:
-    """Inverse of :func:`to_json_value`."""
-    if isinstance(value, list):
-        return [from_json_value(v) for v in value]
-    if isinstance(value, dict):
-        if len(value) == 1 and BYTES_TAG in value and isinstance(value[BYTES_TAG], str):
-            return base64.b64decode(value[BYTES_TAG], validate=True)
-        return {k: from_json_value(v) for k, v in value.items()}
-    return value
 
 
 def dumps(value: Any) -> str:

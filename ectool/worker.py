@@ -20,7 +20,6 @@ import os
 import signal
 import socket as _socket
 import time
-import traceback as tb
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from . import loader, retry
 from .calls import broker_queue
 from .config import Config
 from .errors import NotFound, UsageError
+from .executor import ExecutorDied, make_executor
 from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
@@ -39,16 +39,11 @@ HOST = _socket.gethostname()
 HEARTBEAT = 10.0
 
 
-class TaskTimeout(Exception):
-    """The call ran longer than its socket's timeout."""
-
-
 @dataclass
 class SocketInfo:
     name: str
     task: str
     queue: str
-    fn: Any
     timeout: float | None
     retries: int
     backoff: float
@@ -67,15 +62,12 @@ class Result:
     retry_delay: float = 0.0
 
 
-def _on_alarm(signum, frame):
-    raise TaskTimeout()
-
-
 class WorkerRuntime:
     """One worker process serving some sockets of one processor."""
 
     def __init__(self, config: Config, processor: str, sockets: list[str] | None = None,
-                 path: str | None = None, prefetch: int | None = None) -> None:
+                 path: str | None = None, prefetch: int | None = None, python: str | None = None,
+                 commit: str | None = None) -> None:
         from .store import open_store
         from .transport import open_transport
 
@@ -94,12 +86,10 @@ class WorkerRuntime:
         if not rows:
             raise UsageError(f"processor {processor!r} has no sockets to serve")
         where = Path(path) if path else loader.local_path(proc.gitrepo)
-        module = loader.load_module(proc.module, where)
+        self.executor = make_executor(proc.module, where, python)
         self.sockets: dict[str, SocketInfo] = {}
         for s in rows:
-            self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name),
-                                              loader.find_function(module, s.task),
-                                              s.timeout, s.retries, s.backoff)
+            self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name), s.timeout, s.retries, s.backoff)
         self.transport = open_transport(config)
         for s in rows:
             self.transport.declare(broker_queue(s.name), kind=s.queue.queue_type, max_length=s.queue.max_length)
@@ -108,7 +98,10 @@ class WorkerRuntime:
         self.stopping = False
         self.pid = os.getpid()
         self.row = Worker.create(processor=proc, host=HOST, pid=self.pid, status="running",
-                                 heartbeat=now(), commit=proc.commit)
+                                 heartbeat=now(), commit=commit or proc.commit,
+                                 cpu=int(os.environ["EC_CPU"]) if os.environ.get("EC_CPU") else None)
+        self.parent = int(os.environ.get("EC_PARENT_PID") or 0)
+        self.crashes = 0
         self.last_beat = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -119,7 +112,6 @@ class WorkerRuntime:
         """Serve until SIGTERM/SIGINT; in-flight calls finish, unstarted ones go back."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGALRM, _on_alarm)
         try:
             while not self.stopping:
                 first = self.consumer.get(timeout=1.0)
@@ -131,11 +123,15 @@ class WorkerRuntime:
                             break
                         batch.append(more)
                     self.handle(batch)
+                if self.parent and os.getppid() != self.parent:
+                    log.warning("parent %s is gone; stopping", self.parent)
+                    self.stopping = True
                 if time.monotonic() - self.last_beat > HEARTBEAT:
                     self.last_beat = time.monotonic()
                     Worker.update(heartbeat=now()).where(Worker.id == self.row.id).execute()
         finally:
             self.consumer.close()
+            self.executor.close()
             Worker.update(status="stopped", heartbeat=now()).where(Worker.id == self.row.id).execute()
             self.transport.close()
 
@@ -190,46 +186,38 @@ class WorkerRuntime:
             Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
         results: list[tuple[Delivery, Result]] = []
         returned: list[Delivery] = []
+        crashed: Delivery | None = None
         for d, m, _ in items:
-            if self.stopping:
+            if self.stopping or crashed is not None:
                 returned.append(d)
                 continue
-            results.append((d, self.execute(m)))
-        if returned:
-            back = [d for d in returned]
-            Call.update(status="queued", attempts=Call.attempts - 1).where(
-                Call.id.in_([decode(d.body).id for d in back]) & (Call.status == "running")).execute()
-            self.consumer.nack(back)
+            try:
+                results.append((d, self.execute(m)))
+                self.crashes = 0
+            except ExecutorDied as exc:
+                log.warning("call %s: %s", m.id, exc)
+                crashed = d
         self.record(results)
+        if returned:
+            back = {d.tag for d in returned}
+            Call.update(status="queued", attempts=Call.attempts - 1).where(
+                Call.id.in_([m.id for d, m, _ in items if d.tag in back]) & (Call.status == "running")).execute()
+            self.consumer.nack(returned)
+        if crashed is not None:
+            # the call stays charged with the attempt that killed its executor: after
+            # delivery_limit of those it is dead-lettered (see handle)
+            self.consumer.nack([crashed])
+            self.crashes += 1
+            time.sleep(min(10.0, 0.25 * 2 ** self.crashes))
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
-        if info.fn is None:
-            return Result(m, "failed", error_type="FunctionNotFound",
-                          error_message=f"function {info.task!r} not found in module {self.processor.module!r}")
-        mismatch = loader.check_arguments(info.fn, m.args, m.kwargs)
-        if mismatch:
-            return Result(m, "failed", error_type="TypeError", error_message=mismatch)
-        try:
-            if info.timeout:
-                signal.setitimer(signal.ITIMER_REAL, info.timeout)
-            try:
-                value = info.fn(*m.args, **m.kwargs)
-            finally:
-                if info.timeout:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-            return Result(m, "done", result_json=dumps(value))
-        except TaskTimeout:
-            res = Result(m, "failed", error_type="TimeoutError",
-                         error_message=f"call exceeded the socket timeout of {info.timeout:g}s")
-        except UsageError as exc:  # result not JSON-serialisable
-            return Result(m, "failed", error_type="TypeError", error_message=f"result {exc}")
-        except BaseException as exc:  # noqa: BLE001 - a task may raise anything, even SystemExit
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            res = Result(m, "failed", error_type=type(exc).__name__, error_message=str(exc),
-                         traceback="".join(tb.format_exception(exc)))
-        if retry.should_retry(m.attempt, info.retries):
+        out = self.executor.run(info.task, m.args, m.kwargs, info.timeout)
+        if out["status"] == "done":
+            return Result(m, "done", result_json=out["result"])
+        res = Result(m, "failed", error_type=out.get("error_type"), error_message=out.get("error_message"),
+                     traceback=out.get("traceback"))
+        if not out.get("final") and retry.should_retry(m.attempt, info.retries):
             res.status = "retrying"
             res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)
         return res

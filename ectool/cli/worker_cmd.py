@@ -19,9 +19,12 @@ from .env import Env, pass_env
               "(default: the processor's repository when it is a local path).")
 @click.option("--prefetch", type=int, help="Deliveries each process holds ahead (default: socket concurrency).")
 @click.option("--grace", default=30.0, show_default=True, type=float, help="Seconds to let in-flight calls finish on stop.")
+@click.option("--python", "python", type=click.Path(dir_okay=False),
+              help="Run calls isolated in a child process of this (virtualenv) python.")
+@click.option("--commit", hidden=True)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_env
-def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, child) -> None:
+def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, python, commit, child) -> None:
     """Run worker processes serving PROCESSOR's sockets until SIGTERM.
 
     In-flight calls finish on SIGTERM; deliveries not yet started go back to their queue.
@@ -33,7 +36,7 @@ def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, chi
     if child:
         from ..worker import WorkerRuntime
 
-        WorkerRuntime(cfg, processor, list(sockets), path, prefetch).run()
+        WorkerRuntime(cfg, processor, list(sockets), path, prefetch, python, commit).run()
         return
     # validate once in the parent so a typo fails fast with one line
     env.store()
@@ -52,5 +55,7 @@ def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, chi
         argv += ["--path", os.path.abspath(path)]
     if prefetch:
         argv += ["--prefetch", str(prefetch)]
+    if python:
+        argv += ["--python", os.path.abspath(python)]
     child_env = dict(os.environ, EC_DB=cfg.db, EC_BROKER=cfg.broker)
     sys.exit(Supervisor(argv, concurrency, env=child_env, grace=grace).run())

@@ -38,6 +38,10 @@ from ..errors import EcError, Unreachable, UsageError
 from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, Inbox, Transport
 
 log = logging.getLogger(__name__)
+if logging.getLogger("pika").level == logging.NOTSET:
+    # pika logs every failed connection attempt as an ERROR with a traceback; this module
+    # reports the same failures as one-line EcErrors (and reconnects as warnings).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 
@@ -79,8 +83,16 @@ def describe(error: BaseException) -> str:
         return "access denied (check the virtual host and permissions)"
     if isinstance(error, px.ConnectionClosed | px.ChannelClosed):
         return f"{error.reply_code} {error.reply_text}"
-    while error.args and isinstance(error.args[0], BaseException):
-        error = error.args[0]  # AMQPConnectionError(AMQPConnectorSocketConnectError(OSError))
+    # unwrap AMQPConnectionError(AMQPConnectorSocketConnectError(ConnectionRefusedError))
+    for _ in range(5):
+        inner = getattr(error, "exception", None)
+        if inner is None and error.args and isinstance(error.args[0], BaseException):
+            inner = error.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
     text = " ".join(str(error).split()) or type(error).__name__
     return text[:200]
 
@@ -231,6 +243,17 @@ class AmqpTransport(Transport):
             self._conn = open_connection(self.url, "producer")
         return self._conn
 
+    def _check_idle_connection(self) -> None:
+        """Notice, quietly, a connection the broker closed while we were idle (missed
+        heartbeats), so the next operation does not fail on it first; then connect."""
+        if self._conn is not None and self._conn.is_open:
+            try:
+                self._conn.process_data_events(0)
+            except LOST as exc:
+                log.debug("idle connection was closed (%s); reconnecting", describe(exc))
+                self._discard()
+        self._connect()
+
     def _discard(self) -> None:
         """Forget the connection and its channels (closing them if still open)."""
         conn, self._conn = self._conn, None
@@ -248,7 +271,7 @@ class AmqpTransport(Transport):
         pause = 0.1
         while True:
             try:
-                self._connect()
+                self._check_idle_connection()
                 return operation()
             except (*LOST, Unreachable) as exc:
                 self._discard()
@@ -409,7 +432,7 @@ class AmqpTransport(Transport):
                 if isinstance(exc, LOST):
                     self._discard()
                 if attempt == 2 or not isinstance(exc, LOST):
-                    log.warning("reply to %s dropped: %s", address, describe(exc))
+                    log.warning("reply to %.80s dropped: %s", address, describe(exc))
                     return
 
     def depth(self, queue: str) -> int:

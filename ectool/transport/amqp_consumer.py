@@ -1,0 +1,314 @@
+"""The RabbitMQ consumer: an I/O thread that owns the connection (pika is not thread-safe).
+
+The I/O thread keeps the connection alive (heartbeats flow while the application thread
+runs a long task), puts deliveries into a local buffer that :meth:`AmqpConsumer.get` reads,
+and carries out acks, nacks and dead-lettering that other threads hand it as commands;
+those calls block until the command has been sent.
+
+Each connection is a *generation*; a delivery's tag is ``(generation, delivery tag)``. When
+the connection drops, the thread reconnects with backoff (until closed), deliveries of the
+old generation still in the buffer are discarded and acks for them are dropped: the broker
+delivers those messages again (at least once).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from pika import exceptions as px
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.spec import BasicProperties
+
+from ..errors import EcError, Unreachable, UsageError
+from .amqp import (
+    LOST,
+    NOT_FOUND,
+    declare_dead_topology,
+    delivery_from,
+    describe,
+    open_connection,
+    redact,
+)
+from .base import DEAD_QUEUE, Consumer, Delivery
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0  # backoff between reconnect attempts (seconds)
+POLL = 1.0  # the I/O thread wakes at least this often (heartbeats, the stop flag)
+
+Command = Callable[[], Any]
+
+
+class AmqpConsumer(Consumer):
+    """Consumes ``queues`` with manual acks, at most ``prefetch`` unacked per queue."""
+
+    def __init__(self, url: str, queues: list[str], prefetch: int = 1):
+        if not queues:
+            raise UsageError("a consumer needs at least one queue")
+        self._url = url
+        self._queues = queues
+        self._prefetch = max(1, int(prefetch))
+        self._buffer: queue.Queue[Delivery] = queue.Queue()
+        self._commands: queue.Queue[tuple[Command, Future]] = queue.Queue()
+        self._stop = threading.Event()
+        self._closed = False
+        self._generation = 0
+        # owned by the I/O thread:
+        self._conn: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._dead_channel: BlockingChannel | None = None  # confirm mode
+        self._consumer_queues: dict[str, str] = {}  # consumer tag -> queue
+        self._unacked: set[int] = set()  # delivery tags of the current generation
+        self._started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, name="ec-amqp-consumer", daemon=True)
+        self._thread.start()
+        self._started.result()  # Unreachable / UsageError from the first connection
+
+    # -- application side ----------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> Delivery | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            try:
+                delivery = self._buffer.get(timeout=wait) if wait > 0 else self._buffer.get_nowait()
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise Unreachable("the consumer's connection thread has stopped") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
+            if delivery.tag[0] == self._generation:
+                return delivery
+            # from a lost connection: the broker delivers it again
+        return None
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        self._settle(deliveries, requeue=None)
+
+    def nack(self, deliveries: list[Delivery]) -> None:
+        self._settle(deliveries, requeue=True)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        generation, tag = delivery.tag
+        if generation == self._generation:
+            self._call(lambda: self._do_dead_letter(generation, tag, delivery, reason))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout=15)
+
+    def _settle(self, deliveries: list[Delivery], requeue: bool | None) -> None:
+        tags = [d.tag[1] for d in deliveries if d.tag[0] == self._generation]
+        if tags:
+            generation = self._generation
+            self._call(lambda: self._do_settle(generation, tags, requeue))
+
+    def _call(self, command: Command) -> Any:
+        """Run ``command`` on the I/O thread and wait for it; a no-op once closed."""
+        if self._closed or not self._thread.is_alive():
+            return None
+        future: Future[Any] = Future()
+        self._commands.put((command, future))
+        self._wake()
+        while True:
+            try:
+                return future.result(timeout=POLL)
+            except TimeoutError:
+                if not self._thread.is_alive():
+                    self._drain_commands()
+                    return None
+
+    def _wake(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            try:
+                conn.add_callback_threadsafe(lambda: None)
+            except (px.AMQPError, OSError):  # closed: the thread notices by itself
+                pass
+
+    # -- I/O thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        pause = RECONNECT_MIN
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._open()
+                except (EcError, px.AMQPError, OSError) as exc:
+                    self._discard()
+                    if not self._started.done():
+                        self._started.set_exception(_translate(exc, self._url))
+                        return
+                    log.warning("consumer cannot reconnect (%s); retrying in %.1fs",
+                                describe(exc), pause)
+                    self._idle(pause)
+                    pause = min(pause * 2, RECONNECT_MAX)
+                    continue
+                if not self._started.done():
+                    self._started.set_result(None)
+                pause = RECONNECT_MIN
+                try:
+                    self._serve()
+                except LOST as exc:
+                    if not self._stop.is_set():
+                        log.warning("consumer lost RabbitMQ (%s); reconnecting", describe(exc))
+                    self._discard()
+            self._shutdown()
+        except Exception as exc:
+            log.exception("the consumer's I/O thread failed")
+            if not self._started.done():
+                self._started.set_exception(_translate(exc, self._url))
+        finally:
+            self._drain_commands()
+
+    def _open(self) -> None:
+        """Connect, then consume every queue: a new generation."""
+        self._generation += 1
+        self._unacked = set()
+        self._conn = conn = open_connection(self._url, "consumer")
+        declare_dead_topology(conn)
+        self._dead_channel = conn.channel()
+        self._dead_channel.confirm_delivery()
+        self._channel = channel = conn.channel()
+        channel.basic_qos(prefetch_count=self._prefetch)
+        self._consumer_queues = {}
+        for name in self._queues:
+            def on_message(_ch: Any, method: Any, properties: BasicProperties, body: bytes,
+                           name: str = name) -> None:
+                self._unacked.add(method.delivery_tag)
+                self._buffer.put(delivery_from(name, method, properties, body, self._generation))
+
+            try:
+                tag = channel.basic_consume(name, on_message)
+            except px.ChannelClosedByBroker as exc:
+                if exc.reply_code == NOT_FOUND:
+                    raise UsageError(f"queue {name!r} does not exist") from None
+                raise
+            self._consumer_queues[tag] = name
+
+    def _serve(self) -> None:
+        """Pump I/O and run commands until stopped or the connection is lost."""
+        assert self._conn is not None
+        while not self._stop.is_set():
+            self._conn.process_data_events(time_limit=POLL)
+            self._run_commands()
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(command())
+            except LOST:
+                future.set_result(None)  # not sent; the broker delivers the message again
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to the calling thread
+                future.set_exception(exc)
+
+    def _idle(self, seconds: float) -> None:
+        """Wait between reconnect attempts, still answering commands (as no-ops)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                command, future = self._commands.get(timeout=min(left, POLL))
+            except queue.Empty:
+                continue
+            future.set_result(None)  # nothing to ack on a lost connection
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                _command, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if not future.done():
+                future.set_result(None)
+
+    def _discard(self) -> None:
+        """Forget a lost connection; deliveries from it are stale from now on."""
+        self._generation += 1
+        conn, self._conn = self._conn, None
+        self._channel = self._dead_channel = None
+        self._unacked = set()
+        _drain(self._buffer)
+        if conn is not None and conn.is_open:
+            try:
+                conn.close()
+            except (px.AMQPError, OSError):
+                pass
+
+    def _shutdown(self) -> None:
+        """Cancel the consumers, return every unacked delivery, close the connection."""
+        channel, conn = self._channel, self._conn
+        if channel is not None and channel.is_open:
+            try:
+                for tag in list(self._consumer_queues):
+                    channel.basic_cancel(tag)
+                self._run_commands()
+                # multiple=True from tag 0: every unacked delivery, buffered or handed out
+                channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
+            except (px.AMQPError, OSError) as exc:
+                log.debug("consumer shutdown: %s", describe(exc))
+        self._channel = None
+        self._discard()
+        if conn is not None and conn.is_open:  # _discard closed it already, normally
+            conn.close()
+
+    def _do_settle(self, generation: int, tags: list[int], requeue: bool | None) -> None:
+        channel = self._channel
+        if generation != self._generation or channel is None:
+            return
+        tags = sorted(set(tags) & self._unacked)
+        if not tags:
+            return
+        top = tags[-1]
+        chosen = set(tags)
+        # multiple=True settles every unacked tag <= top: only if all of them are ours
+        multiple = len(tags) > 1 and all(t in chosen for t in self._unacked if t <= top)
+        for tag in [top] if multiple else tags:
+            if requeue is None:
+                channel.basic_ack(delivery_tag=tag, multiple=multiple)
+            else:
+                channel.basic_nack(delivery_tag=tag, multiple=multiple, requeue=requeue)
+        self._unacked -= chosen
+
+    def _do_dead_letter(self, generation: int, tag: int, delivery: Delivery, reason: str) -> None:
+        channel = self._dead_channel
+        if generation != self._generation or channel is None or tag not in self._unacked:
+            return
+        headers = {k: v for k, v in delivery.headers.items() if k != "x-delivery-count"}
+        headers |= {"x-ec-reason": reason, "x-ec-queue": delivery.queue}
+        try:
+            channel.basic_publish(DEAD_QUEUE, "", delivery.body,
+                                  BasicProperties(delivery_mode=2, headers=headers),
+                                  mandatory=True)
+        except (px.UnroutableError, px.NackError) as exc:
+            raise EcError(f"RabbitMQ did not take the dead letter: {type(exc).__name__}") from None
+        self._do_settle(generation, [tag], requeue=None)
+
+
+def _drain(buffer: queue.Queue[Any]) -> None:
+    while True:
+        try:
+            buffer.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _translate(error: BaseException, url: str) -> EcError:
+    if isinstance(error, EcError):
+        return error
+    return Unreachable(f"cannot consume from RabbitMQ at {redact(url)}: {describe(error)}")
