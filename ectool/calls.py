@@ -256,18 +256,25 @@ def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
     return root, children
 
 
-def list_runtime(kind: str) -> list[dict[str, Any]]:
-    """Workers (or agents) as rows."""
+def list_runtime(kind: str, everything: bool = False) -> list[dict[str, Any]]:
+    """Live workers (all, with ``everything``), or agents, as rows."""
     if kind == "worker":
+        query = Worker.select().join(Processor).order_by(Processor.name, Worker.pid)
+        if not everything:
+            query = query.where(Worker.status != "stopped")
         return [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
                  "status": w.status, "commit": w.commit,
                  "heartbeat": w.heartbeat.isoformat(timespec="seconds") if w.heartbeat else None}
-                for w in Worker.select().join(Processor).order_by(Processor.name, Worker.pid)]
-    from .store.models import Agent
+                for w in query]
+    from .store.models import Agent, Placement
 
-    return [{"node": a.node.name, "pid": a.pid, "cpus": a.cpus, "status": a.status,
-             "heartbeat": a.heartbeat.isoformat(timespec="seconds") if a.heartbeat else None}
-            for a in Agent.select()]
+    rows = []
+    for a in Agent.select().order_by(Agent.name):
+        placed = [f"{p.processor.name}x{p.workers}" for p in Placement.select().where(Placement.agent == a)]
+        rows.append({"name": a.name, "node": a.node.name, "pid": a.pid, "cpus": a.cpus, "status": a.status,
+                     "heartbeat": a.heartbeat.isoformat(timespec="seconds") if a.heartbeat else None,
+                     "processors": placed})
+    return rows
 
 
 _ = Unreachable

@@ -99,7 +99,8 @@ class WorkerRuntime:
         self.pid = os.getpid()
         self.row = Worker.create(processor=proc, host=HOST, pid=self.pid, status="running",
                                  heartbeat=now(), commit=commit or proc.commit,
-                                 cpu=int(os.environ["EC_CPU"]) if os.environ.get("EC_CPU") else None)
+                                 cpu=int(os.environ["EC_CPU"]) if os.environ.get("EC_CPU") else None,
+                                 agent=int(os.environ["EC_AGENT_ID"]) if os.environ.get("EC_AGENT_ID") else None)
         self.parent = int(os.environ.get("EC_PARENT_PID") or 0)
         self.crashes = 0
         self.last_beat = time.monotonic()

@@ -120,3 +120,35 @@ def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
             pass
     if proc.stderr:
         proc.stderr.close()
+
+
+@contextmanager
+def agent(env: dict[str, str], *args: str):
+    """Run ``ec agent run ARGS`` (the agent daemon); stop it and its workers by pid."""
+    proc = subprocess.Popen([sys.executable, "-m", "ectool", "agent", "run", "--interval", "1",
+                             "--grace", "10", *args], env=env, stderr=subprocess.PIPE, text=True)
+    seen: set[int] = set()
+    try:
+        yield proc
+    finally:
+        try:
+            seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+        stop_tree(proc, grace=20)
+        for pid in seen:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def wait_for(predicate, timeout: float = 30, every: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -66,6 +66,7 @@ def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, 
     if not network.is_trusted(gitrepo):
         click.echo(f"ec: warning: {gitrepo} is not trusted yet; agents will not deploy it "
                    f"until you run: ec trust add '{gitrepo}'", err=True)
+    changed(env)
     _done(p, as_json)
 
 
@@ -89,6 +90,7 @@ def add_socket(env: Env, name, queue, processor, task, concurrency, retries, tim
     env.store()
     s = network.add_socket(name, queue, processor, task, concurrency=concurrency,
                            retries=retries, timeout=timeout, backoff=backoff)
+    changed(env)
     _done(s, as_json)
 
 
@@ -147,6 +149,13 @@ def add_privilege(env: Env, name, as_json) -> None:
     """Add a privilege (one of the names in `ec ls privileges --known`)."""
     env.store()
     _done(network.add_privilege(name), as_json)
+
+
+def changed(env: Env) -> None:
+    """Wake agents so they act on the change within a second (best-effort)."""
+    from ..agents import notify_agents
+
+    notify_agents(env.config)
 
 
 def _done(obj, as_json: bool) -> None:
@@ -229,6 +238,7 @@ def update(env: Env, kind, name, changes, as_json) -> None:
         key, value = item.split("=", 1)
         parsed[key.strip()] = value
     obj = network.update(kind, name, parsed)
+    changed(env)
     if as_json:
         render_one(network.to_row(obj), as_json=True)
     else:
@@ -245,6 +255,7 @@ def delete(env: Env, kind, name, cascade) -> None:
     env.store()
     for gone in network.delete(kind, name, cascade=cascade):
         click.echo(f"deleted {gone}", err=True)
+    changed(env)
 
 
 @click.command()
@@ -256,6 +267,7 @@ def proc(env: Env, action, name, as_json) -> None:
     """Ask agents to start, stop, pause, resume or restart a processor."""
     env.store()
     p = network.request_status(name, action)
+    changed(env)
     if as_json:
         render_one(network.to_row(p), as_json=True)
     else:
@@ -274,6 +286,7 @@ def trust_add(env: Env, pattern) -> None:
     """Trust repositories matching PATTERN (shell glob, e.g. 'https://github.com/me/*')."""
     env.store()
     network.add_trust(pattern)
+    changed(env)
     click.echo(f"trusted {pattern}", err=True)
 
 

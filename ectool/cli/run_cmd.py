@@ -11,6 +11,15 @@ from .args import parse_data, parse_kwargs, parse_word, stdin_value
 from .env import Env, pass_env
 
 
+def read_stdin(explicit: bool) -> list:
+    """Stdin as the call's one argument; no argument for empty stdin or an interactive tty
+    (unless ``-`` asked for it explicitly)."""
+    if sys.stdin is None or (sys.stdin.isatty() and not explicit):
+        return []
+    raw = sys.stdin.buffer.read()
+    return [stdin_value(raw)] if raw or explicit else []
+
+
 def write_result(value) -> None:
     """stdout carries results only: text as text, bytes raw, anything else as JSON."""
     if isinstance(value, bytes):
@@ -99,7 +108,7 @@ def run(env: Env, socket, args, kwargs, lines, jobs, no_wait, timeout, as_json, 
         run_lines(env, socket, jobs, timeout, as_json)
         return
     if not args or args == ("-",):
-        values = [stdin_value(sys.stdin.buffer.read())]
+        values = read_stdin(explicit=args == ("-",))
     else:
         values = [parse_word(a) for a in args]
     run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose)
@@ -132,7 +141,7 @@ def task() -> None:
 def task_run(env: Env, socket, data, no_wait, timeout, as_json, verbose) -> None:
     """Run a task: ec task run --socket pyfi.processors.sample.do_something --data "['some data']" """
     if data is None:
-        args, kwargs = [stdin_value(sys.stdin.buffer.read())], {}
+        args, kwargs = read_stdin(explicit=False), {}
     else:
         args, kwargs = parse_data(data)
     run_one(env, socket, args, kwargs, no_wait, timeout, as_json, verbose)

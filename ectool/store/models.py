@@ -64,7 +64,8 @@ class Node(Base):
 
 
 class Agent(Base):
-    node = ForeignKeyField(Node, unique=True, on_delete="CASCADE")
+    name = CharField(unique=True)
+    node = ForeignKeyField(Node, backref="agents", on_delete="CASCADE")
     pid = IntegerField(null=True)
     cpus = IntegerField(default=1, constraints=[Check("cpus >= 1")])
     status = CharField(default="offline", constraints=[one_of("status", AGENT_STATUS)])
@@ -113,8 +114,20 @@ class Plug(Base):
     argument = CharField(null=True)
 
 
+class Placement(Base):
+    """Which agent runs how many workers of a processor (claimed transactionally)."""
+
+    processor = ForeignKeyField(Processor, backref="placements", on_delete="CASCADE")
+    agent = ForeignKeyField(Agent, backref="placements", on_delete="CASCADE")
+    workers = IntegerField(default=1, constraints=[Check("workers >= 1")])
+
+    class Meta:
+        indexes = ((("processor", "agent"), True),)
+
+
 class Worker(Base):
     processor = ForeignKeyField(Processor, backref="workers", on_delete="CASCADE")
+    agent = ForeignKeyField(Agent, null=True, backref="workers", on_delete="SET NULL")
     node = ForeignKeyField(Node, null=True, on_delete="SET NULL")
     host = CharField()
     pid = IntegerField()
@@ -206,7 +219,7 @@ class SchemaVersion(Model):
 
 
 MODELS = [
-    Node, Agent, Queue, Processor, Socket, Plug, Worker, Call, Event,
+    Node, Agent, Queue, Processor, Socket, Plug, Placement, Worker, Call, Event,
     User, Role, Privilege, UserRole, RolePrivilege, Trust,
 ]
 

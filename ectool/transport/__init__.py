@@ -24,6 +24,12 @@ def connect(url: str, *, delivery_limit: int = 5) -> Transport:
     raise ConfigError(f"unsupported broker URL {url!r}")
 
 
+#: the queue-level delivery limit is a backstop above the worker's own check: workers count
+#: attempts that crashed in the store (exact), while brokers also count returns of
+#: deliveries that never started (prefetched, then handed back on a graceful stop)
+BACKSTOP = 10
+
+
 def open_transport(config: Config) -> Transport:
     """The transport named by a resolved configuration."""
-    return connect(config.broker, delivery_limit=config.delivery_limit)
+    return connect(config.broker, delivery_limit=config.delivery_limit * 2 + BACKSTOP)

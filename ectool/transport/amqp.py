@@ -14,8 +14,8 @@ Topology, all durable:
 Producers (:class:`AmqpTransport`) are single-threaded: one connection, a confirm channel
 for publishing and a plain channel for everything else. A lost connection is reopened and
 the unconfirmed part of a batch published again (duplicates are possible, loss is not).
-Consumers run their own I/O thread (``amqp_consumer.py``). Every pika exception is
-translated to an :mod:`ectool.errors` type at this module's edge.
+Consumers (with their own I/O thread) and inboxes are in ``amqp_consumer.py``. Every pika
+exception is translated to an :mod:`ectool.errors` type at the edge of these modules.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import math
 import os
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,7 +34,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
-from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, Inbox, Transport
+from .base import DEAD_QUEUE, Consumer, DeadLetter, Inbox, Transport
 
 log = logging.getLogger(__name__)
 if logging.getLogger("pika").level == logging.NOTSET:
@@ -134,20 +133,6 @@ def declare_dead_topology(connection: BlockingConnection) -> None:
     finally:
         if channel.is_open:
             channel.close()
-
-
-def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties,
-                  body: bytes, generation: int) -> Delivery:
-    """A :class:`Delivery` whose tag is ``(connection generation, delivery tag)``.
-
-    Quorum queues count returns in ``x-delivery-count``; classic queues only say whether
-    the message was delivered before (counted as one redelivery).
-    """
-    headers = dict(properties.headers or {})
-    count = headers.get("x-delivery-count")
-    redeliveries = int(count) if count is not None else int(bool(method.redelivered))
-    return Delivery(body=body, queue=queue, tag=(generation, method.delivery_tag),
-                    redeliveries=redeliveries, headers=headers)
 
 
 def _text(value: Any) -> str:
@@ -266,7 +251,10 @@ class AmqpTransport(Transport):
                 pass
 
     def _retrying(self, what: str, operation: Callable[[], T]) -> T:
-        """Run ``operation``, reconnecting with backoff while the connection is lost."""
+        """Run ``operation``, reconnecting with backoff while the connection is lost.
+
+        Other pika errors (a refusal by the broker, a name too long) become UsageError.
+        """
         deadline = time.monotonic() + RECONNECT_WINDOW
         pause = 0.1
         while True:
@@ -275,13 +263,16 @@ class AmqpTransport(Transport):
                 return operation()
             except (*LOST, Unreachable) as exc:
                 self._discard()
+                detail = str(exc) if isinstance(exc, Unreachable) else describe(exc)
                 if time.monotonic() + pause > deadline:
-                    detail = str(exc) if isinstance(exc, Unreachable) else describe(exc)
                     raise Unreachable(f"lost RabbitMQ while {what}: {detail}") from None
                 log.warning("connection to RabbitMQ lost while %s (%s); retrying in %.1fs",
-                            what, describe(exc), pause)
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
+                            what, detail, pause)
+            except px.AMQPError as exc:
+                self._discard()  # the channels may be in any state: start afresh next time
+                raise UsageError(f"RabbitMQ refused {what}: {describe(exc)}") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def _admin_channel(self) -> BlockingChannel:
         conn = self._connect()
@@ -416,12 +407,15 @@ class AmqpTransport(Transport):
         return AmqpConsumer(self.url, list(queues), prefetch)
 
     def inbox(self) -> Inbox:
+        from .amqp_consumer import AmqpInbox
+
         return AmqpInbox(self.url)
 
     def reply(self, address: str, body: bytes) -> None:
         """Best effort: one attempt (with one reconnect); failures are logged, not raised."""
         for attempt in (1, 2):
             try:
+                self._check_idle_connection()
                 conn = self._connect()
                 if self._replies is None or not self._replies.is_open:
                     self._replies = conn.channel()
@@ -478,46 +472,3 @@ class AmqpTransport(Transport):
 
     def close(self) -> None:
         self._discard()
-
-
-class AmqpInbox(Inbox):
-    """An exclusive, auto-delete, server-named queue on a connection of its own.
-
-    Its connection has no heartbeats (TCP keepalive instead): the owner may not call
-    :meth:`get` for minutes, and a missed heartbeat would delete the queue.
-    """
-
-    def __init__(self, url: str):
-        self._url = url
-        self._conn = open_connection(url, "inbox", heartbeat=0)
-        self._received: deque[bytes] = deque()
-        try:
-            channel = self._conn.channel()
-            self.address = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            channel.basic_consume(self.address, self._on_message, auto_ack=True)
-        except px.AMQPError as exc:
-            self.close()
-            raise Unreachable(f"cannot open an inbox on {redact(url)}: {describe(exc)}") from None
-
-    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        self._received.append(body)
-
-    def get(self, timeout: float | None = None) -> bytes | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not self._received:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self._conn.process_data_events(0)
-                    break
-                self._conn.process_data_events(time_limit=remaining)
-        except LOST as exc:
-            raise Unreachable(f"inbox {self.address} lost its connection: {describe(exc)}") from None
-        return self._received.popleft() if self._received else None
-
-    def close(self) -> None:
-        if self._conn.is_open:
-            try:
-                self._conn.close()
-            except (px.AMQPError, OSError):
-                pass

@@ -1,4 +1,6 @@
-"""The RabbitMQ consumer: an I/O thread that owns the connection (pika is not thread-safe).
+"""The receiving side of the RabbitMQ transport: consumers and inboxes.
+
+A consumer has an I/O thread that owns its connection (pika is not thread-safe).
 
 The I/O thread keeps the connection alive (heartbeats flow while the application thread
 runs a long task), puts deliveries into a local buffer that :meth:`AmqpConsumer.get` reads,
@@ -17,25 +19,18 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from pika import exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.spec import BasicProperties
+from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
-from .amqp import (
-    LOST,
-    NOT_FOUND,
-    declare_dead_topology,
-    delivery_from,
-    describe,
-    open_connection,
-    redact,
-)
-from .base import DEAD_QUEUE, Consumer, Delivery
+from .amqp import LOST, NOT_FOUND, declare_dead_topology, describe, open_connection, redact
+from .base import DEAD_QUEUE, Consumer, Delivery, Inbox
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +59,7 @@ class AmqpConsumer(Consumer):
         self._channel: BlockingChannel | None = None
         self._dead_channel: BlockingChannel | None = None  # confirm mode
         self._consumer_queues: dict[str, str] = {}  # consumer tag -> queue
+        self._cancelled = False  # the broker cancelled a consumer
         self._unacked: set[int] = set()  # delivery tags of the current generation
         self._started: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="ec-amqp-consumer", daemon=True)
@@ -160,7 +156,7 @@ class AmqpConsumer(Consumer):
                 pause = RECONNECT_MIN
                 try:
                     self._serve()
-                except LOST as exc:
+                except (px.AMQPError, OSError) as exc:
                     if not self._stop.is_set():
                         log.warning("consumer lost RabbitMQ (%s); reconnecting", describe(exc))
                     self._discard()
@@ -182,6 +178,8 @@ class AmqpConsumer(Consumer):
         self._dead_channel.confirm_delivery()
         self._channel = channel = conn.channel()
         channel.basic_qos(prefetch_count=self._prefetch)
+        channel.add_on_cancel_callback(self._on_cancelled)
+        self._cancelled = False
         self._consumer_queues = {}
         for name in self._queues:
             def on_message(_ch: Any, method: Any, properties: BasicProperties, body: bytes,
@@ -197,12 +195,20 @@ class AmqpConsumer(Consumer):
                 raise
             self._consumer_queues[tag] = name
 
+    def _on_cancelled(self, method: Any) -> None:
+        queue_name = self._consumer_queues.get(method.method.consumer_tag, "?")
+        log.warning("RabbitMQ cancelled the consumer of %s (queue deleted?)", queue_name)
+        self._cancelled = True
+
     def _serve(self) -> None:
         """Pump I/O and run commands until stopped or the connection is lost."""
-        assert self._conn is not None
+        assert self._conn is not None and self._channel is not None
         while not self._stop.is_set():
             self._conn.process_data_events(time_limit=POLL)
             self._run_commands()
+            if not self._channel.is_open or self._cancelled:
+                # closed by a channel error, or a queue deleted under us: start over
+                raise px.ChannelWrongStateError("the consumer's channel was closed or cancelled")
 
     def _run_commands(self) -> None:
         while True:
@@ -215,6 +221,8 @@ class AmqpConsumer(Consumer):
             except LOST:
                 future.set_result(None)  # not sent; the broker delivers the message again
                 raise
+            except px.AMQPError as exc:
+                future.set_exception(EcError(f"RabbitMQ refused: {describe(exc)}"))
             except Exception as exc:  # noqa: BLE001 - handed to the calling thread
                 future.set_exception(exc)
 
@@ -300,6 +308,20 @@ class AmqpConsumer(Consumer):
         self._do_settle(generation, [tag], requeue=None)
 
 
+def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties,
+                  body: bytes, generation: int) -> Delivery:
+    """A :class:`Delivery` whose tag is ``(connection generation, delivery tag)``.
+
+    Quorum queues count returns in ``x-delivery-count``; classic queues only say whether
+    the message was delivered before (counted as one redelivery).
+    """
+    headers = dict(properties.headers or {})
+    count = headers.get("x-delivery-count")
+    redeliveries = int(count) if count is not None else int(bool(method.redelivered))
+    return Delivery(body=body, queue=queue, tag=(generation, method.delivery_tag),
+                    redeliveries=redeliveries, headers=headers)
+
+
 def _drain(buffer: queue.Queue[Any]) -> None:
     while True:
         try:
@@ -312,3 +334,46 @@ def _translate(error: BaseException, url: str) -> EcError:
     if isinstance(error, EcError):
         return error
     return Unreachable(f"cannot consume from RabbitMQ at {redact(url)}: {describe(error)}")
+
+
+class AmqpInbox(Inbox):
+    """An exclusive, auto-delete, server-named queue on a connection of its own.
+
+    Its connection has no heartbeats (TCP keepalive instead): the owner may not call
+    :meth:`get` for minutes, and a missed heartbeat would delete the queue.
+    """
+
+    def __init__(self, url: str):
+        self._url = url
+        self._conn = open_connection(url, "inbox", heartbeat=0)
+        self._received: deque[bytes] = deque()
+        try:
+            channel = self._conn.channel()
+            self.address = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.basic_consume(self.address, self._on_message, auto_ack=True)
+        except px.AMQPError as exc:
+            self.close()
+            raise Unreachable(f"cannot open an inbox on {redact(url)}: {describe(exc)}") from None
+
+    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        self._received.append(body)
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._received:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._conn.process_data_events(0)
+                    break
+                self._conn.process_data_events(time_limit=remaining)
+        except LOST as exc:
+            raise Unreachable(f"inbox {self.address} lost its connection: {describe(exc)}") from None
+        return self._received.popleft() if self._received else None
+
+    def close(self) -> None:
+        if self._conn.is_open:
+            try:
+                self._conn.close()
+            except (px.AMQPError, OSError):
+                pass

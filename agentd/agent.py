@@ -1,0 +1,269 @@
+"""The agent daemon: register, claim processors, deploy them, run and supervise workers.
+
+Each loop (woken by a message on its control queue, or every ``interval`` seconds):
+heartbeat; claim placements in one transaction (stale agents' placements are released
+first); deploy what is placed here; turn the difference between desired and running
+workers into actions (:mod:`agentd.reconcile`); report each processor's status.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from ectool import network
+from ectool.agents import control_queue
+from ectool.config import Config, load
+from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
+
+from . import sdnotify
+from .deploy import DeployError, Deployment, deploy
+from .procs import Pool, cores
+from .reconcile import Candidate, Desired, plan_claims, reconcile
+
+#: seconds without a heartbeat before an agent's processors are re-placed
+STALE = float(os.environ.get("EC_AGENT_STALE", "15"))
+
+
+def log(msg: str) -> None:
+    print(f"ec-agentd: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Deployed:
+    key: tuple
+    deployment: Deployment | None
+    error: str | None
+    at: float
+
+
+class AgentDaemon:
+    def __init__(self, config: Config, name: str | None = None, cpus: int | None = None,
+                 interval: float = 2.0, grace: float = 30.0) -> None:
+        self.config = config
+        self.host = socket.gethostname()
+        self.name = name or self.host
+        self.pool = Pool(cores(cpus), grace=grace)
+        self.cpus = len(self.pool.cpus)
+        self.interval = interval
+        self.stopping = False
+        self.reload = False
+        self.deployed: dict[str, Deployed] = {}
+        self.fatal: dict[str, tuple[float, str]] = {}  # processor -> (updated stamp, reason)
+        self.agent: Agent | None = None
+
+    # -- registration ------------------------------------------------------------------
+    def register(self) -> None:
+        from ectool.store import open_store
+
+        open_store(self.config.db)
+        with db.atomic():
+            node, _ = Node.get_or_create(name=self.host, defaults={"cpus": os.cpu_count() or 1})
+            agent = Agent.get_or_none(Agent.name == self.name)
+            if agent is None:
+                agent = Agent.create(name=self.name, node=node, cpus=self.cpus)
+            if agent.status == "online" and agent.pid != os.getpid() and agent.heartbeat and \
+                    (now() - agent.heartbeat).total_seconds() < STALE and agent.node_id == node.id:
+                import psutil
+
+                if agent.pid and psutil.pid_exists(agent.pid):
+                    from ectool.errors import Conflict
+
+                    raise Conflict(f"agent {self.name!r} is already running (pid {agent.pid}); use --name")
+            agent.node, agent.pid, agent.cpus, agent.status, agent.heartbeat = node, os.getpid(), self.cpus, "online", now()
+            agent.save()
+            # workers recorded for a previous run of this agent are gone (they exit with it)
+            Worker.update(status="stopped").where((Worker.agent == agent) & (Worker.status != "stopped")).execute()
+        self.agent = agent
+
+    def heartbeat(self) -> None:
+        Agent.update(heartbeat=now(), status="online", pid=os.getpid()).where(Agent.id == self.agent.id).execute()
+
+    # -- placement -------------------------------------------------------------------
+    def claim(self) -> dict[str, int]:
+        """Release stale agents' placements and claim work for free cores, atomically."""
+        lock = {"lock_type": "IMMEDIATE"} if db.obj.__class__.__name__.startswith("Sqlite") else {}
+        with db.atomic(**lock):
+            cutoff = now() - _seconds(STALE)
+            stale = [a.id for a in Agent.select(Agent.id).where(
+                (Agent.id != self.agent.id) & (Agent.status == "online") & (Agent.heartbeat < cutoff))]
+            if stale:
+                Placement.delete().where(Placement.agent.in_(stale)).execute()
+                Agent.update(status="offline").where(Agent.id.in_(stale)).execute()
+                log(f"re-placing processors of {len(stale)} stale agent(s)")
+            query = Processor.select().where(Processor.requested_status != "stopped")
+            if not lock:
+                query = query.for_update()
+            procs = list(query)
+            placed: dict[int, int] = {}
+            mine: dict[int, int] = {}
+            for p in Placement.select():
+                target = mine if p.agent_id == self.agent.id else placed
+                target[p.processor_id] = target.get(p.processor_id, 0) + p.workers
+            candidates = [Candidate(p.name, p.concurrency, p.host, placed.get(p.id, 0), mine.get(p.id, 0))
+                          for p in procs if p.name not in self.fatal]
+            plan = plan_claims(candidates, self.host, self.name, self.cpus)
+            by_name = {p.name: p for p in procs}
+            Placement.delete().where((Placement.agent == self.agent.id) & Placement.processor.not_in(
+                [by_name[n].id for n in plan] or [0])).execute()
+            for name, count in plan.items():
+                p = by_name[name]
+                if mine.get(p.id) != count:
+                    Placement.insert(processor=p, agent=self.agent.id, workers=count).on_conflict(
+                        conflict_target=[Placement.processor, Placement.agent],
+                        update={Placement.workers: count}).execute()
+        return plan
+
+    # -- deployment ------------------------------------------------------------------
+    def deployment(self, p: Processor) -> Deployed:
+        trusted = network.is_trusted(p.gitrepo)
+        key = (p.gitrepo, p.branch, p.commit, p.module, p.updated, trusted)
+        known = self.deployed.get(p.name)
+        if known and known.key == key and (known.deployment or time.monotonic() - known.at < 60):
+            return known
+        if not trusted:
+            d = Deployed(key, None, f"repository not trusted: {p.gitrepo} (ec trust add PATTERN)", time.monotonic())
+        else:
+            self.set_status(p, "deploying", None)
+            started = time.monotonic()
+            try:
+                dep = deploy(p.gitrepo, p.branch, p.commit, p.module)
+                d = Deployed(key, dep, None, time.monotonic())
+                log(f"deployed {p.name} at {dep.commit[:12]} in {time.monotonic() - started:.2f}s")
+            except DeployError as exc:
+                d = Deployed(key, None, str(exc), time.monotonic())
+        if d.error:
+            log(f"cannot deploy {p.name}: {d.error}")
+            from ectool.store.models import Event
+
+            Event.create(kind="processor.error", host=self.host, data=d.error, socket=p.name)
+        if known and known.key[:4] == key[:4] and known.key[4] != key[4] and p.status == "pending":
+            self.pool.stop(p.name, None, len(self.pool.slots))  # ec proc restart: fresh workers
+        self.deployed[p.name] = d
+        return d
+
+    def set_status(self, p: Processor, status: str, reason: str | None) -> None:
+        if (p.status, p.status_reason) != (status, reason):
+            Processor.update(status=status, status_reason=reason).where(Processor.id == p.id).execute()
+            p.status, p.status_reason = status, reason
+
+    # -- converge ----------------------------------------------------------------------
+    def converge(self, plan: dict[str, int]) -> None:
+        self.handle_fatal(self.pool.poll())
+        procs = {p.name: p for p in Processor.select().where(Processor.name.in_(list(plan) or [""]))}
+        desired: dict[str, Desired] = {}
+        for name, count in plan.items():
+            p = procs[name]
+            fatal = self.fatal.get(name)
+            if fatal and fatal[0] != p.updated:
+                del self.fatal[name]  # the processor changed (ec proc restart): try again
+            elif fatal:
+                continue
+            d = self.deployment(p) if p.requested_status != "stopped" else None
+            desired[name] = Desired(count, p.requested_status, d.deployment.commit if d and d.deployment else None)
+        for action in reconcile(desired, self.pool.actual()):
+            if action.kind == "start":
+                dep = self.deployed[action.processor].deployment
+                for _ in range(action.count):
+                    self.pool.start(action.processor, action.commit, self.worker_argv(action.processor, dep),
+                                    self.worker_env())
+                log(f"started {action.count} worker(s) of {action.processor} at {action.commit[:12]}")
+            else:
+                self.pool.stop(action.processor, action.commit, action.count)
+                log(f"draining {action.count} worker(s) of {action.processor}")
+        self.handle_fatal(self.pool.poll())
+        running = self.pool.actual()
+        for name in plan:
+            p = procs[name]
+            d = self.deployed.get(name)
+            if name in self.fatal:
+                self.set_status(p, "error", self.fatal[name][1])
+            elif d is not None and d.error:
+                self.set_status(p, "error", d.error)
+            elif p.requested_status == "running" and running.get(name):
+                self.set_status(p, "running", None)
+            elif p.requested_status in ("paused", "stopped"):
+                self.set_status(p, p.requested_status, None)
+        # processors no longer placed here: drain (reconcile already stopped them)
+        for name in set(self.deployed) - set(plan):
+            self.deployed.pop(name, None)
+
+    def handle_fatal(self, fatals) -> None:
+        """A worker that keeps crashing puts its processor in ``error`` until it changes."""
+        for fatal in fatals:
+            p = Processor.get_or_none(Processor.name == fatal.processor)
+            if p is None:
+                continue
+            reason = f"worker crashed {fatal.failures} times in a row (exit status {fatal.last_code})"
+            log(f"{p.name}: {reason}")
+            self.fatal[p.name] = (p.updated, reason)
+            self.pool.stop(p.name, None, len(self.pool.slots))
+            self.set_status(p, "error", reason)
+
+    def worker_argv(self, processor: str, dep: Deployment) -> list[str]:
+        return [sys.executable, "-m", "ectool", "worker", "-p", processor, "--child",
+                "--python", dep.python, "--path", str(dep.src), "--commit", dep.commit]
+
+    def worker_env(self) -> dict[str, str]:
+        return dict(os.environ, EC_DB=self.config.db, EC_BROKER=self.config.broker,
+                    EC_PARENT_PID=str(os.getpid()), EC_AGENT_ID=str(self.agent.id))
+
+    # -- main loop ---------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def request_reload(self, *_: object) -> None:
+        self.reload = True
+
+    def run(self) -> None:
+        from ectool.transport import open_transport
+
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+        self.register()
+        transport = open_transport(self.config)
+        queue = control_queue(self.name)
+        transport.declare(queue, kind="classic")
+        transport.purge(queue)
+        control = transport.consumer([queue], prefetch=16)
+        log(f"agent {self.name} online on {self.host} with {self.cpus} core(s), pid {os.getpid()}")
+        sdnotify.notify(f"READY=1\nSTATUS=serving with {self.cpus} cores")
+        try:
+            while not self.stopping:
+                if self.reload:
+                    self.reload = False
+                    self.config = load(db=self.config.db, broker=self.config.broker)
+                    log("configuration reloaded")
+                self.heartbeat()
+                plan = self.claim()
+                self.converge(plan)
+                sdnotify.notify("WATCHDOG=1")
+                wake = control.get(timeout=0.5 if self.pool.slots and any(
+                    s.proc is None for s in self.pool.slots) else self.interval)
+                woken = []
+                while wake is not None:
+                    woken.append(wake)
+                    wake = control.get(timeout=0)
+                if woken:
+                    control.ack(woken)
+        finally:
+            sdnotify.notify("STOPPING=1")
+            log("stopping: draining workers")
+            self.pool.stop_all()
+            control.close()
+            transport.close()
+            with db.atomic():
+                Placement.delete().where(Placement.agent == self.agent.id).execute()
+                Agent.update(status="offline", heartbeat=now()).where(Agent.id == self.agent.id).execute()
+            log("stopped")
+
+
+def _seconds(s: float):
+    import datetime as dt
+
+    return dt.timedelta(seconds=s)

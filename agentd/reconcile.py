@@ -1,0 +1,81 @@
+"""Reconcile: compare what the store asks of this agent with what runs, emit actions.
+
+Pure functions, table-tested (tests/test_reconcile.py). The agent executes the actions in
+order: new workers start before old ones drain, so an update never leaves a gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the store asks: ``workers`` processes at ``commit`` in ``state``."""
+
+    workers: int
+    state: str  # running | paused | stopped
+    commit: str | None  # None: not deployed yet (or deployment failed)
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # start | stop
+    processor: str
+    commit: str | None
+    count: int
+
+
+def reconcile(desired: dict[str, Desired], actual: dict[str, dict[str, int]]) -> list[Action]:
+    """Actions turning ``actual`` (processor -> {commit: live workers}) into ``desired``."""
+    actions: list[Action] = []
+    for name in sorted(set(desired) | set(actual)):
+        want = desired.get(name)
+        have = {c: n for c, n in actual.get(name, {}).items() if n > 0}
+        target = want.commit if want and want.state == "running" and want.workers > 0 else None
+        if target is not None:
+            missing = want.workers - have.get(target, 0)
+            if missing > 0:
+                actions.append(Action("start", name, target, missing))
+            elif missing < 0:
+                actions.append(Action("stop", name, target, -missing))
+        for commit, count in sorted(have.items(), key=lambda kv: str(kv[0])):
+            if commit != target:
+                actions.append(Action("stop", name, commit, count))
+    return actions
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A processor an agent might run: ``placed`` workers already run on other live agents."""
+
+    name: str
+    concurrency: int
+    host: str | None
+    placed: int
+    mine: int
+
+
+def plan_claims(candidates: list[Candidate], host: str, agent_name: str, cpus: int) -> dict[str, int]:
+    """How many workers of each processor this agent should run (micro-scheduling).
+
+    Pinned processors (``host``) run only on their host (matched against the host name or
+    the agent name); the rest are shared out. An agent keeps what it already runs, then
+    fills free cores, never exceeding ``cpus`` in total or a processor's concurrency.
+    """
+    plan: dict[str, int] = {}
+    free = cpus
+    eligible = [c for c in candidates if c.host in (None, "", host, agent_name)]
+    # keep existing placements first (stability), pinned before floating
+    for c in sorted(eligible, key=lambda c: (c.host is None, c.name)):
+        keep = min(c.mine, max(0, c.concurrency - c.placed), free)
+        if keep:
+            plan[c.name] = keep
+            free -= keep
+    for c in sorted(eligible, key=lambda c: (c.host is None, c.name)):
+        want = c.concurrency - c.placed - plan.get(c.name, 0)
+        take = min(want, free)
+        if take > 0:
+            plan[c.name] = plan.get(c.name, 0) + take
+            free -= take
+    return plan

@@ -1,0 +1,47 @@
+"""Reconcile and placement are pure: table-driven tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentd.reconcile import Action, Candidate, Desired, plan_claims, reconcile
+
+A, B = "a" * 40, "b" * 40
+
+
+@pytest.mark.parametrize("desired, actual, expected", [
+    ({"p": Desired(2, "running", A)}, {}, [Action("start", "p", A, 2)]),
+    ({"p": Desired(2, "running", A)}, {"p": {A: 2}}, []),
+    ({"p": Desired(3, "running", A)}, {"p": {A: 1}}, [Action("start", "p", A, 2)]),
+    ({"p": Desired(1, "running", A)}, {"p": {A: 3}}, [Action("stop", "p", A, 2)]),
+    ({"p": Desired(2, "paused", A)}, {"p": {A: 2}}, [Action("stop", "p", A, 2)]),
+    ({"p": Desired(2, "stopped", A)}, {"p": {A: 2}}, [Action("stop", "p", A, 2)]),
+    ({}, {"p": {A: 1}}, [Action("stop", "p", A, 1)]),
+    # update: new commit starts first, old workers drain after
+    ({"p": Desired(2, "running", B)}, {"p": {A: 2}}, [Action("start", "p", B, 2), Action("stop", "p", A, 2)]),
+    ({"p": Desired(2, "running", None)}, {}, []),  # not deployable yet: nothing to start
+    ({"p": Desired(0, "running", A)}, {"p": {A: 1}}, [Action("stop", "p", A, 1)]),
+    ({"p": Desired(1, "running", A), "q": Desired(1, "running", B)}, {"q": {B: 1}},
+     [Action("start", "p", A, 1)]),
+])
+def test_reconcile(desired, actual, expected):
+    assert reconcile(desired, actual) == expected
+
+
+def cand(name, conc, host=None, placed=0, mine=0):
+    return Candidate(name, conc, host, placed, mine)
+
+
+@pytest.mark.parametrize("candidates, cpus, expected", [
+    ([cand("p", 2)], 4, {"p": 2}),
+    ([cand("p", 8)], 2, {"p": 2}),                       # never more than granted cores
+    ([cand("p", 2, placed=2)], 4, {}),                   # fully placed on another agent
+    ([cand("p", 3, placed=1)], 4, {"p": 2}),             # the rest of it
+    ([cand("p", 1, host="elsewhere")], 4, {}),           # pinned to another host
+    ([cand("p", 1, host="h1")], 4, {"p": 1}),            # pinned here (host name)
+    ([cand("p", 1, host="agent-x")], 4, {"p": 1}),       # pinned here (agent name)
+    ([cand("a", 2), cand("b", 2, host="h1")], 2, {"b": 2}),  # pinned first
+    ([cand("a", 2, mine=2), cand("b", 2)], 3, {"a": 2, "b": 1}),  # keep what runs
+])
+def test_plan_claims(candidates, cpus, expected):
+    assert plan_claims(candidates, "h1", "agent-x", cpus) == expected
