@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install ElasticCode for the current user: no root, idempotent, re-run to upgrade.
 #
-#   ./install.sh [--prefix DIR] [--dev] [--bench] [--quiet]
+#   ./install.sh [--prefix DIR] [--dev] [--bench] [--systemd] [--quiet]
 #
 # Creates a virtualenv (default ${XDG_DATA_HOME:-~/.local/share}/elasticcode/venv), installs
 # ec and ec-agentd into it, links them into ~/.local/bin, installs man pages into
 # ~/.local/share/man and bash/zsh completions, and copies the sample processor for `ec demo`.
+# --systemd also installs the ec-agentd unit (a user unit; a system unit when run as root).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,6 +14,7 @@ data_home=${XDG_DATA_HOME:-$HOME/.local/share}
 prefix=$data_home/elasticcode/venv
 extras=""
 quiet=""
+systemd=""
 python=${PYTHON:-}
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --dev) extras="${extras:+$extras,}dev"; shift ;;
     --bench) extras="${extras:+$extras,}bench"; shift ;;
     --quiet|-q) quiet=-q; shift ;;
+    --systemd) systemd=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -83,6 +86,14 @@ say "installed bash and zsh completions"
 mkdir -p "$data_home/elasticcode/examples"
 rm -rf "$data_home/elasticcode/examples/sample"
 cp -R "$here/examples/sample" "$data_home/elasticcode/examples/sample"
+
+if [ -n "$systemd" ]; then
+  if [ "$(id -u)" = 0 ]; then unit_dir=/etc/systemd/system; scope=""; else
+    unit_dir=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user; scope="--user"; fi
+  mkdir -p "$unit_dir"
+  sed "s|@EC_AGENTD@|$prefix/bin/ec-agentd|" "$here/shell/systemd/ec-agentd.service" > "$unit_dir/ec-agentd.service"
+  say "installed $unit_dir/ec-agentd.service; start it: systemctl $scope daemon-reload && systemctl $scope enable --now ec-agentd"
+fi
 
 case ":$PATH:" in
   *":$bin:"*) ;;

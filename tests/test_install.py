@@ -1,0 +1,46 @@
+"""install.sh: no root, idempotent, links, man pages, completions, systemd unit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_install_twice_into_a_fresh_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "EC_", "VIRTUAL_ENV"))}
+    env.update(HOME=str(home), PATH="/usr/bin:/bin")
+    prefix = tmp_path / "venv"
+    for _ in range(2):  # the second run upgrades in place
+        done = subprocess.run(["bash", str(ROOT / "install.sh"), "--prefix", str(prefix), "--quiet", "--systemd"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert "Next: " in done.stderr and "ec demo" in done.stderr
+    ec = home / ".local/bin/ec"
+    assert ec.is_symlink() and (home / ".local/bin/ec-agentd").is_symlink()
+    helped = subprocess.run([str(ec), "--help"], env=env, capture_output=True, text=True)
+    assert helped.returncode == 0 and "Commands:" in helped.stdout
+    man = home / ".local/share/man"
+    assert (man / "man1/ec.1").exists()
+    assert (home / ".local/share/bash-completion/completions/ec").exists()
+    assert (home / ".local/share/elasticcode/examples/sample/pyfi/processors/sample.py").exists()
+    unit = home / ".config/systemd/user/ec-agentd.service"
+    text = unit.read_text()
+    assert f"ExecStart={prefix}/bin/ec-agentd" in text and "Type=notify" in text
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        problems = [ln for ln in verify.stderr.splitlines() if "ec-agentd.service" in ln]
+        assert not problems, verify.stderr
+
+
+def test_install_rejects_unknown_option():
+    done = subprocess.run(["bash", str(ROOT / "install.sh"), "--frobnicate"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown option" in done.stderr
