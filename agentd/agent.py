@@ -120,6 +120,7 @@ class AgentDaemon:
 
     # -- deployment ------------------------------------------------------------------
     def deployment(self, p: Processor) -> Deployed:
+        restart = p.status == "pending"  # set by `ec proc restart` (and on creation)
         trusted = network.is_trusted(p.gitrepo)
         key = (p.gitrepo, p.branch, p.commit, p.module, p.updated, trusted)
         known = self.deployed.get(p.name)
@@ -141,7 +142,7 @@ class AgentDaemon:
             from ectool.store.models import Event
 
             Event.create(kind="processor.error", host=self.host, data=d.error, socket=p.name)
-        if known and known.key[:4] == key[:4] and known.key[4] != key[4] and p.status == "pending":
+        if known and restart and known.key[:4] == key[:4]:
             self.pool.stop(p.name, None, len(self.pool.slots))  # ec proc restart: fresh workers
         self.deployed[p.name] = d
         return d

@@ -227,13 +227,7 @@ class WorkerRuntime:
         for d, r in results:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
-        stamp = now()
-        with db.atomic():
-            for _, r in results:
-                Call.update(status=r.status, result=r.result_json, error_type=r.error_type,
-                            error_message=r.error_message, traceback=r.traceback,
-                            finished=None if r.status == "retrying" else stamp, updated=stamp).where(
-                    (Call.id == r.msg.id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        record_outcomes([r for _, r in results])
         for _, r in results:
             if r.status != "retrying" and r.msg.reply_to:
                 self.reply(r.msg.reply_to, Outcome(r.msg.id, r.status, error_type=r.error_type,
@@ -261,3 +255,28 @@ class WorkerRuntime:
         self.consumer.dead_letter(d, reason)
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))
+
+
+def record_outcomes(results: list[Result]) -> None:
+    """Commit every outcome of a batch in one statement (one round trip, one transaction).
+
+    Only calls not yet final are touched, so a redelivered call keeps its first outcome.
+    """
+    if not results:
+        return
+    p = db.obj.param
+    cols = ("id", "status", "result", "error_type", "error_message", "traceback")
+    rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
+    params: list = []
+    for r in results:
+        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback]
+    final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
+    sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:])
+    sql = (f"WITH v({', '.join(cols)}) AS (VALUES {rows}) "
+           f"UPDATE \"call\" SET {sets}, "
+           f"finished = CASE WHEN (SELECT v.status FROM v WHERE v.id = \"call\".id) = 'retrying' "
+           f"THEN NULL ELSE {p} END, updated = {p} "
+           f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
+    stamp = now()
+    with db.atomic():
+        db.execute_sql(sql, [*params, stamp, stamp])

@@ -10,7 +10,6 @@ import json
 import uuid
 
 import pytest
-
 from helpers import build_network, ec, env_for, make_repo, workers
 
 
@@ -23,9 +22,10 @@ def net(tmp_path, broker_url, request):
     env = env_for(db_url, broker_url)
     yield env, proc
     if broker_url.startswith("amqp"):
+        from helpers import SOCKETS
+
         from ectool.calls import broker_queue
         from ectool.transport import connect
-        from helpers import SOCKETS
 
         with connect(broker_url) as t:
             for name in SOCKETS:
@@ -161,11 +161,13 @@ def test_garbage_message_is_dead_lettered_and_worker_keeps_going(net, broker_url
 
     with workers(env, proc) as w:
         assert ec("run", "noop", env=env, input="").returncode == 0  # queue declared, worker up
+        marker = uuid.uuid4().hex
         with connect(broker_url) as t:
-            t.publish(broker_queue("noop"), [b"\x00garbage{", b'{"v": 1, "id": "not-a-call"}'])
+            t.publish(broker_queue("noop"), [b"\x00garbage{" + marker.encode(),
+                                             b'{"v": 1, "id": "not-a-call", "m": "%s"}' % marker.encode()])
         assert ec("run", "add_two", "1", "1", env=env).stdout == "2\n"
         assert ec("run", "noop", env=env, input="").returncode == 0
         assert w.poll() is None
     dead = json.loads(ec("dead", "--json", env=env).stdout)
-    mine = [d for d in dead if d["queue"] == broker_queue("noop")]
+    mine = [d for d in dead if d["queue"] == broker_queue("noop") and marker in d["body"]]
     assert len(mine) == 2 and all("undecodable message" in d["reason"] for d in mine)
