@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ElasticCode for the current user: no root, idempotent, re-run to upgrade.
 #
-#   ./install.sh [--prefix DIR] [--dev] [--bench] [--systemd] [--quiet]
+#   ./install.sh [--prefix DIR] [--dev] [--bench] [--systemd [--unit-dir DIR]] [--quiet]
 #
 # Creates a virtualenv (default ${XDG_DATA_HOME:-~/.local/share}/elasticcode/venv), installs
 # ec and ec-agentd into it, links them into ~/.local/bin, installs man pages into
@@ -15,6 +15,7 @@ prefix=$data_home/elasticcode/venv
 extras=""
 quiet=""
 systemd=""
+unit_dir=""
 python=${PYTHON:-}
 
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -27,6 +28,7 @@ while [ $# -gt 0 ]; do
     --bench) extras="${extras:+$extras,}bench"; shift ;;
     --quiet|-q) quiet=-q; shift ;;
     --systemd) systemd=1; shift ;;
+    --unit-dir) unit_dir=${2:?--unit-dir needs a directory}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -88,8 +90,11 @@ rm -rf "$data_home/elasticcode/examples/sample"
 cp -R "$here/examples/sample" "$data_home/elasticcode/examples/sample"
 
 if [ -n "$systemd" ]; then
-  if [ "$(id -u)" = 0 ]; then unit_dir=/etc/systemd/system; scope=""; else
-    unit_dir=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user; scope="--user"; fi
+  scope="--user"
+  if [ -z "$unit_dir" ]; then
+    if [ "$(id -u)" = 0 ]; then unit_dir=/etc/systemd/system; scope=""; else
+      unit_dir=${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user; fi
+  fi
   mkdir -p "$unit_dir"
   sed "s|@EC_AGENTD@|$prefix/bin/ec-agentd|" "$here/shell/systemd/ec-agentd.service" > "$unit_dir/ec-agentd.service"
   say "installed $unit_dir/ec-agentd.service; start it: systemctl $scope daemon-reload && systemctl $scope enable --now ec-agentd"

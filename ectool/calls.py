@@ -256,16 +256,47 @@ def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
     return root, children
 
 
+def _local_usage(rows: list[dict[str, Any]]) -> None:
+    """Fill cpu% and RSS for workers on this host (psutil; others stay empty)."""
+    import socket
+
+    import psutil
+
+    here = socket.gethostname()
+    procs = {}
+    for row in rows:
+        if row["host"] == here:
+            try:
+                p = psutil.Process(row["pid"])
+                p.cpu_percent(None)
+                procs[row["pid"]] = p
+            except psutil.Error:
+                row["status"] = "gone" if row["status"] != "stopped" else row["status"]
+    if procs:
+        time.sleep(0.1)
+    for row in rows:
+        p = procs.get(row["pid"])
+        if p is not None:
+            try:
+                row["cpu_percent"] = round(p.cpu_percent(None), 1)
+                row["rss_mb"] = round(p.memory_info().rss / 2**20, 1)
+            except psutil.Error:
+                pass
+
+
 def list_runtime(kind: str, everything: bool = False) -> list[dict[str, Any]]:
     """Live workers (all, with ``everything``), or agents, as rows."""
     if kind == "worker":
         query = Worker.select().join(Processor).order_by(Processor.name, Worker.pid)
         if not everything:
             query = query.where(Worker.status != "stopped")
-        return [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
+        rows = [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
                  "status": w.status, "commit": w.commit,
-                 "heartbeat": w.heartbeat.isoformat(timespec="seconds") if w.heartbeat else None}
+                 "heartbeat": w.heartbeat.isoformat(timespec="seconds") if w.heartbeat else None,
+                 "cpu_percent": None, "rss_mb": None}
                 for w in query]
+        _local_usage(rows)
+        return rows
     from .store.models import Agent, Placement
 
     rows = []

@@ -115,7 +115,7 @@ def run_demo(config: Config, workers: int = 2, log=None) -> int:
             log(f"\n# {title}\n$ {command}")
             done = subprocess.run(["bash", "-c", command], env=env, timeout=120)
             failures += done.returncode != 0
-        log("\n# The call graph of the last call\n$ ec ls calls --limit 3")
+        log("\n# Recent calls\n$ ec ls calls --limit 3")
         subprocess.run(["bash", "-c", "ec ls calls --limit 3"], env=env, timeout=60)
     finally:
         worker.send_signal(signal.SIGTERM)

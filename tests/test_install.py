@@ -20,7 +20,8 @@ def test_install_twice_into_a_fresh_home(tmp_path):
     env.update(HOME=str(home), PATH="/usr/bin:/bin")
     prefix = tmp_path / "venv"
     for _ in range(2):  # the second run upgrades in place
-        done = subprocess.run(["bash", str(ROOT / "install.sh"), "--prefix", str(prefix), "--quiet", "--systemd"],
+        done = subprocess.run(["bash", str(ROOT / "install.sh"), "--prefix", str(prefix), "--quiet", "--systemd",
+                               "--unit-dir", str(home / "units")],
                               env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     assert "Next: " in done.stderr and "ec demo" in done.stderr
@@ -29,14 +30,15 @@ def test_install_twice_into_a_fresh_home(tmp_path):
     helped = subprocess.run([str(ec), "--help"], env=env, capture_output=True, text=True)
     assert helped.returncode == 0 and "Commands:" in helped.stdout
     man = home / ".local/share/man"
-    assert (man / "man1/ec.1").exists()
+    assert (man / "man1/ec.1").exists() and (man / "man8/ec-agentd.8").exists()
     assert (home / ".local/share/bash-completion/completions/ec").exists()
     assert (home / ".local/share/elasticcode/examples/sample/pyfi/processors/sample.py").exists()
-    unit = home / ".config/systemd/user/ec-agentd.service"
+    unit = home / "units/ec-agentd.service"
     text = unit.read_text()
     assert f"ExecStart={prefix}/bin/ec-agentd" in text and "Type=notify" in text
     if shutil.which("systemd-analyze"):
-        verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                                env=dict(os.environ, MANPATH=f"{man}:"))
         problems = [ln for ln in verify.stderr.splitlines() if "ec-agentd.service" in ln]
         assert not problems, verify.stderr
 

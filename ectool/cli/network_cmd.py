@@ -24,7 +24,8 @@ COLUMNS = {
 
 @click.group()
 def add() -> None:
-    """Add objects to the network (the seed's `pyfi add ...` spellings work)."""
+    """Add queues, processors, sockets, plugs, nodes, users, roles and privileges
+    (the seed's `pyfi add ...` spellings work)."""
 
 
 @add.command("queue")
@@ -57,8 +58,9 @@ def add_queue(env: Env, name, type_, queue_type, max_length, as_json) -> None:
 def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, host, as_json) -> None:
     """Add a processor: a module in a git repository that agents deploy.
 
-    Example: ec add processor -n proc1 -g https://github.com/radiantone/pyfi-processors
-    -m pyfi.processors.sample
+    \b
+    Example:
+      ec add processor -n proc1 -g https://github.com/radiantone/pyfi-processors -m pyfi.processors.sample
     """
     env.store()
     p = network.add_processor(name, gitrepo, module, branch=branch, commit=commit,
@@ -78,14 +80,15 @@ def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, 
 @click.option("-c", "--concurrency", default=1, show_default=True, type=int, help="Concurrent calls (cores).")
 @click.option("--retries", default=0, show_default=True, type=int, help="Retries after an exception.")
 @click.option("--timeout", type=float, help="Seconds a call may run before it fails.")
-@click.option("--backoff", default=1.0, show_default=True, type=float, help="First retry delay in seconds (doubles, with jitter).")
+@click.option("--backoff", default=1.0, show_default=True, type=float, help="Base retry delay in seconds: retry n waits between half and all of backoff*2^(n-1), at most 300s.")
 @json_option
 @pass_env
 def add_socket(env: Env, name, queue, processor, task, concurrency, retries, timeout, backoff, as_json) -> None:
     """Add a socket: one function of a processor behind a queue.
 
-    Example: ec add socket -n pyfi.processors.sample.do_something -q pyfi.queue1 -pn proc1
-    -t do_something -c 5
+    \b
+    Example:
+      ec add socket -n pyfi.processors.sample.do_something -q pyfi.queue1 -pn proc1 -t do_something -c 5
     """
     env.store()
     s = network.add_socket(name, queue, processor, task, concurrency=concurrency,
@@ -195,7 +198,9 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, limit, known, as_j
         from .. import calls as calls_lib
 
         rows = calls_lib.list_runtime(k)
-        render(rows, as_json=as_json)
+        cols = (["processor", "host", "pid", "cpu", "status", "commit", "heartbeat", "cpu_percent", "rss_mb"]
+                if k == "worker" else ["name", "node", "pid", "cpus", "status", "heartbeat", "processors"])
+        render(rows, cols, as_json=as_json)
         return
     if k == "privilege" and known:
         render([{"name": p} for p in network.PRIVILEGES], ["name"], as_json=as_json)
@@ -251,7 +256,7 @@ def update(env: Env, kind, name, changes, as_json) -> None:
 @click.option("--cascade", is_flag=True, help="Also delete dependent sockets and plugs.")
 @pass_env
 def delete(env: Env, kind, name, cascade) -> None:
-    """Delete an object. A processor or queue with sockets needs --cascade."""
+    """Delete an object. A processor or queue with sockets, or a socket with plugs, needs --cascade."""
     env.store()
     for gone in network.delete(kind, name, cascade=cascade):
         click.echo(f"deleted {gone}", err=True)
@@ -283,7 +288,7 @@ def trust() -> None:
 @click.argument("pattern")
 @pass_env
 def trust_add(env: Env, pattern) -> None:
-    """Trust repositories matching PATTERN (shell glob, e.g. 'https://github.com/me/*')."""
+    """Trust repositories matching PATTERN, a shell glob such as https://github.com/me/*"""
     env.store()
     network.add_trust(pattern)
     changed(env)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..errors import CallTimeout, TaskFailed
+from ..errors import CallTimeout, TaskFailed, UsageError
 from .args import parse_data, parse_kwargs, parse_word, stdin_value
 from .env import Env, pass_env
 
@@ -82,19 +82,21 @@ def with_common(fn):
     return fn
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command()
 @click.argument("socket")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("args", nargs=-1)
 @click.option("-k", "--kwarg", "kwargs", multiple=True, help="Keyword argument NAME=VALUE (repeatable).")
-@click.option("--lines", is_flag=True, help="One call per stdin line; results in input order (see ec map).")
-@click.option("-j", "--jobs", type=int, help="With --lines: calls in flight at once.")
+@click.option("--lines", is_flag=True, help="One call per stdin line (as a string); results in input order (see ec map).")
+@click.option("-j", "--jobs", type=int, help="With --lines: calls in flight at once (default 64).")
 @with_common
 @pass_env
 def run(env: Env, socket, args, kwargs, lines, jobs, no_wait, timeout, as_json, verbose) -> None:
     """Call SOCKET and print its result.
 
     ARGS are parsed as JSON when they parse (3, [1,2], {"a":1}) and passed as strings
-    otherwise; with no ARGS (or `-`) stdin is the one argument (bytes if not UTF-8).
+    otherwise; with no ARGS or -k (or with `-`) stdin is the one argument (bytes if not
+    UTF-8; none if stdin is empty or a terminal). Put `--` before arguments that start
+    with a dash: ec run S -- -5.
 
     \b
     Examples:
@@ -105,10 +107,14 @@ def run(env: Env, socket, args, kwargs, lines, jobs, no_wait, timeout, as_json, 
     if lines:
         from .map_cmd import run_lines
 
+        if args or kwargs or no_wait:
+            raise UsageError("--lines takes its arguments from stdin: no ARGS, -k or --no-wait")
         run_lines(env, socket, jobs, timeout, as_json)
         return
-    if not args or args == ("-",):
+    if args == ("-",) or (not args and not kwargs):
         values = read_stdin(explicit=args == ("-",))
+    elif not args:
+        values = []
     else:
         values = [parse_word(a) for a in args]
     run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose)
@@ -134,7 +140,8 @@ def task() -> None:
 
 @task.command("run")
 @click.option("-s", "--socket", required=True, help="Socket to call.")
-@click.option("-d", "--data", help="Arguments: a JSON or Python literal; a list is positional args. "
+@click.option("-d", "--data", help="Arguments: a JSON or Python literal (never evaluated); a list is "
+              "positional arguments, a dict keyword arguments, anything else one argument. "
               "Default: stdin as one argument.")
 @with_common
 @pass_env
