@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import build_network, env_for, make_repo, wait_children, workers  # noqa: E402
 
 PG = os.environ.get("EC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+PREFETCH = int(os.environ.get("EC_BENCH_PREFETCH", "32"))
 AMQP = os.environ.get("EC_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
@@ -62,7 +63,7 @@ def measure(db_url: str, broker_url: str, calls: int, seq: int, nworkers: int, t
     client = Client(load())
     out = {}
     try:
-        with workers(env, proc, nworkers) as w:
+        with workers(env, proc, nworkers, "--prefetch", str(PREFETCH)) as w:
             wait_children(w, nworkers)
             client.call(sock, [], timeout=60)  # warm up: queue declared, workers consuming
             t0 = time.perf_counter()

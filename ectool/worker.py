@@ -228,21 +228,24 @@ class WorkerRuntime:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
         record_outcomes([r for _, r in results])
-        for _, r in results:
-            if r.status != "retrying" and r.msg.reply_to:
-                self.reply(r.msg.reply_to, Outcome(r.msg.id, r.status, error_type=r.error_type,
-                                                   error_message=r.error_message, traceback=r.traceback,
-                                                   result_json=r.result_json, attempts=r.msg.attempt))
-        self.consumer.ack([d for d, _ in results])
+        replies = [(r.msg.reply_to, self.reply_body(Outcome(
+            r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
+            result_json=r.result_json, attempts=r.msg.attempt)))
+            for _, r in results if r.status != "retrying" and r.msg.reply_to]
+        self.consumer.ack([d for d, _ in results], replies)
 
-    def reply(self, address: str, out: Outcome) -> None:
+    def reply_body(self, out: Outcome) -> bytes:
+        """A reply, without result and traceback if it would be too big (read from the store)."""
         body = out.encode()
         limit = getattr(self.transport, "max_reply_bytes", None)
         if limit and len(body) > limit:
             out.result_json, out.traceback = None, None
             body = out.encode()
+        return body
+
+    def reply(self, address: str, out: Outcome) -> None:
         try:
-            self.transport.reply(address, body)
+            self.transport.reply(address, self.reply_body(out))
         except Exception:  # noqa: BLE001 - replies are best-effort; the store has the outcome
             log.debug("reply to %s failed", address, exc_info=True)
 

@@ -85,8 +85,8 @@ class AmqpConsumer(Consumer):
             # from a lost connection: the broker delivers it again
         return None
 
-    def ack(self, deliveries: list[Delivery]) -> None:
-        self._settle(deliveries, requeue=None)
+    def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
+        self._settle(deliveries, requeue=None, replies=replies or [], wait=False)
 
     def nack(self, deliveries: list[Delivery]) -> None:
         self._settle(deliveries, requeue=True)
@@ -104,19 +104,23 @@ class AmqpConsumer(Consumer):
         self._wake()
         self._thread.join(timeout=15)
 
-    def _settle(self, deliveries: list[Delivery], requeue: bool | None) -> None:
+    def _settle(self, deliveries: list[Delivery], requeue: bool | None,
+                replies: list[tuple[str, bytes]] = (), wait: bool = True) -> None:
         tags = [d.tag[1] for d in deliveries if d.tag[0] == self._generation]
-        if tags:
+        if tags or replies:
             generation = self._generation
-            self._call(lambda: self._do_settle(generation, tags, requeue))
+            self._call(lambda: self._do_settle(generation, tags, requeue, replies), wait=wait)
 
-    def _call(self, command: Command) -> Any:
-        """Run ``command`` on the I/O thread and wait for it; a no-op once closed."""
+    def _call(self, command: Command, wait: bool = True) -> Any:
+        """Run ``command`` on the I/O thread and (unless not ``wait``) wait for it; a no-op
+        once closed."""
         if self._closed or not self._thread.is_alive():
             return None
         future: Future[Any] = Future()
         self._commands.put((command, future))
         self._wake()
+        if not wait:
+            return None
         while True:
             try:
                 return future.result(timeout=POLL)
@@ -275,10 +279,16 @@ class AmqpConsumer(Consumer):
         if conn is not None and conn.is_open:  # _discard closed it already, normally
             conn.close()
 
-    def _do_settle(self, generation: int, tags: list[int], requeue: bool | None) -> None:
+    def _do_settle(self, generation: int, tags: list[int], requeue: bool | None,
+                   replies: list[tuple[str, bytes]] = ()) -> None:
         channel = self._channel
         if generation != self._generation or channel is None:
             return
+        for address, body in replies:
+            try:
+                channel.basic_publish("", address, body, REPLY_PROPERTIES)
+            except (px.AMQPError, OSError, ValueError) as exc:
+                log.debug("reply to %.80s dropped: %s", address, describe(exc))
         tags = sorted(set(tags) & self._unacked)
         if not tags:
             return
@@ -306,6 +316,9 @@ class AmqpConsumer(Consumer):
         except (px.UnroutableError, px.NackError) as exc:
             raise EcError(f"RabbitMQ did not take the dead letter: {type(exc).__name__}") from None
         self._do_settle(generation, [tag], requeue=None)
+
+
+REPLY_PROPERTIES = BasicProperties(delivery_mode=1)
 
 
 def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties,

@@ -52,8 +52,13 @@ class Consumer(ABC):
         """The next delivery, waiting up to ``timeout`` seconds (None: forever, 0: no wait)."""
 
     @abstractmethod
-    def ack(self, deliveries: list[Delivery]) -> None:
-        """Acknowledge: the messages are done and will not be delivered again."""
+    def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
+        """Acknowledge: the messages are done and will not be delivered again.
+
+        ``replies`` (inbox address, body) are sent first, best-effort, on the consumer's own
+        connection: one round trip for a whole batch. An ack may be lost with a connection;
+        the message is then redelivered (at-least-once) and recognised as done.
+        """
 
     @abstractmethod
     def nack(self, deliveries: list[Delivery]) -> None:

@@ -293,7 +293,9 @@ class SqliteConsumer(Consumer):
     def _ids(self, deliveries: list[Delivery]) -> list[int]:
         return [d.tag for d in deliveries if d.tag in self.unacked]
 
-    def ack(self, deliveries: list[Delivery]) -> None:
+    def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
+        for address, body in replies or ():
+            wake.send(address, body)
         ids = self._ids(deliveries)
         if not ids:
             return
