@@ -15,6 +15,7 @@ group-committed, but an ack never precedes the durable outcome:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ from .calls import broker_queue
 from .config import Config
 from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
-from .messages import BadMessage, CallMessage, decode, dumps, peek_id
+from .messages import BadMessage, CallMessage, decode, dumps, from_json_value, peek_id
 from .outcome import Outcome
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
 from .transport import Delivery
@@ -102,6 +103,7 @@ class WorkerRuntime:
                                  cpu=int(os.environ["EC_CPU"]) if os.environ.get("EC_CPU") else None,
                                  agent=int(os.environ["EC_AGENT_ID"]) if os.environ.get("EC_AGENT_ID") else None)
         self.parent = int(os.environ.get("EC_PARENT_PID") or 0)
+        self._engine = None
         self.crashes = 0
         self.last_beat = time.monotonic()
 
@@ -152,16 +154,19 @@ class WorkerRuntime:
         for d, m in good:
             row = rows.get(m.id)
             if row is not None and row.status in FINAL_CALL_STATUS:
+                if m.cont and d.redeliveries > 0:
+                    # a worker may have died after recording but before the workflow moved on
+                    self.engine.on_outcome(m, Outcome.from_row(Call.get_by_id(m.id)), recovering=True)
                 self.consumer.ack([d])  # outcome already recorded: never run twice
                 continue
             prior = (row.attempts - (m.attempt - 1)) if row is not None else 0
             if prior >= self.config.delivery_limit:
                 self.bury(d, m.id, f"delivery limit: its worker died {prior} times running it", "DeliveryLimit",
-                          reply_to=m.reply_to)
+                          reply_to=m.reply_to, msg=m)
                 continue
             if m.socket not in self.sockets:
                 self.bury(d, m.id, f"socket {m.socket!r} is not served by processor {self.processor.name!r}",
-                          "UnknownSocket", reply_to=m.reply_to)
+                          "UnknownSocket", reply_to=m.reply_to, msg=m)
                 continue
             (suspects if (prior > 0 or d.redeliveries > 0 or row is None) else runnable).append((d, m, row))
         # a redelivered call may be the one that killed the last worker: run it alone, so a
@@ -228,11 +233,26 @@ class WorkerRuntime:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
         record_outcomes([r for _, r in results])
+        for _, r in results:
+            if r.msg.cont and r.status != "retrying":
+                out = Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
+                              traceback=r.traceback, result_json=r.result_json)
+                if r.result_json is not None:
+                    out.result = from_json_value(json.loads(r.result_json))
+                self.engine.on_outcome(r.msg, out)
         replies = [(r.msg.reply_to, self.reply_body(Outcome(
             r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
             result_json=r.result_json, attempts=r.msg.attempt)))
             for _, r in results if r.status != "retrying" and r.msg.reply_to]
         self.consumer.ack([d for d, _ in results], replies)
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine(self.transport, self.config.max_message_bytes)
+        return self._engine
 
     def reply_body(self, out: Outcome) -> bytes:
         """A reply, without result and traceback if it would be too big (read from the store)."""
@@ -250,11 +270,13 @@ class WorkerRuntime:
             log.debug("reply to %s failed", address, exc_info=True)
 
     def bury(self, d: Delivery, call_id: str | None, reason: str, error_type: str,
-             reply_to: str | None = None) -> None:
+             reply_to: str | None = None, msg: CallMessage | None = None) -> None:
         """Dead-letter a delivery and mark its call ``dead`` with the reason."""
         if call_id:
             Call.update(status="dead", error_type=error_type, error_message=reason, finished=now(),
                         updated=now()).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        if msg is not None and msg.cont:
+            self.engine.on_outcome(msg, Outcome(msg.id, "dead", error_type=error_type, error_message=reason))
         self.consumer.dead_letter(d, reason)
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))

@@ -29,6 +29,7 @@ SOCKETS = {
     "crash": ("crash", {}),
     "big": ("big", {}),
     "noop": ("noop", {}),
+    "total": ("total", {}),
 }
 
 

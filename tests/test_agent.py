@@ -12,6 +12,7 @@ import uuid
 
 import psutil
 import pytest
+
 from helpers import agent, ec, env_for, make_repo, wait_for
 
 

@@ -9,10 +9,10 @@ import time
 
 import git
 import pytest
-from helpers import make_repo
 
 from agentd.deploy import DeployError, deploy, split_url
 from ectool.executor import SubprocessExecutor
+from helpers import make_repo
 
 
 def test_split_url():

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+
 from helpers import build_network, env_for, make_repo, wait_children, workers
 
 pytestmark = pytest.mark.slow
@@ -27,10 +28,9 @@ def net(tmp_path, broker_url):
     for key in ("EC_DB", "EC_BROKER", "EC_DELIVERY_LIMIT"):
         os.environ.pop(key, None)
     if broker_url.startswith("amqp"):
-        from helpers import SOCKETS
-
         from ectool.calls import broker_queue
         from ectool.transport import connect
+        from helpers import SOCKETS
 
         with connect(broker_url) as t:
             for name in SOCKETS:

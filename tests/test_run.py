@@ -10,6 +10,7 @@ import json
 import uuid
 
 import pytest
+
 from helpers import build_network, ec, env_for, make_repo, workers
 
 
@@ -22,10 +23,9 @@ def net(tmp_path, broker_url, request):
     env = env_for(db_url, broker_url)
     yield env, proc
     if broker_url.startswith("amqp"):
-        from helpers import SOCKETS
-
         from ectool.calls import broker_queue
         from ectool.transport import connect
+        from helpers import SOCKETS
 
         with connect(broker_url) as t:
             for name in SOCKETS:

@@ -85,7 +85,8 @@ def test_update_and_request_status(store):
 
 
 def test_schema_version_and_upgrade_from_v1(db_url):
-    """A version-1 store (no processor.status_reason, no call.flow) upgrades with data intact."""
+    """A version-1 store (no processor.status_reason, no call.flow, no workflow tables)
+    upgrades step by step with data intact."""
     from playhouse.migrate import migrate
 
     database = open_store(db_url)
@@ -93,11 +94,13 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     m = schema._migrator(database)
     migrate(m.drop_index("call", "call_flow"), m.drop_column("call", "flow"),
             m.drop_column("processor", "status_reason"))
+    database.drop_tables([schema.Workflow, schema.JoinSlot])
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2]
-    assert schema.version(database) == 2
+    assert schema.upgrade(database) == [2, 3]
+    assert schema.version(database) == 3
+    assert database.table_exists("workflow") and database.table_exists("join_slot")
     p = Processor.get(Processor.name == "proc1")
     assert p.status_reason is None and p.gitrepo.endswith("pyfi-processors")
     Call.create(id="c", socket="s", root="c", flow="f")

@@ -157,6 +157,35 @@ class Call(Base):
     traceback = TextField(null=True)
 
 
+class Workflow(Model):
+    """A workflow's plan (immutable) and where to send its outcome; its state is the root
+    call (same id) and the calls under it."""
+
+    id = CharField(primary_key=True, max_length=36)
+    plan = TextField()
+    reply_to = CharField(null=True)
+    created = DateTimeField(default=now)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class JoinSlot(Model):
+    """One member's result in a parallel join; unique per slot so a redelivered member
+    can never fill it twice."""
+
+    workflow = CharField(max_length=36)
+    node = CharField(max_length=36)  # the parallel node's call id
+    slot = IntegerField()
+    value = TextField()
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        indexes = ((("node", "slot"), True),)
+
+
 class Event(Model):
     id = AutoField()
     time = DateTimeField(default=now, index=True)
@@ -219,7 +248,7 @@ class SchemaVersion(Model):
 
 
 MODELS = [
-    Node, Agent, Queue, Processor, Socket, Plug, Placement, Worker, Call, Event,
+    Node, Agent, Queue, Processor, Socket, Plug, Placement, Worker, Call, Workflow, JoinSlot, Event,
     User, Role, Privilege, UserRole, RolePrivilege, Trust,
 ]
 

@@ -14,9 +14,9 @@ from peewee import Database, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from ..errors import UsageError
-from .models import MODELS, Call, Processor, SchemaVersion
+from .models import MODELS, Call, JoinSlot, Processor, SchemaVersion, Workflow
 
-CURRENT = 2
+CURRENT = 3
 
 
 def _migrator(database: Database):
@@ -34,7 +34,12 @@ def _v1_to_v2(database: Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2}
+def _v2_to_v3(database: Database) -> None:
+    """v3 records workflow plans and parallel joins."""
+    database.create_tables([Workflow, JoinSlot])
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 _ = Processor  # the v2 column is declared on the model
 
 

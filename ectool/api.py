@@ -1,0 +1,245 @@
+"""The Python API: processors, sockets and queues as objects; calls and workflows.
+
+Importing this module starts nothing. The first call opens the configured store and
+transport (``EC_DB``/``EC_BROKER``, ec.toml, or the embedded default)::
+
+    from ectool.api import Socket, parallel, pipeline, funnel
+
+    do_something = Socket(name="pyfi.processors.sample.do_something")
+    do_something("Hello").get()                  # a durable call, then its result
+    do_something_p = do_something.p              # partial form, as in the seed
+    funnel([do_something_p("A"), do_something_p("B")])(do_something_p("C")).get()
+
+Remote failures re-raise locally as :class:`RemoteError` with the remote type, message and
+traceback.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CallTimeout, EcError
+
+_lock = threading.Lock()
+_client = None
+
+
+def client():
+    """The process-wide client (created on first use)."""
+    global _client
+    with _lock:
+        if _client is None:
+            from .calls import Client
+            from .config import load
+
+            _client = Client(load())
+        return _client
+
+
+def close() -> None:
+    """Close the process-wide client (tests, long-lived programs that reconfigure)."""
+    global _client
+    with _lock:
+        if _client is not None:
+            _client.close()
+            _client = None
+
+
+class RemoteError(EcError):
+    """A call or workflow failed remotely; carries the remote error's type and traceback."""
+
+    exit_code = 1
+
+    def __init__(self, call_id: str, status: str, error_type: str | None, message: str | None,
+                 traceback: str | None) -> None:
+        super().__init__(f"{error_type or status}: {message or ''}".rstrip(": "))
+        self.call_id, self.status = call_id, status
+        self.remote_type, self.remote_message, self.remote_traceback = error_type, message, traceback
+
+
+class Handle:
+    """A submitted call or workflow: ``.id``, ``.status``, ``.get(timeout=None)``."""
+
+    def __init__(self, call_id: str) -> None:
+        self.id = call_id
+
+    @property
+    def status(self) -> str:
+        from .calls import get_call
+
+        client()
+        return get_call(self.id).status
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Wait for the outcome; the result, or :class:`RemoteError`, or CallTimeout."""
+        out = client().wait([self.id], timeout)[self.id]
+        if not out.ok:
+            raise RemoteError(out.id, out.status, out.error_type, out.error_message, out.traceback)
+        return out.result
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.id}>"
+
+
+# -- network objects -----------------------------------------------------------------------
+
+class Queue:
+    """A queue, looked up by name or created (``Queue(name="q1", type="direct")``)."""
+
+    def __init__(self, name: str, type: str = "direct") -> None:
+        from . import network
+        from .store.models import Queue as Row
+
+        client()
+        self.row = Row.get_or_none(Row.name == name) or network.add_queue(name, type)
+        self.name = name
+
+
+class Processor:
+    """A processor, looked up by name or created from the seed's arguments."""
+
+    def __init__(self, name: str, module: str | None = None, gitrepo: str | None = None,
+                 branch: str = "main", commit: str | None = None, concurrency: int = 1,
+                 host: str | None = None) -> None:
+        from . import network
+        from .store.models import Processor as Row
+
+        client()
+        row = Row.get_or_none(Row.name == name)
+        if row is None:
+            if not (module and gitrepo):
+                raise EcError(f"no processor named {name!r} (give module= and gitrepo= to create it)")
+            row = network.add_processor(name, gitrepo, module, branch=branch, commit=commit,
+                                        concurrency=concurrency, host=host)
+        self.row, self.name = row, name
+
+
+class Socket:
+    """A socket; calling it submits a durable call and returns a :class:`Handle`.
+
+    ``Socket(name=..., processor=..., queue={'name': ...}, task='do_something')`` creates
+    it when it does not exist yet; ``Socket(name=...)`` looks it up.
+    """
+
+    def __init__(self, name: str, processor: Processor | str | None = None,
+                 queue: Queue | dict | str | None = None, task: str | None = None,
+                 concurrency: int = 1, retries: int = 0, timeout: float | None = None) -> None:
+        from . import network
+        from .store.models import Socket as Row
+
+        client()
+        self.name = name
+        if Row.get_or_none(Row.name == name) is None:
+            if processor is None or queue is None or task is None:
+                raise EcError(f"no socket named {name!r} (give processor=, queue= and task= to create it)")
+            qname = queue["name"] if isinstance(queue, dict) else getattr(queue, "name", queue)
+            if isinstance(queue, dict):
+                Queue(qname, queue.get("type", "direct"))
+            network.add_socket(name, qname, getattr(processor, "name", processor), task,
+                               concurrency=concurrency, retries=retries, timeout=timeout)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Handle:
+        return Handle(client().submit(self.name, [(list(args), kwargs)])[0])
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A partial call (signature) for workflows."""
+        return Signature(self.name, list(args), kwargs)
+
+    @property
+    def p(self):
+        """The seed's partial form: ``do_something_p = Socket(...).p; do_something_p("x")``."""
+        return self.s
+
+    partial = p
+
+
+class Function(Socket):
+    """The seed's name for a socket used as a function (``Function(name=...).p``)."""
+
+
+# -- workflows ------------------------------------------------------------------------------
+
+class Node:
+    """Something that can run as (part of) a workflow."""
+
+    def plan(self) -> dict:
+        raise NotImplementedError
+
+    def delay(self) -> Handle:
+        """Submit this workflow durably; returns its handle."""
+        c = client()
+        from .engine import Engine
+
+        engine = Engine(c.transport, c.config.max_message_bytes)
+        import os
+
+        return Handle(engine.submit(self.plan(), reply_to=c.inbox.address, flow=os.environ.get("EC_FLOW")))
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Submit and wait for the result."""
+        return self.delay().get(timeout)
+
+
+@dataclass
+class Signature(Node):
+    socket: str
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+
+    def plan(self) -> dict:
+        from .messages import to_json_value
+
+        return {"t": "call", "socket": self.socket, "args": to_json_value(self.args),
+                "kwargs": to_json_value(self.kwargs)}
+
+
+def _plan(member: Any) -> dict:
+    if isinstance(member, Node):
+        return member.plan()
+    if isinstance(member, Handle):
+        raise EcError("a workflow member must be a partial (use the .p form), not a submitted call")
+    raise EcError(f"not a workflow member: {member!r:.60}")
+
+
+class pipeline(Node):  # noqa: N801 - the seed's spelling
+    """Steps in order; each result is prepended to the next step's own arguments."""
+
+    def __init__(self, steps: list) -> None:
+        self.steps = list(steps)
+
+    def plan(self) -> dict:
+        return {"t": "pipe", "steps": [_plan(s) for s in self.steps]}
+
+    def __call__(self) -> Handle:
+        return self.delay()
+
+
+class parallel(Node):  # noqa: N801
+    """Members at once; the list of their results in member order."""
+
+    def __init__(self, members: list) -> None:
+        self.members = list(members)
+
+    def plan(self) -> dict:
+        return {"t": "par", "members": [_plan(m) for m in self.members]}
+
+    def __call__(self) -> Handle:
+        return self.delay()
+
+
+class funnel(parallel):  # noqa: N801
+    """Members in parallel, then a final task with the list prepended (a chord).
+
+    ``funnel([...])(final)`` submits and returns the handle, as the seed uses it.
+    """
+
+    def __call__(self, final: Any = None) -> Handle:  # type: ignore[override]
+        if final is None:
+            return self.delay()
+        return pipeline([parallel(self.members), final]).delay()
+
+
+__all__ = ["Function", "Handle", "Processor", "Queue", "RemoteError", "Socket", "Signature",
+           "close", "client", "funnel", "parallel", "pipeline", "CallTimeout"]

@@ -1,0 +1,170 @@
+"""The workflow engine: submit a plan, and advance it as member calls finish.
+
+Called by clients (to start a workflow) and by workers (after a member's outcome is
+committed, before its delivery is acked). Every step is idempotent: node calls have
+deterministic ids, join slots are unique per member, and the parallel node's row is
+locked while its slots are counted, so a join fires exactly once even when members are
+retried or redelivered. A worker that dies between committing a join and starting what
+follows is covered by redelivery: the member comes back already final and the engine
+re-sends the next step (``recovering``), which the deterministic ids make harmless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from . import workflow as wfp
+from .calls import Target, resolve
+from .messages import CallMessage, dumps, from_json_value, new_id
+from .outcome import Outcome
+from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
+
+
+class Engine:
+    def __init__(self, transport, max_message_bytes: int | None = None) -> None:
+        self.transport = transport
+        self.max_bytes = max_message_bytes
+        self._plans: dict[str, tuple[dict, str | None]] = {}
+        self._targets: dict[str, Target] = {}
+        self._declared: set[str] = set()
+
+    # -- lookups ---------------------------------------------------------------------
+    def plan(self, wf: str) -> tuple[dict, str | None]:
+        if wf not in self._plans:
+            row = Workflow.get_by_id(wf)
+            self._plans[wf] = (json.loads(row.plan), row.reply_to)
+        return self._plans[wf]
+
+    def target(self, socket: str) -> Target:
+        t = self._targets.get(socket)
+        if t is None:
+            t = self._targets[socket] = resolve(socket)
+        if t.queue not in self._declared:
+            self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
+            self._declared.add(t.queue)
+        return t
+
+    # -- starting --------------------------------------------------------------------
+    def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None) -> str:
+        """Record a workflow and start it; returns its id (also its root call's id)."""
+        wfp.validate(plan)
+        for node in _leaves(plan):
+            self.target(node["socket"])  # unknown sockets fail before anything is written
+        wf = new_id()
+        with db.atomic():
+            Workflow.create(id=wf, plan=json.dumps(plan), reply_to=reply_to)
+            Call.insert(id=wf, socket=wfp.label(plan), root=wf, flow=flow, status="running",
+                        started=now()).execute()
+        self._plans[wf] = (plan, reply_to)
+        self.begin(wf, plan, [], False, None, flow)
+        return wf
+
+    def begin(self, wf: str, plan: dict, path: list[int], has_input: bool, value: Any,
+              flow: str | None = None) -> None:
+        """Start the node at ``path``: composite rows, then leaf calls (published durably)."""
+        st = wfp.start(plan, path, has_input, value)
+        stamp = now()
+        rows = [{"id": wfp.node_id(wf, p), "socket": wfp.label(n), "root": wf, "flow": flow,
+                 "parent": wfp.node_id(wf, p[:-1]) if p else None, "status": "running",
+                 "started": stamp} for p, n in st.nodes if p]
+        messages: dict[str, list[bytes]] = defaultdict(list)
+        for p, node, args in st.calls:
+            cid = wfp.node_id(wf, p)
+            t = self.target(node["socket"])
+            msg = CallMessage(id=cid, socket=t.socket, task=t.task, args=args, kwargs=node.get("kwargs", {}),
+                              root=wf, parent=wfp.node_id(wf, p[:-1]), flow=flow, cont={"wf": wf, "path": p})
+            messages[t.queue].append(msg.encode(self.max_bytes))
+            rows.append({"id": cid, "socket": t.socket, "root": wf, "flow": flow, "parent": msg.parent,
+                         "status": "queued", "args": dumps({"args": args, "kwargs": msg.kwargs})})
+        with db.atomic():
+            for i in range(0, len(rows), 200):
+                Call.insert_many([{**r, "submitted": stamp, "created": stamp, "updated": stamp}
+                                  for r in rows[i:i + 200]]).on_conflict_ignore().execute()
+        for queue, bodies in messages.items():
+            self.transport.publish(queue, bodies)
+        for p, v in st.done:
+            self.finished(wf, p, v)
+
+    # -- advancing -------------------------------------------------------------------
+    def on_outcome(self, msg: CallMessage, out: Outcome, recovering: bool = False) -> None:
+        """A member call of a workflow is final: advance, or fail the workflow."""
+        wf, path = msg.cont["wf"], list(msg.cont["path"])
+        if out.status == "done":
+            self.finished(wf, path, out.result, recovering)
+        else:
+            self.fail(wf, out)
+
+    def finished(self, wf: str, path: list[int], value: Any, recovering: bool = False) -> None:
+        plan, _ = self.plan(wf)
+        while True:
+            root = Call.get_or_none(Call.id == wf)
+            if root is None or (root.status in FINAL_CALL_STATUS and not recovering):
+                return  # failed or cancelled already: nothing more to start
+            nxt = wfp.after(plan, path, value)
+            if nxt.kind == "finish":
+                self._close(wf, wf, value)
+                self.notify(wf)
+                return
+            if nxt.kind == "start":
+                self.begin(wf, plan, nxt.path, True, nxt.value, root.flow)
+                return
+            if nxt.kind == "complete":
+                self._close(wf, wfp.node_id(wf, nxt.path), value)
+                path = nxt.path
+                continue
+            joined = self._join(wf, nxt, recovering)
+            if joined is None:
+                return
+            path, value = nxt.path, joined
+
+    def _join(self, wf: str, nxt: wfp.Next, recovering: bool) -> list | None:
+        """Fill a slot; the member that completes the join gets the list (exactly once)."""
+        node = wfp.node_id(wf, nxt.path)
+        sqlite = db.obj.__class__.__name__.startswith("Sqlite")
+        with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
+            query = Call.select(Call.id, Call.status).where(Call.id == node)
+            row = (query if sqlite else query.for_update()).first()
+            JoinSlot.insert(workflow=wf, node=node, slot=nxt.index, value=dumps(nxt.value)) \
+                .on_conflict_ignore().execute()
+            slots = list(JoinSlot.select(JoinSlot.slot, JoinSlot.value).where(JoinSlot.node == node))
+            if len(slots) < nxt.size:
+                return None
+            if row is not None and row.status == "done" and not recovering:
+                return None  # fired before: a duplicate member must not fire it again
+            values = [from_json_value(json.loads(s.value)) for s in sorted(slots, key=lambda s: s.slot)]
+            self._close(wf, node, values)
+        return values
+
+    def _close(self, wf: str, call_id: str, value: Any) -> None:
+        Call.update(status="done", result=dumps(value), finished=now(), updated=now()).where(
+            (Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+
+    def fail(self, wf: str, out: Outcome) -> None:
+        """A member failed for good: the workflow fails with that member's error."""
+        Call.update(status="failed", error_type=out.error_type or out.status,
+                    error_message=f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
+                    traceback=out.traceback, finished=now(), updated=now()).where(
+            (Call.id == wf) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        self.notify(wf)
+
+    def notify(self, wf: str) -> None:
+        """Tell the client that started the workflow (best-effort; the store has it)."""
+        _, reply_to = self.plan(wf)
+        if not reply_to:
+            return
+        row = Call.get_or_none(Call.id == wf)
+        if row is not None and row.status in FINAL_CALL_STATUS:
+            try:
+                self.transport.reply(reply_to, Outcome.from_row(row).encode())
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _leaves(node: dict):
+    if node["t"] == "call":
+        yield node
+        return
+    for child in node.get("steps") or node.get("members") or []:
+        yield from _leaves(child)

@@ -1,0 +1,165 @@
+"""Workflows through real workers on both transports: the seed's example, nesting,
+failures, durability when the client exits, and a join under worker kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from helpers import ROOT, build_network, ec, env_for, make_repo, wait_children, workers
+
+
+@pytest.fixture
+def net(tmp_path, broker_url, monkeypatch):
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
+    repo = make_repo(tmp_path / "repo")
+    proc = f"sample-{uuid.uuid4().hex[:6]}"
+    build_network(db_url, repo, processor=proc)
+    for key, value in (("EC_DB", db_url), ("EC_BROKER", broker_url)):
+        monkeypatch.setenv(key, value)
+    env = env_for(db_url, broker_url)
+    yield env, proc
+    from ectool import api
+
+    api.close()
+    if broker_url.startswith("amqp"):
+        from ectool.calls import broker_queue
+        from ectool.transport import connect
+        from helpers import SOCKETS
+
+        with connect(broker_url) as t:
+            for name in SOCKETS:
+                t.delete_queue(broker_queue(name))
+
+
+def ds_(*data):
+    """What the sample's do_something returns, computed locally to build expectations."""
+    def show(v):
+        return "[" + ", ".join(show(x) for x in v) + "]" if isinstance(v, list) else str(v)
+    return "do_something(" + ", ".join(show(d) for d in data) + ")"
+
+
+def test_seed_example_runs_unchanged(net):
+    env, proc = net
+    from ectool.api import Socket, funnel, parallel, pipeline
+
+    do_something = Socket(name="do_something").p
+    with workers(env, proc, 2):
+        # --- the seed's example, verbatim apart from the imports above ---
+        _pipeline = pipeline([
+            do_something("One"),
+            do_something("Two"),
+            parallel([
+                do_something("Four"),
+                do_something("Five"),
+            ]),
+            do_something("Three")])
+        _parallel = parallel([
+            _pipeline,
+            do_something("Six"),
+            do_something("Seven")])
+        _funnel = funnel([
+            do_something("Eight"),
+            _parallel,
+            do_something("Nine")])
+        result = _funnel(do_something("Four")).get(timeout=120)
+    one = ds_("One")
+    two = ds_(one, "Two")
+    par = [ds_(two, "Four"), ds_(two, "Five")]
+    pipe = ds_(par, "Three")
+    expected = ds_([ds_("Eight"), [pipe, ds_("Six"), ds_("Seven")], ds_("Nine")], "Four")
+    assert result == expected
+
+
+def test_pipeline_prepends_and_parallel_keeps_order(net):
+    env, proc = net
+    from ectool.api import Socket, parallel, pipeline
+
+    add = Socket(name="add_two").p
+    total = Socket(name="total").p
+    with workers(env, proc, 2):
+        assert pipeline([add(1, 2), add(10)]).get(timeout=60) == 13
+        assert parallel([add(i, i) for i in range(6)]).get(timeout=60) == [0, 2, 4, 6, 8, 10]
+        assert pipeline([add(1, 1), parallel([add(1), add(2), add(3)]), total(100)]).get(timeout=60) == 3 + 4 + 5 + 100
+        assert parallel([]).get(timeout=60) == []
+        assert pipeline([parallel([add(1, 1), pipeline([add(2, 2), add(1)])]), total()]).get(timeout=60) == 7
+
+
+def test_member_failure_fails_the_workflow_with_its_error(net):
+    env, proc = net
+    from ectool.api import RemoteError, Socket, parallel, pipeline
+
+    add, boom = Socket(name="add_two").p, Socket(name="boom").p
+    with workers(env, proc, 1):
+        handle = pipeline([parallel([add(1, 1), boom("bad member")]), add(1)]).delay()
+        with pytest.raises(RemoteError) as info:
+            handle.get(timeout=60)
+    err = info.value
+    assert err.remote_type == "ValueError" and "bad member" in err.remote_message
+    assert "raise ValueError" in err.remote_traceback
+    tree = json.loads(ec("ls", "call", "--id", handle.id, "-g", "--json", env=env).stdout)
+    assert tree["status"] == "failed"
+    par = tree["children"][0]
+    assert sorted(c["status"] for c in par["children"]) == ["done", "failed"]  # the other result stays
+
+
+def test_workflow_survives_its_client_and_cli_sees_the_tree(net):
+    env, proc = net
+    script = (
+        "import os\n"
+        "from ectool.api import Socket, funnel\n"
+        "add = Socket(name='add_two').p\n"
+        "total = Socket(name='total').p\n"
+        "h = funnel([add(i, 1) for i in range(5)])(total(1000))\n"
+        "print(h.id, flush=True)\n"
+        "os._exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    wf = done.stdout.strip()
+    assert ec("result", wf, env=env).returncode == 4  # nothing ran yet: no worker
+    with workers(env, proc, 1):
+        waited = ec("wait", wf, "--timeout", "60", env=env)
+    assert (waited.returncode, waited.stdout) == (0, "1015\n")
+    assert ec("result", wf, env=env).stdout == "1015\n"
+    tree = ec("ls", "call", "--id", wf, "-g", env=env).stdout.splitlines()
+    assert tree[0].startswith("pipeline [done")
+    assert tree[1].startswith("    parallel [done") and tree[-1].startswith("    total [done")
+    assert sum(1 for line in tree if line.startswith("        add_two [done")) == 5
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_200_member_funnel_final_runs_once(net):
+    env, proc = net
+    from ectool.api import Socket, funnel
+    from ectool.store.models import Call
+
+    sleep, total = Socket(name="sleep").p, Socket(name="total").p
+    handle = funnel([sleep(0.01, i) for i in range(200)])(total())
+    with workers(env, proc, 2) as w:
+        for n in range(3):
+            kids = wait_children(w, 2)
+            time.sleep(0.4)
+            os.kill(kids[n % 2].pid, signal.SIGKILL)
+        assert handle.get(timeout=120) == sum(range(200))
+    finals = list(Call.select().where((Call.root == handle.id) & (Call.socket == "total")))
+    assert len(finals) == 1 and finals[0].attempts == 1 and finals[0].status == "done"
+    members = Call.select().where((Call.root == handle.id) & (Call.socket == "sleep"))
+    assert members.count() == 200 and all(m.status == "done" for m in members)
+
+
+def test_unknown_socket_in_a_workflow_is_refused_before_submitting(net):
+    from ectool.api import Signature, pipeline
+    from ectool.errors import NotFound
+    from ectool.store.models import Call
+
+    with pytest.raises(NotFound):
+        pipeline([Signature("add_two", [1, 2]), Signature("nope")]).delay()
+    assert Call.select().count() == 0
