@@ -228,7 +228,7 @@ class AgentDaemon:
         signal.signal(signal.SIGHUP, self.request_reload)
         self.register()
         transport = open_transport(self.config)
-        queue = control_queue(self.name)
+        queue = control_queue(self.name, self.config.namespace)
         transport.declare(queue, kind="classic")
         transport.purge(queue)
         control = transport.consumer([queue], prefetch=16)

@@ -89,7 +89,7 @@ def measure(db_url: str, broker_url: str, calls: int, seq: int, nworkers: int, t
             from ectool.transport import connect
 
             with connect(broker_url) as t:
-                t.delete_queue(broker_queue(sock))
+                t.delete_queue(broker_queue(sock, os.environ.get("EC_NAMESPACE", "")))
     return out
 
 

@@ -9,8 +9,8 @@ from .config import Config
 log = logging.getLogger("ec.agents")
 
 
-def control_queue(agent: str) -> str:
-    return f"ec.agent.{agent}"
+def control_queue(agent: str, namespace: str = "") -> str:
+    return f"ec.{namespace}.agent.{agent}" if namespace else f"ec.agent.{agent}"
 
 
 def notify_agents(config: Config) -> int:
@@ -27,7 +27,7 @@ def notify_agents(config: Config) -> int:
         with open_transport(config) as t:
             for name in names:
                 try:
-                    t.publish(control_queue(name), [b"reconcile"])
+                    t.publish(control_queue(name, config.namespace), [b"reconcile"])
                     told += 1
                 except Exception:  # noqa: BLE001 - the periodic reconcile covers a missed wake-up
                     log.debug("could not notify agent %s", name, exc_info=True)

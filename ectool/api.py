@@ -172,7 +172,7 @@ class Node:
         c = client()
         from .engine import Engine
 
-        engine = Engine(c.transport, c.config.max_message_bytes)
+        engine = Engine(c.transport, c.config.max_message_bytes, c.config.namespace)
         import os
 
         return Handle(engine.submit(self.plan(), reply_to=c.inbox.address, flow=os.environ.get("EC_FLOW")))

@@ -23,9 +23,9 @@ from .outcome import Outcome
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Socket, Worker, db, now
 
 
-def broker_queue(socket_name: str) -> str:
-    """The transport queue that fronts a socket."""
-    return f"ec.s.{socket_name}"
+def broker_queue(socket_name: str, namespace: str = "") -> str:
+    """The transport queue that fronts a socket (``ec.[NAMESPACE.]s.SOCKET``)."""
+    return f"ec.{namespace}.s.{socket_name}" if namespace else f"ec.s.{socket_name}"
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,13 @@ class Target:
     max_length: int | None
 
 
-def resolve(socket_name: str) -> Target:
+def resolve(socket_name: str, namespace: str = "") -> Target:
     """Look a socket up in the store; an unknown socket is a usage error (exit 2)."""
     sock = Socket.get_or_none(Socket.name == socket_name)
     if sock is None:
         raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
     q = sock.queue
-    return Target(sock.name, sock.task, broker_queue(sock.name), q.queue_type, q.max_length)
+    return Target(sock.name, sock.task, broker_queue(sock.name, namespace), q.queue_type, q.max_length)
 
 
 class Client:
@@ -64,7 +64,7 @@ class Client:
     def target(self, socket_name: str) -> Target:
         t = self._targets.get(socket_name)
         if t is None:
-            t = self._targets[socket_name] = resolve(socket_name)
+            t = self._targets[socket_name] = resolve(socket_name, self.config.namespace)
         if t.queue not in self._declared:
             self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
             self._declared.add(t.queue)

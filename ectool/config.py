@@ -26,6 +26,7 @@ KEYS: dict[str, tuple[str | None, object]] = {
     "delivery_limit": ("EC_DELIVERY_LIMIT", 5),
     "max_message_bytes": ("EC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     "user": ("EC_USER", None),
+    "namespace": ("EC_NAMESPACE", ""),
 }
 
 TEMPLATE = """\
@@ -46,6 +47,9 @@ TEMPLATE = """\
 
 # Largest encoded call message accepted, in bytes; bigger payloads are refused before sending.
 # max_message_bytes = 16777216
+
+# Prefix for broker queue names, so several networks can share one RabbitMQ vhost.
+# namespace = ""
 """
 
 
@@ -57,6 +61,7 @@ class Config:
     delivery_limit: int = 5
     max_message_bytes: int = 16 * 1024 * 1024
     user: str | None = None
+    namespace: str = ""
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str = ""
 
@@ -114,6 +119,8 @@ def _coerce(key: str, value: object, origin: str) -> object:
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} from {origin} must be an integer, got {value!r}") from None
+    if key == "namespace" and (not isinstance(value, str) or not all(c.isalnum() or c in "-_" for c in value)):
+        raise ConfigError(f"namespace from {origin} may only hold letters, digits, '-' and '_', got {value!r}")
     if key == "queue_type" and value not in ("quorum", "classic"):
         raise ConfigError(f"queue_type from {origin} must be 'quorum' or 'classic', got {value!r}")
     return value

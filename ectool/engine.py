@@ -23,8 +23,9 @@ from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
 
 
 class Engine:
-    def __init__(self, transport, max_message_bytes: int | None = None) -> None:
+    def __init__(self, transport, max_message_bytes: int | None = None, namespace: str = "") -> None:
         self.transport = transport
+        self.namespace = namespace
         self.max_bytes = max_message_bytes
         self._plans: dict[str, tuple[dict, str | None]] = {}
         self._targets: dict[str, Target] = {}
@@ -40,7 +41,7 @@ class Engine:
     def target(self, socket: str) -> Target:
         t = self._targets.get(socket)
         if t is None:
-            t = self._targets[socket] = resolve(socket)
+            t = self._targets[socket] = resolve(socket, self.namespace)
         if t.queue not in self._declared:
             self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
             self._declared.add(t.queue)
@@ -86,6 +87,77 @@ class Engine:
             self.transport.publish(queue, bodies)
         for p, v in st.done:
             self.finished(wf, p, v)
+
+    # -- plugs -------------------------------------------------------------------------
+    def edges(self):
+        """Every plug, re-read at most once a second: re-wiring applies to new calls."""
+        import time
+
+        from .network import plug_edges
+
+        stamp, edges = getattr(self, "_edges", (0.0, []))
+        if time.monotonic() - stamp > 1.0:
+            edges = plug_edges()
+            self._edges = (time.monotonic(), edges)
+        return edges
+
+    def on_plugs(self, msg: CallMessage, out: Outcome) -> None:
+        """Fire the plugs of ``msg``'s socket for this outcome (idempotent per source call)."""
+        from . import plugs
+
+        edges = self.edges()
+        fired = plugs.triggered(edges, msg.socket, out.status)
+        if not fired:
+            return
+        value = out.result if out.status == "done" else {
+            "call": out.id, "status": out.status, "error_type": out.error_type,
+            "error_message": out.error_message}
+        scope = msg.flow or msg.root or msg.id
+        for edge in fired:
+            if edge.argument:
+                self._fan_in(edges, edge, scope, msg, value)
+            else:
+                self._send(plugs.plug_call_id(msg.id, edge.name), edge.target, [value], {}, msg)
+
+    def _send(self, call_id: str, socket: str, args: list, kwargs: dict, src: CallMessage,
+              parent: str | None = None) -> None:
+        t = self.target(socket)
+        msg = CallMessage(id=call_id, socket=t.socket, task=t.task, args=args, kwargs=kwargs,
+                          root=src.root or src.id, parent=parent or src.id, flow=src.flow)
+        body = msg.encode(self.max_bytes)
+        stamp = now()
+        Call.insert(id=call_id, socket=t.socket, root=msg.root, parent=msg.parent, flow=msg.flow,
+                    status="queued", args=dumps({"args": args, "kwargs": kwargs}), submitted=stamp,
+                    created=stamp, updated=stamp).on_conflict_ignore().execute()
+        self.transport.publish(t.queue, [body])
+
+    def _fan_in(self, edges, edge, scope: str, src: CallMessage, value: Any) -> None:
+        """Record one bound argument; the arrival that completes the set fires the target once."""
+        from . import plugs
+
+        names = plugs.fanin_arguments(edges, edge.target)
+        call_id = plugs.fanin_call_id(scope, edge.target)
+        sqlite = db.obj.__class__.__name__.startswith("Sqlite")
+        with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
+            if not sqlite:
+                db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (call_id,))
+            if Call.get_or_none(Call.id == call_id) is not None:
+                return  # fired already in this scope
+            JoinSlot.insert(workflow=scope, node=call_id, slot=names.index(edge.argument),
+                            value=dumps(value)).on_conflict_replace().execute()
+            slots = {s.slot: s.value for s in JoinSlot.select().where(JoinSlot.node == call_id)}
+            if len(slots) < len(names):
+                return
+            kwargs = {names[i]: from_json_value(json.loads(v)) for i, v in slots.items()}
+            JoinSlot.delete().where(JoinSlot.node == call_id).execute()
+            t = self.target(edge.target)
+            stamp = now()
+            Call.insert(id=call_id, socket=t.socket, root=src.root or src.id, parent=src.id, flow=src.flow,
+                        status="queued", args=dumps({"args": [], "kwargs": kwargs}), submitted=stamp,
+                        created=stamp, updated=stamp).execute()
+            msg = CallMessage(id=call_id, socket=t.socket, task=t.task, args=[], kwargs=kwargs,
+                              root=src.root or src.id, parent=src.id, flow=src.flow)
+            self.transport.publish(t.queue, [msg.encode(self.max_bytes)])
 
     # -- advancing -------------------------------------------------------------------
     def on_outcome(self, msg: CallMessage, out: Outcome, recovering: bool = False) -> None:

@@ -148,13 +148,33 @@ def add_socket(name: str, queue: str, processor: str, task: str, *, concurrency:
                        concurrency=concurrency, retries=retries, timeout=timeout, backoff=backoff)
 
 
-def add_plug(name: str, source: str, target: str, argument: str | None = None) -> Plug:
-    """Register a dataflow edge: ``source``'s result becomes ``target``'s input."""
+def add_plug(name: str, source: str, target: str, argument: str | None = None, on: str = "result") -> Plug:
+    """Register a dataflow edge: each outcome of ``source`` becomes a call of ``target``.
+
+    Refuses an edge that would close a cycle (a -> b -> a), which would loop forever.
+    """
+    from .plugs import creates_cycle
+
+    if on not in ("result", "error"):
+        raise UsageError(f"--on must be result or error, got {on!r}")
+    if argument is not None and not argument.isidentifier():
+        raise UsageError(f"bad argument name {argument!r}")
     with db.atomic():
         s, t = get(Socket, source), get(Socket, target)
-        if s.id == t.id:
-            raise UsageError("a plug cannot connect a socket to itself")
-        return _create(Plug, name=_name(name, "plug"), source=s, target=t, argument=argument)
+        cycle = creates_cycle(plug_edges(), s.name, t.name)
+        if cycle:
+            raise UsageError(f"plug {name!r} would close a cycle: {' -> '.join(cycle)}")
+        return _create(Plug, name=_name(name, "plug"), source=s, target=t, argument=argument, fires_on=on)
+
+
+def plug_edges():
+    """Every plug as a :class:`~ectool.plugs.Edge`."""
+    from .plugs import Edge
+
+    S, T = Socket.alias(), Socket.alias()
+    query = (Plug.select(Plug.name, Plug.argument, Plug.fires_on, S.name.alias("s"), T.name.alias("t"))
+             .join(S, on=(Plug.source == S.id)).switch(Plug).join(T, on=(Plug.target == T.id)))
+    return [Edge(r.name, r.s, r.t, r.argument, r.fires_on) for r in query.objects()]
 
 
 def add_node(name: str, cpus: int = 1, memory: int | None = None) -> Node:
@@ -211,7 +231,7 @@ UPDATABLE = {
     Processor: {"gitrepo", "module", "branch", "commit", "concurrency", "host", "runtime"},
     Socket: {"task", "concurrency", "retries", "timeout", "backoff", "queue"},
     Node: {"cpus", "memory"},
-    Plug: {"argument"},
+    Plug: {"argument", "fires_on"},
 }
 
 

@@ -90,10 +90,12 @@ class WorkerRuntime:
         self.executor = make_executor(proc.module, where, python)
         self.sockets: dict[str, SocketInfo] = {}
         for s in rows:
-            self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name), s.timeout, s.retries, s.backoff)
+            self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name, config.namespace),
+                                              s.timeout, s.retries, s.backoff)
         self.transport = open_transport(config)
         for s in rows:
-            self.transport.declare(broker_queue(s.name), kind=s.queue.queue_type, max_length=s.queue.max_length)
+            self.transport.declare(broker_queue(s.name, config.namespace), kind=s.queue.queue_type,
+                                   max_length=s.queue.max_length)
         self.prefetch = prefetch or min(64, max(s.concurrency for s in rows))
         self.consumer = self.transport.consumer([i.queue for i in self.sockets.values()], self.prefetch)
         self.stopping = False
@@ -154,9 +156,12 @@ class WorkerRuntime:
         for d, m in good:
             row = rows.get(m.id)
             if row is not None and row.status in FINAL_CALL_STATUS:
-                if m.cont and d.redeliveries > 0:
-                    # a worker may have died after recording but before the workflow moved on
-                    self.engine.on_outcome(m, Outcome.from_row(Call.get_by_id(m.id)), recovering=True)
+                if d.redeliveries > 0:
+                    # a worker may have died after recording but before the flow moved on
+                    stored = Outcome.from_row(Call.get_by_id(m.id))
+                    if m.cont:
+                        self.engine.on_outcome(m, stored, recovering=True)
+                    self.engine.on_plugs(m, stored)
                 self.consumer.ack([d])  # outcome already recorded: never run twice
                 continue
             prior = (row.attempts - (m.attempt - 1)) if row is not None else 0
@@ -234,12 +239,15 @@ class WorkerRuntime:
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
         record_outcomes([r for _, r in results])
         for _, r in results:
-            if r.msg.cont and r.status != "retrying":
-                out = Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
-                              traceback=r.traceback, result_json=r.result_json)
-                if r.result_json is not None:
-                    out.result = from_json_value(json.loads(r.result_json))
+            if r.status == "retrying":
+                continue
+            out = Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
+                          traceback=r.traceback, result_json=r.result_json)
+            if r.result_json is not None:
+                out.result = from_json_value(json.loads(r.result_json))
+            if r.msg.cont:
                 self.engine.on_outcome(r.msg, out)
+            self.engine.on_plugs(r.msg, out)
         replies = [(r.msg.reply_to, self.reply_body(Outcome(
             r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
             result_json=r.result_json, attempts=r.msg.attempt)))
@@ -251,7 +259,7 @@ class WorkerRuntime:
         if self._engine is None:
             from .engine import Engine
 
-            self._engine = Engine(self.transport, self.config.max_message_bytes)
+            self._engine = Engine(self.transport, self.config.max_message_bytes, self.config.namespace)
         return self._engine
 
     def reply_body(self, out: Outcome) -> bytes:
@@ -275,8 +283,11 @@ class WorkerRuntime:
         if call_id:
             Call.update(status="dead", error_type=error_type, error_message=reason, finished=now(),
                         updated=now()).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
-        if msg is not None and msg.cont:
-            self.engine.on_outcome(msg, Outcome(msg.id, "dead", error_type=error_type, error_message=reason))
+        if msg is not None:
+            dead = Outcome(msg.id, "dead", error_type=error_type, error_message=reason)
+            if msg.cont:
+                self.engine.on_outcome(msg, dead)
+            self.engine.on_plugs(msg, dead)
         self.consumer.dead_letter(d, reason)
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))

@@ -42,6 +42,8 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("NO_COLOR", "1")
     for var in ("EC_DB", "EC_BROKER", "EC_CONFIG", "EC_FLOW", "EC_USER"):
         monkeypatch.delenv(var, raising=False)
+    # broker queues get a per-test prefix: runs sharing one RabbitMQ never see each other's
+    monkeypatch.setenv("EC_NAMESPACE", f"t{uuid.uuid4().hex[:10]}")
     return home
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,7 +63,10 @@ def build_network(db_url: str, repo: Path, *, processor: str = "sample", queue_k
 
 
 def env_for(db_url: str, broker_url: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, EC_DB=db_url, EC_BROKER=broker_url, NO_COLOR="1")
+    """The environment for ``ec`` subprocesses; a fresh namespace keeps concurrent test
+    runs on one RabbitMQ from consuming each other's queues."""
+    env = dict(os.environ, EC_DB=db_url, EC_BROKER=broker_url, NO_COLOR="1",
+               EC_NAMESPACE=os.environ.get("EC_NAMESPACE") or f"t{uuid.uuid4().hex[:10]}")
     env.pop("EC_FLOW", None)
     env.update(extra)
     return env

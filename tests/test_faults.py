@@ -34,7 +34,7 @@ def net(tmp_path, broker_url):
 
         with connect(broker_url) as t:
             for name in SOCKETS:
-                t.delete_queue(broker_queue(name))
+                t.delete_queue(broker_queue(name, os.environ["EC_NAMESPACE"]))
 
 
 def client():

@@ -7,6 +7,7 @@ Each test builds the sample processor's network in a fresh SQLite store, starts
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import pytest
@@ -29,7 +30,7 @@ def net(tmp_path, broker_url, request):
 
         with connect(broker_url) as t:
             for name in SOCKETS:
-                t.delete_queue(broker_queue(name))
+                t.delete_queue(broker_queue(name, os.environ["EC_NAMESPACE"]))
 
 
 def test_stdin_call_prints_result(net):
@@ -163,11 +164,11 @@ def test_garbage_message_is_dead_lettered_and_worker_keeps_going(net, broker_url
         assert ec("run", "noop", env=env, input="").returncode == 0  # queue declared, worker up
         marker = uuid.uuid4().hex
         with connect(broker_url) as t:
-            t.publish(broker_queue("noop"), [b"\x00garbage{" + marker.encode(),
+            t.publish(broker_queue("noop", os.environ["EC_NAMESPACE"]), [b"\x00garbage{" + marker.encode(),
                                              b'{"v": 1, "id": "not-a-call", "m": "%s"}' % marker.encode()])
         assert ec("run", "add_two", "1", "1", env=env).stdout == "2\n"
         assert ec("run", "noop", env=env, input="").returncode == 0
         assert w.poll() is None
     dead = json.loads(ec("dead", "--json", env=env).stdout)
-    mine = [d for d in dead if d["queue"] == broker_queue("noop") and marker in d["body"]]
+    mine = [d for d in dead if d["queue"] == broker_queue("noop", os.environ["EC_NAMESPACE"]) and marker in d["body"]]
     assert len(mine) == 2 and all("undecodable message" in d["reason"] for d in mine)

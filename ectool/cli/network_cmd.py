@@ -16,7 +16,7 @@ COLUMNS = {
                   "requested_status", "status", "status_reason", "sockets"],
     "socket": ["name", "processor", "task", "queue", "concurrency", "retries", "timeout"],
     "queue": ["name", "type", "queue_type", "durable", "max_length"],
-    "plug": ["name", "source", "target", "argument"],
+    "plug": ["name", "source", "target", "argument", "fires_on"],
     "node": ["name", "cpus", "memory"],
     "trust": ["pattern"],
 }
@@ -98,16 +98,28 @@ def add_socket(env: Env, name, queue, processor, task, concurrency, retries, tim
 
 
 @add.command("plug")
-@click.option("-n", "--name", required=True)
-@click.option("-s", "--source", required=True, help="Socket whose result flows out.")
-@click.option("-t", "--target", required=True, help="Socket that receives it.")
-@click.option("-a", "--argument", help="Bind the result to this named argument of the target.")
+@click.option("-n", "--name", required=True, help="Plug name.")
+@click.option("-s", "--source", required=True, help="Socket whose outcomes flow out.")
+@click.option("-t", "--target", required=True, help="Socket that receives them.")
+@click.option("-a", "--arg", "--argument", "argument",
+              help="Bind the value to this keyword argument of the target; the target fires once "
+                   "all its bound arguments arrived in the same flow (fan-in).")
+@click.option("--on", "on", default="result", show_default=True, type=click.Choice(["result", "error"]),
+              help="Forward results, or errors ({error_type, error_message, call}).")
 @json_option
 @pass_env
-def add_plug(env: Env, name, source, target, argument, as_json) -> None:
-    """Add a plug: a dataflow edge from one socket's result to another socket."""
+def add_plug(env: Env, name, source, target, argument, on, as_json) -> None:
+    """Add a plug: every outcome of SOURCE becomes a call of TARGET (its parent is the source
+    call, so the call graph spans the flow). A plug that would close a cycle is refused.
+
+    \b
+    Example:
+      ec add plug -n p1 --source pyfi.processors.sample.do_something --target pyfi.processors.sample.do_this
+    """
     env.store()
-    _done(network.add_plug(name, source, target, argument), as_json)
+    plug = network.add_plug(name, source, target, argument, on)
+    changed(env)
+    _done(plug, as_json)
 
 
 @add.command("node")

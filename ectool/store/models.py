@@ -108,10 +108,15 @@ class Socket(Base):
 
 
 class Plug(Base):
+    """A dataflow edge: each outcome of ``source`` (its result, or its error with
+    ``fires_on="error"``) becomes a call of ``target``; with ``argument`` it is bound to that
+    keyword and the target fires once all its bound arguments arrived in the same flow."""
+
     name = CharField(unique=True)
     source = ForeignKeyField(Socket, backref="plugs_out", on_delete="RESTRICT")
     target = ForeignKeyField(Socket, backref="plugs_in", on_delete="RESTRICT")
     argument = CharField(null=True)
+    fires_on = CharField(default="result", constraints=[one_of("fires_on", ("result", "error"))])
 
 
 class Placement(Base):
