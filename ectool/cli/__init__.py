@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("ectool.cli.network_cmd:delete", "Delete an object (--cascade for dependents)."),
     "proc": ("ectool.cli.network_cmd:proc", "Start, stop, pause, resume or restart a processor."),
     "trust": ("ectool.cli.network_cmd:trust", "Manage trusted git repository patterns."),
+    "compose": ("ectool.cli.compose_cmd:compose", "Apply or export a declarative network (TOML)."),
     "agent": ("ectool.cli.agent_cmd:agent", "Run an agent (ec-agentd) or list agents."),
     "worker": ("ectool.cli.worker_cmd:worker", "Run worker processes for a processor's sockets."),
     "dead": ("ectool.cli.calls_cmd:dead", "List dead-lettered calls and their reasons."),

@@ -1,0 +1,71 @@
+"""ec compose: apply is transactional and idempotent; export round-trips."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ectool.cli import cli
+
+DOC = """
+trust = ["https://github.com/radiantone/*"]
+
+[[queue]]
+name = "pyfi.queue1"
+type = "direct"
+
+[[processor]]
+name = "proc1"
+gitrepo = "https://github.com/radiantone/pyfi-processors"
+module = "pyfi.processors.sample"
+
+[[socket]]
+name = "pyfi.processors.sample.do_something"
+queue = "pyfi.queue1"
+processor = "proc1"
+task = "do_something"
+concurrency = 5
+
+[[socket]]
+name = "pyfi.processors.sample.do_this"
+queue = "pyfi.queue1"
+processor = "proc1"
+task = "do_this"
+
+[[plug]]
+name = "p1"
+source = "pyfi.processors.sample.do_something"
+target = "pyfi.processors.sample.do_this"
+"""
+
+
+def run(db_url, *args, input=None):
+    return CliRunner().invoke(cli, ["--db", db_url, *args], input=input)
+
+
+def test_apply_twice_then_export_round_trips(db_url, tmp_path):
+    first = run(db_url, "compose", "apply", "-", "--json", input=DOC)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert len(report["created"]) == 6 and report["updated"] == []
+    second = json.loads(run(db_url, "compose", "apply", "-", "--json", input=DOC).stdout)
+    assert second["created"] == [] and second["updated"] == [] and len(second["unchanged"]) == 6
+    exported = run(db_url, "compose", "export").stdout
+    assert '[[plug]]\nname = "p1"' in exported
+    again = json.loads(run(db_url, "compose", "apply", "-", "--json", input=exported).stdout)
+    assert again["created"] == [] and again["updated"] == []
+    changed = DOC.replace("concurrency = 5", "concurrency = 7")
+    third = json.loads(run(db_url, "compose", "apply", "-", "--json", input=changed).stdout)
+    assert third["updated"] == ["socket pyfi.processors.sample.do_something"]
+
+
+def test_bad_file_changes_nothing(db_url):
+    broken = DOC.replace('target = "pyfi.processors.sample.do_this"', 'target = "nope"')
+    result = run(db_url, "compose", "apply", "-", input=broken)
+    assert result.exit_code == 2 and "no socket named 'nope'" in result.output
+    assert json.loads(run(db_url, "ls", "queues", "--json").stdout) == []  # all or nothing
+    for text, message in (("[[gizmo]]\nname='x'", "unknown section"), ("[[queue]]\ntype='direct'", "missing name"),
+                          ("[[queue]]\nname=3", "wrong type"), ("[[queue", "malformed")):
+        bad = run(db_url, "compose", "apply", "-", input=text)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
