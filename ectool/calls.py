@@ -20,6 +20,7 @@ from .config import Config
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
 from .messages import CallMessage, dumps, new_id
 from .outcome import Outcome
+from .security import require
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Socket, Worker, db, now
 
 
@@ -54,7 +55,7 @@ class Client:
         from .transport import open_transport
 
         self.config = config
-        open_store(config.db)
+        open_store(config.db, user=config.user)
         self.transport = open_transport(config)
         self._inbox = None
         self._declared: set[str] = set()
@@ -80,6 +81,7 @@ class Client:
                parent: str | None = None, root: str | None = None, flow: str | None = None,
                reply: bool = True, cont: dict | None = None) -> list[str]:
         """Durably submit one call per (args, kwargs) to a socket; returns their ids in order."""
+        require("RUN_TASK")
         t = self.target(socket_name)
         reply_to = self.inbox.address if reply else None
         flow = flow or os.environ.get("EC_FLOW") or None
@@ -161,9 +163,11 @@ def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
     ids = list(ids)
     found: dict[str, Outcome] = {}
     for i in range(0, len(ids), 500):
-        query = Call.select().where(Call.id.in_(ids[i:i + 500]) & Call.status.in_(FINAL_CALL_STATUS))
-        for row in query:
-            found[row.id] = Outcome.from_row(row)
+        # by id only: with the status in the WHERE clause SQLite picks the status index and
+        # scans every finished call in the store
+        for row in Call.select().where(Call.id.in_(ids[i:i + 500])):
+            if row.status in FINAL_CALL_STATUS:
+                found[row.id] = Outcome.from_row(row)
     return found
 
 
@@ -195,6 +199,7 @@ def get_call(call_id: str) -> Call:
 
 def cancel(call_id: str) -> bool:
     """Cancel a call that has not started; False if it already ran or is running."""
+    require("CANCEL_TASK")
     get_call(call_id)
     n = Call.update(status="cancelled", finished=now(), updated=now()).where(
         (Call.id == call_id) & Call.status.in_(("queued", "retrying"))).execute()
@@ -231,8 +236,10 @@ def call_row(row: Call) -> dict[str, Any]:
 
 
 def list_calls(*, status: str | None = None, socket: str | None = None, since: str | None = None,
-               limit: int = 100, ids: Sequence[str] | None = None) -> list[Call]:
+               limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None) -> list[Call]:
     query = Call.select().order_by(Call.submitted.desc())
+    if flow:
+        query = query.where(Call.flow == flow)
     if status:
         query = query.where(Call.status == status)
     if socket:
@@ -248,7 +255,10 @@ def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
     """The root of ``call_id``'s workflow and a parent -> children map of every call in it."""
     row = get_call(call_id)
     root = get_call(row.root) if row.root and row.root != row.id else row
-    members = list(Call.select().where(Call.root == root.id).order_by(Call.submitted))
+    where = Call.root == root.id
+    if root.socket == "flow":  # a shell flow (ectool.flows): workflows started in it too
+        where |= Call.flow == root.id
+    members = list(Call.select().where(where).order_by(Call.submitted))
     children: dict[str | None, list[Call]] = {}
     for m in members:
         if m.id != root.id:

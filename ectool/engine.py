@@ -50,6 +50,9 @@ class Engine:
     # -- starting --------------------------------------------------------------------
     def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None) -> str:
         """Record a workflow and start it; returns its id (also its root call's id)."""
+        from .security import require
+
+        require("RUN_TASK")
         wfp.validate(plan)
         for node in _leaves(plan):
             self.target(node["socket"])  # unknown sockets fail before anything is written

@@ -13,6 +13,7 @@ from typing import Any
 from peewee import IntegrityError, Model
 
 from .errors import Conflict, NotFound, UsageError
+from .security import PRIVILEGES, require  # noqa: E402 - re-exported for callers
 from .store.models import (
     KINDS,
     PROCESSOR_REQUESTED,
@@ -31,12 +32,6 @@ from .store.models import (
     db,
 )
 
-OBJECTS = ("NODE", "AGENT", "PROCESSOR", "SOCKET", "QUEUE", "PLUG", "WORKER", "CALL", "USER", "ROLE", "PRIVILEGE")
-#: every privilege name the library knows: READ_/ADD_/DELETE_/UPDATE_ per kind, plus actions
-PRIVILEGES = tuple(
-    f"{verb}_{obj}" for obj in OBJECTS for verb in ("READ", "ADD", "DELETE", "UPDATE")
-) + ("RUN_TASK", "CANCEL_TASK", "START_PROCESSOR", "STOP_PROCESSOR", "TRUST_REPOSITORY")
-
 ALIASES = {"proc": "processor", "procs": "processor", "q": "queue"}
 
 
@@ -49,6 +44,13 @@ def kind_model(kind: str) -> type[Model]:
     if key not in KINDS:
         raise UsageError(f"unknown kind {kind!r}: expected one of {', '.join(sorted(KINDS))}")
     return KINDS[key]
+
+
+def show(kind: str, name: str) -> dict[str, Any]:
+    """One object as a row, for people (checks READ_<KIND>)."""
+    model = kind_model(kind)
+    require(f"READ_{model.__name__.upper()}")
+    return to_row(get(model, name))
 
 
 def get(kind: str | type[Model], name: str) -> Model:
@@ -109,6 +111,7 @@ def _name(value: str, what: str) -> str:
 def add_queue(name: str, type: str = "direct", *, queue_type: str = "quorum",
               max_length: int | None = None, durable: bool = True) -> Queue:
     """Register a queue (its broker queues are declared when sockets on it are used)."""
+    require("ADD_QUEUE")
     if type not in QUEUE_TYPES:
         raise UsageError(f"queue type must be one of {', '.join(QUEUE_TYPES)}, got {type!r}")
     if queue_type not in ("quorum", "classic"):
@@ -122,6 +125,7 @@ def add_processor(name: str, gitrepo: str, module: str, *, branch: str = "main",
                   commit: str | None = None, concurrency: int = 1, host: str | None = None,
                   runtime: str = "python", requested_status: str = "running") -> Processor:
     """Register a processor: a module in a git repository, deployed by agents."""
+    require("ADD_PROCESSOR")
     _positive("concurrency", concurrency)
     if not gitrepo:
         raise UsageError("a processor needs a git repository (-g)")
@@ -135,6 +139,7 @@ def add_processor(name: str, gitrepo: str, module: str, *, branch: str = "main",
 def add_socket(name: str, queue: str, processor: str, task: str, *, concurrency: int = 1,
                retries: int = 0, timeout: float | None = None, backoff: float = 1.0) -> Socket:
     """Register a socket: one function of a processor, fronted by a queue."""
+    require("ADD_SOCKET")
     _positive("concurrency", concurrency)
     _positive("retries", retries, allow_zero=True)
     _positive("timeout", timeout)
@@ -155,6 +160,7 @@ def add_plug(name: str, source: str, target: str, argument: str | None = None, o
     """
     from .plugs import creates_cycle
 
+    require("ADD_PLUG")
     if on not in ("result", "error"):
         raise UsageError(f"--on must be result or error, got {on!r}")
     if argument is not None and not argument.isidentifier():
@@ -178,11 +184,13 @@ def plug_edges():
 
 
 def add_node(name: str, cpus: int = 1, memory: int | None = None) -> Node:
+    require("ADD_NODE")
     _positive("cpus", cpus)
     return _create(Node, name=_name(name, "node"), cpus=cpus, memory=memory)
 
 
 def add_privilege(name: str) -> Privilege:
+    require("ADD_PRIVILEGE")
     if name not in PRIVILEGES:
         raise UsageError(f"unknown privilege {name!r}: see 'ec ls privileges --known'")
     return _create(Privilege, name=name)
@@ -190,6 +198,7 @@ def add_privilege(name: str) -> Privilege:
 
 def add_role(name: str, privileges: list[str] = ()) -> Role:
     """Create a role holding ``privileges`` (created on demand)."""
+    require("ADD_ROLE")
     with db.atomic():
         role = _create(Role, name=_name(name, "role"))
         for priv in privileges:
@@ -201,6 +210,7 @@ def add_role(name: str, privileges: list[str] = ()) -> Role:
 
 
 def add_user(name: str, roles: list[str] = ()) -> User:
+    require("ADD_USER")
     with db.atomic():
         user = _create(User, name=_name(name, "user"))
         for r in roles:
@@ -210,6 +220,7 @@ def add_user(name: str, roles: list[str] = ()) -> User:
 
 def add_trust(pattern: str) -> Trust:
     """Trust repositories whose URL matches ``pattern`` (fnmatch, e.g. ``https://github.com/me/*``)."""
+    require("TRUST_REPOSITORY")
     return _create(Trust, pattern=_name(pattern, "pattern"))
 
 
@@ -222,6 +233,7 @@ def is_trusted(url: str) -> bool:
 def list_objects(kind: str) -> list[dict[str, Any]]:
     """Every object of ``kind`` as rows, ordered by name."""
     model = kind_model(kind)
+    require(f"READ_{model.__name__.upper()}")
     order = model.pattern if model is Trust else model.name
     return [to_row(o) for o in model.select().order_by(order)]
 
@@ -238,6 +250,7 @@ UPDATABLE = {
 def update(kind: str, name: str, changes: dict[str, str]) -> Model:
     """Change fields of an object; values are strings converted by the field type."""
     model = kind_model(kind)
+    require(f"UPDATE_{model.__name__.upper()}")
     allowed = UPDATABLE.get(model, set())
     bad = sorted(set(changes) - allowed)
     if bad:
@@ -267,6 +280,7 @@ def update(kind: str, name: str, changes: dict[str, str]) -> Model:
 def delete(kind: str, name: str, *, cascade: bool = False) -> list[str]:
     """Delete an object; refuses to orphan dependents unless ``cascade``. Returns what went."""
     model = kind_model(kind)
+    require("TRUST_REPOSITORY" if model is Trust else f"DELETE_{model.__name__.upper()}")
     with db.atomic():
         obj = get(model, name)
         gone: list[str] = []
@@ -296,6 +310,8 @@ def request_status(processor: str, action: str) -> Processor:
               "stop": "stopped", "pause": "paused"}.get(action)
     if target is None:
         raise UsageError(f"unknown action {action!r}")
+    require({"stop": "STOP_PROCESSOR", "pause": "PAUSE_PROCESSOR", "resume": "PAUSE_PROCESSOR"}
+            .get(action, "START_PROCESSOR"))
     assert target in PROCESSOR_REQUESTED
     with db.atomic():
         proc = get(Processor, processor)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -83,12 +84,24 @@ def ec(*args: str, env: dict[str, str], input: bytes | str | None = None,
 @contextmanager
 def workers(env: dict[str, str], processor: str = "sample", count: int = 1, *extra: str):
     """Run ``ec worker`` (a supervisor and ``count`` worker processes); stop it by pid."""
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "ectool", "worker", "-p", processor, "-c", str(count),
-                             "--grace", "10", *extra], env=env, stderr=subprocess.PIPE, text=True)
+                             "--grace", "10", *extra], env=env, stderr=log, text=True)
     try:
         yield proc
+    except BaseException:
+        _show_log("ec worker", log)
+        raise
     finally:
         stop_tree(proc)
+        log.close()
+
+
+def _show_log(what: str, log) -> None:
+    """Print a daemon's stderr (pytest shows it with the failure)."""
+    log.flush()
+    log.seek(0)
+    print(f"----- {what} stderr -----\n{log.read()[-20000:]}")
 
 
 def children(proc: subprocess.Popen) -> list[psutil.Process]:
@@ -130,11 +143,15 @@ def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
 @contextmanager
 def agent(env: dict[str, str], *args: str):
     """Run ``ec agent run ARGS`` (the agent daemon); stop it and its workers by pid."""
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "ectool", "agent", "run", "--interval", "1",
-                             "--grace", "10", *args], env=env, stderr=subprocess.PIPE, text=True)
+                             "--grace", "10", *args], env=env, stderr=log, text=True)
     seen: set[int] = set()
     try:
         yield proc
+    except BaseException:
+        _show_log("ec agent", log)
+        raise
     finally:
         try:
             seen |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
@@ -146,6 +163,7 @@ def agent(env: dict[str, str], *args: str):
                 psutil.Process(pid).kill()
             except psutil.NoSuchProcess:
                 pass
+        log.close()
 
 
 def wait_for(predicate, timeout: float = 30, every: float = 0.1, what: str = "condition"):

@@ -23,7 +23,7 @@ class Env:
         from ..store import open_store
 
         if not self._store_open:
-            open_store(self.config.db)
+            open_store(self.config.db, user=self.config.user)
             self._store_open = True
 
     @cached_property

@@ -7,6 +7,7 @@ import click
 from .. import network
 from ..errors import UsageError
 from ..output import render, render_one
+from . import complete
 from .env import Env, pass_env
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
@@ -74,8 +75,9 @@ def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, 
 
 @add.command("socket")
 @click.option("-n", "--name", required=True, help="Socket name.")
-@click.option("-q", "--queue", required=True, help="Queue in front of the socket.")
-@click.option("-pn", "--processor", "processor", required=True, help="Processor name.")
+@click.option("-q", "--queue", required=True, help="Queue in front of the socket.", shell_complete=complete.queues)
+@click.option("-pn", "--processor", "processor", required=True, help="Processor name.",
+              shell_complete=complete.processors)
 @click.option("-t", "--task", required=True, help="Function name in the processor's module.")
 @click.option("-c", "--concurrency", default=1, show_default=True, type=int, help="Concurrent calls (cores).")
 @click.option("--retries", default=0, show_default=True, type=int, help="Retries after an exception.")
@@ -183,17 +185,18 @@ def _done(obj, as_json: bool) -> None:
 
 
 @click.command("ls")
-@click.argument("kind")
+@click.argument("kind", shell_complete=complete.ls_kinds)
 @click.option("--id", "call_id", help="With KIND=call: one call (and its tree with -g).")
 @click.option("-g", "--graph", is_flag=True, help="With --id: print the call graph.")
 @click.option("--status", help="Calls: only this status.")
-@click.option("--socket", help="Calls: only this socket.")
+@click.option("--socket", help="Calls: only this socket.", shell_complete=complete.sockets)
 @click.option("--since", help="Calls: submitted within this long (30s, 10m, 2h, 1d).")
+@click.option("--flow", "flow_id", help="Calls: only those of this flow (ec flow begin; $EC_FLOW).")
 @click.option("--limit", default=100, show_default=True, type=int, help="Calls: at most this many, newest first.")
 @click.option("--known", is_flag=True, help="Privileges: every privilege name the system knows.")
 @json_option
 @pass_env
-def ls(env: Env, kind, call_id, graph, status, socket, since, limit, known, as_json) -> None:
+def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, limit, known, as_json) -> None:
     """List objects of KIND: processors, sockets, queues, plugs, nodes, workers, agents,
     users, roles, privileges, trust, calls.
 
@@ -204,7 +207,7 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, limit, known, as_j
     if k == "call":
         from . import calls_cmd
 
-        calls_cmd.list_calls(call_id, graph, status, socket, since, limit, as_json)
+        calls_cmd.list_calls(call_id, graph, status, socket, since, limit, as_json, flow=flow_id)
         return
     if k in ("worker", "agent"):
         from .. import calls as calls_lib
@@ -224,8 +227,8 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, limit, known, as_j
 
 
 @click.command()
-@click.argument("kind")
-@click.argument("name")
+@click.argument("kind", shell_complete=complete.object_kinds)
+@click.argument("name", shell_complete=complete.object_names)
 @json_option
 @pass_env
 def show(env: Env, kind, name, as_json) -> None:
@@ -236,12 +239,12 @@ def show(env: Env, kind, name, as_json) -> None:
 
         render_one(calls_lib.call_row(calls_lib.get_call(name)), as_json=as_json)
         return
-    render_one(network.to_row(network.get(kind, name)), as_json=as_json)
+    render_one(network.show(kind, name), as_json=as_json)
 
 
 @click.command()
-@click.argument("kind")
-@click.argument("name")
+@click.argument("kind", shell_complete=complete.object_kinds)
+@click.argument("name", shell_complete=complete.object_names)
 @click.argument("changes", nargs=-1, required=True)
 @json_option
 @pass_env
@@ -263,8 +266,8 @@ def update(env: Env, kind, name, changes, as_json) -> None:
 
 
 @click.command()
-@click.argument("kind")
-@click.argument("name")
+@click.argument("kind", shell_complete=complete.object_kinds)
+@click.argument("name", shell_complete=complete.object_names)
 @click.option("--cascade", is_flag=True, help="Also delete dependent sockets and plugs.")
 @pass_env
 def delete(env: Env, kind, name, cascade) -> None:
@@ -277,7 +280,7 @@ def delete(env: Env, kind, name, cascade) -> None:
 
 @click.command()
 @click.argument("action", type=click.Choice(["start", "stop", "pause", "resume", "restart"]))
-@click.argument("name")
+@click.argument("name", shell_complete=complete.processors)
 @json_option
 @pass_env
 def proc(env: Env, action, name, as_json) -> None:

@@ -55,13 +55,15 @@ def make_database(url: str) -> Database:
     raise ConfigError(f"unsupported store URL {url!r}")
 
 
-def open_store(url: str, *, create: bool = True) -> Database:
+def open_store(url: str, *, create: bool = True, user: str | None = None) -> Database:
     """Bind the models to ``url``, connect, and create the schema on first use.
 
     An existing store with an older schema is refused with a pointer to ``ec db migrate``.
     """
+    from .. import security
     from . import schema
 
+    security.set_user(security.identify(url, user))
     database = make_database(url)
     db.initialize(database)
     try:

@@ -55,9 +55,12 @@ def init(database: Database) -> bool:
     """Create every table at the current version; False if the schema already existed."""
     if version(database) is not None:
         return False
+    from ..security import bootstrap
+
     with database.atomic():
         database.create_tables([*MODELS, SchemaVersion])
         SchemaVersion.create(version=CURRENT)
+        bootstrap()  # whoever creates the store is its admin
     return True
 
 
@@ -75,6 +78,10 @@ def ensure(database: Database) -> None:
 def upgrade(database: Database) -> list[int]:
     """Apply migrations up to :data:`CURRENT`; return the versions reached, in order."""
     found = version(database)
+    if found is not None and found >= 3:  # users exist from v3 on
+        from ..security import require
+
+        require("DB_MIGRATE")
     if found is None:
         init(database)
         return [CURRENT]
@@ -90,5 +97,9 @@ def upgrade(database: Database) -> list[int]:
 
 def drop(database: Database) -> None:
     """Drop every ElasticCode table (data included)."""
+    from ..security import require
+
+    if version(database) is not None:
+        require("DB_DROP")
     with database.atomic():
         database.drop_tables([*MODELS, SchemaVersion], safe=True, cascade=not database.__class__.__name__.startswith("Sqlite"))
