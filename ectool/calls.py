@@ -237,6 +237,7 @@ def call_row(row: Call) -> dict[str, Any]:
 
 def list_calls(*, status: str | None = None, socket: str | None = None, since: str | None = None,
                limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None) -> list[Call]:
+    require("READ_CALL")
     query = Call.select().order_by(Call.submitted.desc())
     if flow:
         query = query.where(Call.flow == flow)
@@ -253,6 +254,7 @@ def list_calls(*, status: str | None = None, socket: str | None = None, since: s
 
 def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
     """The root of ``call_id``'s workflow and a parent -> children map of every call in it."""
+    require("READ_CALL")
     row = get_call(call_id)
     root = get_call(row.root) if row.root and row.root != row.id else row
     where = Call.root == root.id
