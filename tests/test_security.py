@@ -56,7 +56,6 @@ def test_run_task_needs_its_privilege(tmp_path):
 
 def test_postgres_identity_is_the_login_role(pg_url):
     import psycopg2
-
     from conftest import PG_URL
 
     role = f"ec_bob_{uuid.uuid4().hex[:6]}"

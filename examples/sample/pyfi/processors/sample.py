@@ -75,6 +75,12 @@ def fail_times(counter: str, times: int, value="ok"):
     return value
 
 
+def fail_times_line(line: str):
+    """``fail_times`` for one line of ``ec map``: ``"COUNTER TIMES VALUE"``."""
+    counter, times, value = line.split(" ", 2)
+    return fail_times(counter, int(times), value)
+
+
 def crash(how: str = "exit"):
     """End the worker process: 'exit' (os._exit), 'kill' (SIGKILL to itself)."""
     if how == "kill":
@@ -93,3 +99,15 @@ def whoami():
 def total(values, *more):
     """Sum a list of numbers (a funnel's final task), plus any extra numbers."""
     return sum(values) + sum(more)
+
+
+def mark(directory: str, key: str, seconds: float = 0.0):
+    """Record one execution of ``key`` (a line with this pid in DIRECTORY/KEY), then return it.
+
+    The fault-injection checker counts executions per call from these files.
+    """
+    if seconds:
+        time.sleep(float(seconds))
+    with open(os.path.join(directory, key), "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return key

@@ -1,0 +1,196 @@
+"""Fault-injection scenarios, each returning a checker :class:`~history.Report`.
+
+Used by ``pytest -m faults`` (tests/test_fault_suite.py) and ``python bench/faults.py``
+(prints the table). Every process a scenario starts is stopped by pid, even on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from helpers import agent, build_network, env_for, make_repo, wait_children, wait_for, workers
+from history import History, check, settle
+
+SOCKETS = {"mark": ("mark", {"concurrency": 8}), "crash": ("crash", {})}
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    db_url: str
+    broker_url: str
+    env: dict
+    proc: str
+    history: History
+
+    @property
+    def kind(self) -> str:
+        return "amqp" if self.broker_url.startswith("amqp") else "sqlite"
+
+
+def setup(tmp: Path, broker_url: str, delivery_limit: int = 5) -> Ctx:
+    tmp.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{tmp / 'ec.db'}"
+    repo = make_repo(tmp / "repo")
+    proc = f"faults-{uuid.uuid4().hex[:6]}"
+    build_network(db_url, repo, processor=proc, sockets=SOCKETS)
+    env = env_for(db_url, broker_url, EC_DELIVERY_LIMIT=str(delivery_limit))
+    for key in ("EC_DB", "EC_BROKER", "EC_DELIVERY_LIMIT", "EC_NAMESPACE"):
+        os.environ[key] = env[key]
+    marks = tmp / "marks"
+    marks.mkdir()
+    return Ctx(tmp, db_url, broker_url, env, proc, History(marks))
+
+
+def client():
+    from ectool.calls import Client
+    from ectool.config import load
+
+    return Client(load())
+
+
+def keys(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(n)]
+
+
+def worker_kill9(ctx: Ctx, calls: int = 1000, kills: int = 5) -> object:
+    """kill -9 a worker process mid-task, repeatedly, during CALLS calls."""
+    started = time.monotonic()
+    c = client()
+    try:
+        ctx.history.submit(c, "mark", keys("k", calls), 0.002)
+        with workers(ctx.env, ctx.proc, 2) as w:
+            for n in range(kills):
+                kids = wait_children(w, 2)
+                time.sleep(0.4)
+                os.kill(kids[n % 2].pid, signal.SIGKILL)
+            settle(ctx.history, 120)
+    finally:
+        c.close()
+    return check(ctx.history, f"worker kill -9 x{kills} ({ctx.kind})", started)
+
+
+def agent_kill9(ctx: Ctx, calls: int = 1000) -> object:
+    """kill -9 the agent during CALLS calls (its workers exit), then restart it."""
+    from ectool.store.models import Processor
+
+    Processor.update(concurrency=2).where(Processor.name == ctx.proc).execute()
+    started = time.monotonic()
+    c = client()
+    try:
+        ctx.history.submit(c, "mark", keys("a", calls), 0.002)
+        with agent(ctx.env, "--cpus", "2") as a:
+            kids = wait_for(lambda: len(psutil.Process(a.pid).children()) >= 2 and psutil.Process(a.pid).children(),
+                            timeout=60, what="agent workers")
+            time.sleep(1.0)
+            os.kill(a.pid, signal.SIGKILL)
+            a.wait()
+            _, alive = psutil.wait_procs(kids, timeout=15)
+            assert not alive, "workers outlived their agent"
+        with agent(ctx.env, "--cpus", "2"):
+            settle(ctx.history, 120)
+    finally:
+        c.close()
+    return check(ctx.history, f"agent kill -9 + restart ({ctx.kind})", started)
+
+
+def rabbitmq_restart(ctx: Ctx, calls: int = 600) -> object:
+    """rabbitmqctl stop_app / start_app with producers and workers running."""
+    assert ctx.kind == "amqp"
+    started = time.monotonic()
+    c = client()
+    stop = threading.Event()
+
+    def produce():
+        for n in range(0, calls, 50):
+            ctx.history.submit(c, "mark", keys(f"r{n}", 50), 0.001)
+            time.sleep(0.05)
+            if stop.is_set():
+                return
+
+    try:
+        with workers(ctx.env, ctx.proc, 2):
+            t = threading.Thread(target=produce)
+            t.start()
+            time.sleep(0.5)
+            subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+            time.sleep(3)
+            subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+            t.join(180)
+            settle(ctx.history, 180)
+    finally:
+        stop.set()
+        subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
+        c.close()
+    return check(ctx.history, "RabbitMQ stop_app/start_app (amqp)", started)
+
+
+LOCKER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def store_lock(ctx: Ctx, calls: int = 300, seconds: float = 10.0) -> object:
+    """Lock the SQLite store exclusively for SECONDS mid-flow: workers wait, then catch up."""
+    started = time.monotonic()
+    c = client()
+    try:
+        with workers(ctx.env, ctx.proc, 2) as w:
+            wait_children(w, 2)
+            ctx.history.submit(c, "mark", keys("l", calls // 2), 0.002)
+            locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(ctx.tmp / "ec.db"), str(seconds)],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                assert locker.stdout.readline().strip() == "locked"
+                ctx.history.submit(c, "mark", keys("m", calls // 2), 0.002)  # waits for the lock
+                locker.wait(seconds + 30)
+            finally:
+                if locker.poll() is None:
+                    locker.kill()
+            settle(ctx.history, 120)
+    finally:
+        c.close()
+    return check(ctx.history, f"store locked {seconds:.0f}s ({ctx.kind})", started)
+
+
+def poison(ctx: Ctx, calls: int = 300) -> object:
+    """Calls that always kill their worker, among normal ones: dead after the limit, the
+    rest keep flowing."""
+    from ectool.store.models import Call
+
+    started = time.monotonic()
+    c = client()
+    try:
+        bad = c.submit("crash", [(["kill"], {})] * 3, reply=False)
+        ctx.history.submit(c, "mark", keys("p", calls), 0.001)
+        with workers(ctx.env, ctx.proc, 2):
+            settle(ctx.history, 120)
+            wait_for(lambda: Call.select().where(Call.id.in_(bad) & (Call.status == "dead")).count() == 3,
+                     timeout=120, what="poison calls dead")
+    finally:
+        c.close()
+    return check(ctx.history, f"poison messages ({ctx.kind})", started)
+
+
+SCENARIOS = {
+    "worker_kill9": (worker_kill9, ("sqlite", "amqp")),
+    "agent_kill9": (agent_kill9, ("sqlite", "amqp")),
+    "store_lock": (store_lock, ("sqlite", "amqp")),
+    "poison": (poison, ("sqlite", "amqp")),
+    "rabbitmq_restart": (rabbitmq_restart, ("amqp",)),
+}

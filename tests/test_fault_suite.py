@@ -1,0 +1,27 @@
+"""`pytest -m faults`: every scenario under the checker; lost = duplicated = 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from fault_scenarios import SCENARIOS, setup
+from history import Report
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+CASES = [(name, kind) for name, (_, kinds) in SCENARIOS.items() for kind in kinds]
+
+
+@pytest.mark.parametrize("name, kind", CASES, ids=[f"{n}-{k}" for n, k in CASES])
+def test_scenario(name, kind, tmp_path, request, capsys):
+    broker = f"sqlite:///{tmp_path / 'queue.db'}" if kind == "sqlite" else request.getfixturevalue("amqp_url")
+    ctx = setup(tmp_path / "s", broker)
+    try:
+        report = SCENARIOS[name][0](ctx)
+    finally:
+        from ectool.store import close_store
+
+        close_store()
+    with capsys.disabled():
+        print(f"\n{Report.header()}\n{report.line()}")
+    assert report.confirmed > 0
+    assert (report.lost, report.duplicated, report.unexpected) == (0, 0, 0), report
