@@ -62,7 +62,7 @@ def test_stdin_is_text_or_bytes(raw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                         max_size=12), max_size=5))
-def test_cli_never_prints_a_traceback(words, tmp_path_factory):
+def test_cli_never_prints_a_traceback(tmp_path_factory, words):
     # long-running commands (daemons, live views, the demo) are exercised elsewhere
     assume(not words or words[0] not in ("worker", "agent", "demo", "dash", "listen", "top", "map", "flow"))
     home = tmp_path_factory.mktemp("fuzz")
