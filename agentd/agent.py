@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ectool import network
+from ectool import events, network
 from ectool.agents import control_queue
 from ectool.config import Config, load
 from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
@@ -79,6 +79,8 @@ class AgentDaemon:
             # workers recorded for a previous run of this agent are gone (they exit with it)
             Worker.update(status="stopped").where((Worker.agent == agent) & (Worker.status != "stopped")).execute()
         self.agent = agent
+        events.configure(self.config)
+        events.emit("agent.online", agent=self.name, cpus=self.cpus)
 
     def heartbeat(self) -> None:
         Agent.update(heartbeat=now(), status="online", pid=os.getpid()).where(Agent.id == self.agent.id).execute()
@@ -135,6 +137,8 @@ class AgentDaemon:
                 dep = deploy(p.gitrepo, p.branch, p.commit, p.module)
                 d = Deployed(key, dep, None, time.monotonic())
                 log(f"deployed {p.name} at {dep.commit[:12]} in {time.monotonic() - started:.2f}s")
+                events.emit("processor.deployed", processor=p.name, commit=dep.commit,
+                            seconds=round(time.monotonic() - started, 2))
             except DeployError as exc:
                 d = Deployed(key, None, str(exc), time.monotonic())
         if d.error:
@@ -142,6 +146,7 @@ class AgentDaemon:
             from ectool.store.models import Event
 
             Event.create(kind="processor.error", host=self.host, data=d.error, socket=p.name)
+            events.emit("processor.error", processor=p.name, error=d.error)
         if known and restart and known.key[:4] == key[:4]:
             self.pool.stop(p.name, None, len(self.pool.slots))  # ec proc restart: fresh workers
         self.deployed[p.name] = d
@@ -204,6 +209,7 @@ class AgentDaemon:
             self.fatal[p.name] = (p.updated, reason)
             self.pool.stop(p.name, None, len(self.pool.slots))
             self.set_status(p, "error", reason)
+            events.emit("processor.error", processor=p.name, error=reason)
 
     def worker_argv(self, processor: str, dep: Deployment) -> list[str]:
         return [sys.executable, "-m", "ectool", "worker", "-p", processor, "--child",
@@ -261,6 +267,8 @@ class AgentDaemon:
             with db.atomic():
                 Placement.delete().where(Placement.agent == self.agent.id).execute()
                 Agent.update(status="offline", heartbeat=now()).where(Agent.id == self.agent.id).execute()
+            events.emit("agent.offline", agent=self.name)
+            events.bus().flush(1.0)
             log("stopped")
 
 

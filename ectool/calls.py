@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import events
 from .config import Config
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
 from .messages import CallMessage, dumps, new_id
@@ -57,6 +58,7 @@ class Client:
         self.config = config
         open_store(config.db, user=config.user)
         self.transport = open_transport(config)
+        events.configure(config)
         self._inbox = None
         self._declared: set[str] = set()
         self._targets: dict[str, Target] = {}
@@ -105,6 +107,8 @@ class Client:
             Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],
                         finished=now()).where(Call.id.in_(ids)).execute()
             raise
+        for r in rows:
+            events.emit("call.queued", call=r["id"], socket=t.socket, root=r["root"], parent=parent, flow=flow)
         return [r["id"] for r in rows]
 
     def wait(self, ids: Iterable[str], timeout: float | None = None) -> dict[str, Outcome]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import loader, retry
+from . import events, loader, retry
 from .calls import broker_queue
 from .config import Config
 from .errors import NotFound, UsageError
@@ -61,6 +61,7 @@ class Result:
     error_message: str | None = None
     traceback: str | None = None
     retry_delay: float = 0.0
+    ms: float | None = None  # how long the call ran
 
 
 class WorkerRuntime:
@@ -105,6 +106,8 @@ class WorkerRuntime:
                                  cpu=int(os.environ["EC_CPU"]) if os.environ.get("EC_CPU") else None,
                                  agent=int(os.environ["EC_AGENT_ID"]) if os.environ.get("EC_AGENT_ID") else None)
         self.parent = int(os.environ.get("EC_PARENT_PID") or 0)
+        events.configure(config)
+        events.emit("worker.online", processor=proc.name, worker=self.row.id, cpu=self.row.cpu)
         self._engine = None
         self.crashes = 0
         self.last_beat = time.monotonic()
@@ -134,10 +137,13 @@ class WorkerRuntime:
                 if time.monotonic() - self.last_beat > HEARTBEAT:
                     self.last_beat = time.monotonic()
                     Worker.update(heartbeat=now()).where(Worker.id == self.row.id).execute()
+                    events.heartbeat(processor=self.processor.name, worker=self.row.id)
         finally:
             self.consumer.close()
             self.executor.close()
             Worker.update(status="stopped", heartbeat=now()).where(Worker.id == self.row.id).execute()
+            events.emit("worker.offline", processor=self.processor.name, worker=self.row.id)
+            events.bus().flush(1.0)
             self.transport.close()
 
     # -- one batch -----------------------------------------------------------------
@@ -195,6 +201,8 @@ class WorkerRuntime:
         Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
                     host=HOST, worker_pid=self.pid).where(
             Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        for _, m, _ in items:
+            events.emit("call.started", call=m.id, socket=m.socket, attempt=m.attempt)
         results: list[tuple[Delivery, Result]] = []
         returned: list[Delivery] = []
         crashed: Delivery | None = None
@@ -223,11 +231,13 @@ class WorkerRuntime:
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
+        started = time.monotonic()
         out = self.executor.run(info.task, m.args, m.kwargs, info.timeout)
+        ms = round((time.monotonic() - started) * 1000, 3)
         if out["status"] == "done":
-            return Result(m, "done", result_json=out["result"])
+            return Result(m, "done", result_json=out["result"], ms=ms)
         res = Result(m, "failed", error_type=out.get("error_type"), error_message=out.get("error_message"),
-                     traceback=out.get("traceback"))
+                     traceback=out.get("traceback"), ms=ms)
         if not out.get("final") and retry.should_retry(m.attempt, info.retries):
             res.status = "retrying"
             res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)
@@ -238,6 +248,11 @@ class WorkerRuntime:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
         record_outcomes([r for _, r in results])
+        for _, r in results:
+            events.emit(f"call.{r.status}", call=r.msg.id, socket=r.msg.socket, attempt=r.msg.attempt, ms=r.ms,
+                        error_type=r.error_type,
+                        result_json=r.result_json if r.result_json is None or len(r.result_json) <= 4096 else None,
+                        retry_in=r.retry_delay if r.status == "retrying" else None)
         for _, r in results:
             if r.status == "retrying":
                 continue
@@ -283,6 +298,8 @@ class WorkerRuntime:
         if call_id:
             Call.update(status="dead", error_type=error_type, error_message=reason, finished=now(),
                         updated=now()).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        events.emit("call.dead", call=call_id, socket=msg.socket if msg else None, error_type=error_type,
+                    reason=reason)
         if msg is not None:
             dead = Outcome(msg.id, "dead", error_type=error_type, error_message=reason)
             if msg.cont:

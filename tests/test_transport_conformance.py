@@ -37,6 +37,7 @@ class Transports:
         self.url = url
         self.queue = queue
         self.queues = {queue}
+        self.exchanges: set[str] = set()
         self.opened: list[Transport] = []
         self.consumers: list[Consumer] = []
 
@@ -75,6 +76,8 @@ class Transports:
             channel = conn.channel()
             for queue in self.queues:
                 channel.queue_delete(queue)
+            for exchange in self.exchanges:
+                channel.exchange_delete(exchange)
             # remove our dead letters; leave everyone else's (unacked ones go back)
             while True:
                 method, properties, body = channel.basic_get(DEAD_QUEUE, auto_ack=False)
@@ -369,6 +372,73 @@ def test_inbox_reply_round_trip(broker_url, queue_name, transports, tq):
     worker.reply("no-such-inbox", b"nobody")
     worker.publish(queue_name, [b"still works"])
     assert worker.depth(queue_name) == 1
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def exchange(transports, queue_name) -> str:
+    """A per-test event exchange (deleted afterwards on RabbitMQ)."""
+    transports.exchanges.add(queue_name + ".events")
+    return queue_name + ".events"
+
+
+def drain(stream, count: int, timeout: float = 5.0) -> list[bytes]:
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        body = stream.get(timeout=max(0.0, deadline - time.monotonic()))
+        if body is not None:
+            got.append(body)
+    return got
+
+
+def test_events_reach_subscribers_by_pattern(broker_url, transports, tq, exchange):
+    calls = tq.subscribe_events(exchange, ["call.*"])
+    done = transports.open().subscribe_events(exchange, ["call.done", "agent.#"])
+    every = transports.open().subscribe_events(exchange)
+    try:
+        publisher = transports.open()
+        publisher.publish_events(exchange, [("call.done", b"1"), ("worker.heartbeat", b"2"),
+                                            ("call.failed", b"3"), ("agent.online", b"4")])
+        assert drain(calls, 2) == [b"1", b"3"]
+        assert drain(done, 2) == [b"1", b"4"]
+        assert drain(every, 4) == [b"1", b"2", b"3", b"4"]
+        assert calls.get(timeout=0.3) is None and every.get(timeout=0) is None
+    finally:
+        for stream in (calls, done, every):
+            stream.close()
+
+
+def test_events_only_after_subscribing_and_per_exchange(broker_url, transports, tq, exchange):
+    publisher = transports.open()
+    publisher.publish_events(exchange, [("call.done", b"before")])  # nobody listens: fine
+    other = exchange + ".other"
+    transports.exchanges.add(other)
+    stream = tq.subscribe_events(exchange)
+    try:
+        publisher.publish_events(other, [("call.done", b"elsewhere")])
+        publisher.publish_events(exchange, [("call.done", b"after")])
+        assert drain(stream, 1) == [b"after"]
+        assert stream.get(timeout=0.3) is None
+    finally:
+        stream.close()
+
+
+def test_events_in_order_and_wake_a_waiting_subscriber(broker_url, transports, tq, exchange):
+    stream = tq.subscribe_events(exchange, ["call.#"])
+    try:
+        publisher = transports.open()
+        started = time.monotonic()
+        assert stream.get(timeout=0.2) is None
+        bodies = [str(i).encode() for i in range(1000)]
+        publisher.publish_events(exchange, [("call.queued", b) for b in bodies])
+        assert drain(stream, 1000) == bodies
+        assert time.monotonic() - started < 5  # woken, not polled once a second per event
+    finally:
+        stream.close()
+    publisher.publish_events(exchange, [("call.done", b"nobody")])  # a closed stream: no error
 
 
 # -- RabbitMQ only --------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..config import Config
-from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, Inbox, Transport
+from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, EventStream, Inbox, Transport
 
-__all__ = ["DEAD_QUEUE", "Consumer", "DeadLetter", "Delivery", "Inbox", "Transport", "open_transport", "connect"]
+__all__ = ["DEAD_QUEUE", "Consumer", "DeadLetter", "Delivery", "EventStream", "Inbox", "Transport",
+           "open_transport", "connect"]
 
 
 def connect(url: str, *, delivery_limit: int = 5) -> Transport:

@@ -9,7 +9,10 @@ Topology, all durable:
   after ``ms`` and are then dead-lettered to ``<queue>`` through the default exchange. The
   delay is rounded up to two significant digits so that few such queues exist, and each
   vanishes a minute after its last message (``x-expires``);
-* inboxes are exclusive, auto-delete, server-named queues fed through the default exchange.
+* inboxes are exclusive, auto-delete, server-named queues fed through the default exchange;
+* events go to a durable topic exchange (``ec.events``; routing key = event kind) as
+  non-persistent messages without confirms; each subscriber binds an exclusive,
+  auto-delete, length-bounded queue of its own to it.
 
 Producers (:class:`AmqpTransport`) are single-threaded: one connection, a confirm channel
 for publishing and a plain channel for everything else. A lost connection is reopened and
@@ -34,7 +37,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
-from .base import DEAD_QUEUE, Consumer, DeadLetter, Inbox, Transport
+from .base import DEAD_QUEUE, Consumer, DeadLetter, EventStream, Inbox, Transport
 
 log = logging.getLogger(__name__)
 if logging.getLogger("pika").level == logging.NOTSET:
@@ -202,6 +205,9 @@ def _noop() -> None:
     pass
 
 
+EVENT_PROPERTIES = BasicProperties(delivery_mode=1, content_type="application/json")
+
+
 # -- the transport -----------------------------------------------------------------------
 
 
@@ -215,6 +221,8 @@ class AmqpTransport(Transport):
         self._admin: BlockingChannel | None = None  # declare, depth, purge, ...
         self._pub: BlockingChannel | None = None  # confirm mode, publish only
         self._replies: BlockingChannel | None = None  # no confirms, best effort
+        self._events: BlockingChannel | None = None  # no confirms, best effort
+        self._exchanges: set[str] = set()  # event exchanges declared on self._events
         self._seq = 0  # publish sequence number on self._pub
         self._batch: _Batch | None = None
         self._dead_declared = False
@@ -242,7 +250,7 @@ class AmqpTransport(Transport):
     def _discard(self) -> None:
         """Forget the connection and its channels (closing them if still open)."""
         conn, self._conn = self._conn, None
-        self._admin = self._pub = self._replies = None
+        self._admin = self._pub = self._replies = self._events = None
         self._dead_declared = False
         if conn is not None and conn.is_open:
             try:
@@ -428,6 +436,35 @@ class AmqpTransport(Transport):
                 if attempt == 2 or not isinstance(exc, LOST):
                     log.warning("reply to %.80s dropped: %s", address, describe(exc))
                     return
+
+    def publish_events(self, exchange: str, events: list[tuple[str, bytes]]) -> None:
+        """Pipeline the events without confirms (one flush); one reconnect, then give up."""
+        if not events:
+            return
+        for attempt in (1, 2):
+            try:
+                self._check_idle_connection()
+                conn = self._connect()
+                if self._events is None or not self._events.is_open:
+                    self._events, self._exchanges = conn.channel(), set()
+                if exchange not in self._exchanges:
+                    self._events.exchange_declare(exchange, exchange_type="topic", durable=True)
+                    self._exchanges.add(exchange)
+                for key, body in events:
+                    self._events._impl.basic_publish(exchange, key, body, EVENT_PROPERTIES)
+                conn.process_data_events(0)
+                return
+            except (px.AMQPError, Unreachable, OSError, ValueError) as exc:
+                self._events = None
+                if isinstance(exc, LOST):
+                    self._discard()
+                if attempt == 2 or not isinstance(exc, LOST):
+                    raise Unreachable(f"cannot publish events to RabbitMQ: {describe(exc)}") from None
+
+    def subscribe_events(self, exchange: str, patterns: list[str] | None = None) -> EventStream:
+        from .amqp_consumer import AmqpEventStream
+
+        return AmqpEventStream(self.url, exchange, patterns)
 
     def depth(self, queue: str) -> int:
         def operation(channel: BlockingChannel) -> int:

@@ -30,7 +30,7 @@ from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
 from .amqp import LOST, NOT_FOUND, declare_dead_topology, describe, open_connection, redact
-from .base import DEAD_QUEUE, Consumer, Delivery, Inbox
+from .base import DEAD_QUEUE, Consumer, Delivery, EventStream, Inbox
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +382,55 @@ class AmqpInbox(Inbox):
                 self._conn.process_data_events(time_limit=remaining)
         except LOST as exc:
             raise Unreachable(f"inbox {self.address} lost its connection: {describe(exc)}") from None
+        return self._received.popleft() if self._received else None
+
+    def close(self) -> None:
+        if self._conn.is_open:
+            try:
+                self._conn.close()
+            except (px.AMQPError, OSError):
+                pass
+
+
+#: messages a subscriber's queue holds before RabbitMQ drops the oldest (a slow subscriber
+#: loses events rather than growing the broker's memory)
+EVENT_BACKLOG = 10_000
+
+
+class AmqpEventStream(EventStream):
+    """An exclusive, auto-delete, server-named queue bound to a topic exchange with each
+    pattern, on a connection of its own (no heartbeats, like :class:`AmqpInbox`)."""
+
+    def __init__(self, url: str, exchange: str, patterns: list[str] | None):
+        self._conn = open_connection(url, "events", heartbeat=0)
+        self._received: deque[bytes] = deque()
+        try:
+            channel = self._conn.channel()
+            channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+            self.address = channel.queue_declare(
+                "", exclusive=True, auto_delete=True,
+                arguments={"x-max-length": EVENT_BACKLOG}).method.queue
+            for pattern in patterns or ["#"]:
+                channel.queue_bind(self.address, exchange, routing_key=pattern)
+            channel.basic_consume(self.address, self._on_message, auto_ack=True)
+        except px.AMQPError as exc:
+            self.close()
+            raise Unreachable(f"cannot subscribe to {exchange} on {redact(url)}: {describe(exc)}") from None
+
+    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        self._received.append(body)
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._received:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._conn.process_data_events(0)
+                    break
+                self._conn.process_data_events(time_limit=remaining)
+        except LOST as exc:
+            raise Unreachable(f"event subscription lost its connection: {describe(exc)}") from None
         return self._received.popleft() if self._received else None
 
     def close(self) -> None:

@@ -12,6 +12,10 @@ behaviour". The contract:
 * A message returned more than ``delivery_limit`` times is moved to the dead-letter queue
   (``ec.dead``) with a reason instead of being delivered again.
 * Replies are best-effort notifications to an :class:`Inbox` (the store holds the truth).
+* Events are best-effort, non-durable broadcasts on a named *exchange* with a routing key
+  (the event kind); every :class:`EventStream` subscribed with a matching pattern gets a
+  copy of each event published after it opened (AMQP topic patterns: ``*`` is one word,
+  ``#`` zero or more).
 """
 
 from __future__ import annotations
@@ -86,6 +90,29 @@ class Inbox(ABC):
     def close(self) -> None: ...
 
 
+class EventStream(ABC):
+    """A subscription to events: bodies of events published after it opened."""
+
+    @abstractmethod
+    def get(self, timeout: float | None = None) -> bytes | None:
+        """The next event body, or None after ``timeout`` seconds."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching: ``*`` matches one dot-separated word, ``#`` zero or more."""
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and p[0] in ("*", k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), key.split("."))
+
+
 class Transport(ABC):
     """A connection to the queueing system. Not shared between threads or processes."""
 
@@ -129,6 +156,17 @@ class Transport(ABC):
 
     @abstractmethod
     def delete_queue(self, queue: str) -> None: ...
+
+    @abstractmethod
+    def publish_events(self, exchange: str, events: list[tuple[str, bytes]]) -> None:
+        """Broadcast ``(routing key, body)`` events on ``exchange``, best-effort and not
+        durable: no confirm is awaited. Raises :class:`~ectool.errors.EcError` if the
+        transport cannot take them now (the caller counts them as dropped)."""
+
+    @abstractmethod
+    def subscribe_events(self, exchange: str, patterns: list[str] | None = None) -> EventStream:
+        """Receive events published on ``exchange`` from now on whose routing key matches
+        one of ``patterns`` (all events when None)."""
 
     @abstractmethod
     def close(self) -> None: ...

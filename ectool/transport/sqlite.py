@@ -20,7 +20,16 @@ from typing import Any
 
 from ..errors import Unreachable, UsageError
 from . import wake
-from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, Inbox, Transport
+from .base import (
+    DEAD_QUEUE,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    EventStream,
+    Inbox,
+    Transport,
+    topic_matches,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, max_length INTEGER);
@@ -40,9 +49,14 @@ CREATE TABLE IF NOT EXISTS dead (
     queue TEXT NOT NULL, body BLOB NOT NULL, headers TEXT, reason TEXT NOT NULL, time REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS consumers (address TEXT PRIMARY KEY, queues TEXT NOT NULL, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, exchange TEXT NOT NULL, key TEXT NOT NULL, body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS listeners (address TEXT PRIMARY KEY, exchange TEXT NOT NULL);
 """
 
 POLL = 1.0  # fallback poll and dead-owner sweep interval, seconds
+EVENTS_KEPT = 10_000  # the events table is trimmed to this many rows (subscribers read recent ones)
 HOST = _socket.gethostname()
 
 
@@ -186,6 +200,34 @@ class SqliteTransport(Transport):
             self.conn.execute("DELETE FROM messages WHERE queue=?", (queue,))
             self.conn.execute("DELETE FROM queues WHERE name=?", (queue,))
         self._known.discard(queue)
+
+    def publish_events(self, exchange: str, events: list[tuple[str, bytes]]) -> None:
+        """Append to the ``events`` table (trimmed to :data:`EVENTS_KEPT` rows), then wake
+        the listeners; a listener whose address is gone is forgotten."""
+        if not events:
+            return
+        try:
+            # events are not durable: no fsync for them (WAL stays consistent either way)
+            self.conn.execute("PRAGMA synchronous=normal")
+            try:
+                with self._tx():
+                    self.conn.executemany("INSERT INTO events (exchange, key, body) VALUES (?, ?, ?)",
+                                          [(exchange, key, body) for key, body in events])
+                    last = self.conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+                    self.conn.execute("DELETE FROM events WHERE id <= ?", (last - EVENTS_KEPT,))
+            finally:
+                self.conn.execute("PRAGMA synchronous=full")
+            listeners = self.conn.execute("SELECT address FROM listeners WHERE exchange=?",
+                                          (exchange,)).fetchall()
+        except sqlite3.Error as exc:
+            raise Unreachable(f"cannot publish events ({self.url}): {exc}") from None
+        gone = [(a,) for (a,) in listeners if not wake.send(a)]
+        if gone:
+            with self._tx():
+                self.conn.executemany("DELETE FROM listeners WHERE address=?", gone)
+
+    def subscribe_events(self, exchange: str, patterns: list[str] | None = None) -> SqliteEventStream:
+        return SqliteEventStream(self, exchange, patterns)
 
     def close(self) -> None:
         self.conn.close()
@@ -359,6 +401,53 @@ class SqliteInbox(Inbox):
         return self.pending.popleft() if self.pending else None
 
     def close(self) -> None:
+        self.waker.close()
+
+
+class SqliteEventStream(EventStream):
+    """Reads rows appended to ``events`` after it opened; sleeps on a wake-up socket."""
+
+    def __init__(self, transport: SqliteTransport, exchange: str, patterns: list[str] | None) -> None:
+        self.conn = transport.conn
+        self.t = transport
+        self.exchange = exchange
+        self.patterns = list(patterns) if patterns else None
+        self.pending: deque[bytes] = deque()
+        self.waker = wake.Waker("ec-e")
+        with transport._tx():
+            self.conn.execute("INSERT OR REPLACE INTO listeners (address, exchange) VALUES (?, ?)",
+                              (self.waker.address, exchange))
+            self.last = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+
+    def _read(self) -> None:
+        rows = self.conn.execute("SELECT id, key, body FROM events WHERE id > ? AND exchange = ? "
+                                 "ORDER BY id LIMIT 1000", (self.last, self.exchange)).fetchall()
+        for eid, key, body in rows:
+            self.last = eid
+            if self.patterns is None or any(topic_matches(p, key) for p in self.patterns):
+                self.pending.append(bytes(body))
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.pending:
+            try:
+                self._read()
+            except sqlite3.Error as exc:
+                raise Unreachable(f"cannot read events ({self.t.url}): {exc}") from None
+            if self.pending:
+                break
+            wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            self.waker.wait(wait)
+        return self.pending.popleft()
+
+    def close(self) -> None:
+        try:
+            with self.t._tx():
+                self.conn.execute("DELETE FROM listeners WHERE address=?", (self.waker.address,))
+        except sqlite3.Error:
+            pass  # publishers forget an address that no longer answers
         self.waker.close()
 
 

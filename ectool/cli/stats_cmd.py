@@ -1,0 +1,52 @@
+"""``ec stats``: per-socket rates, latencies and failures from the store."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import EcError, NotFound
+from ..output import dumps, render
+from .env import Env, pass_env
+
+COLUMNS = ["socket", "in", "out", "in_per_min", "out_per_min", "p50_ms", "p95_ms", "p99_ms",
+           "wait_p50_ms", "failure_rate", "queued", "running", "depth"]
+WORKER_COLUMNS = ["processor", "host", "pid", "status", "cpu_percent", "rss_mb", "calls", "commit"]
+
+
+def open_transport_or_none(env: Env):
+    """The broker for queue depths, or None (with a note on stderr) when it is unreachable."""
+    try:
+        return env.transport
+    except EcError as exc:
+        click.echo(f"ec: queue depths unknown: {exc}", err=True)
+        return None
+
+
+@click.command()
+@click.argument("socket", required=False)
+@click.option("--since", default="1h", show_default=True, help="Window: 30s, 10m, 2h, 1d.")
+@click.option("--workers", is_flag=True, help="List workers (cpu, memory, calls) instead of sockets.")
+@click.option("--json", "as_json", is_flag=True, help="Everything (sockets, calls, workers, hosts) as one JSON object.")
+@pass_env
+def stats(env: Env, socket, since, workers, as_json) -> None:
+    """Calls in and out per minute, latency p50/p95/p99, queue wait, failure rate, queue
+    depth and in-flight calls per socket (or SOCKET), computed from the store."""
+    from .. import metrics
+    from ..calls import parse_since
+    from ..store.models import Call, Socket
+
+    env.store()
+    start = parse_since(since)
+    if socket and Socket.get_or_none(Socket.name == socket) is None \
+            and Call.get_or_none(Call.socket == socket) is None:
+        raise NotFound(f"unknown socket {socket!r} (see 'ec ls sockets')")
+    if workers and not as_json:
+        render(metrics.worker_stats(start), WORKER_COLUMNS)
+        return
+    transport = open_transport_or_none(env)
+    if as_json:
+        click.echo(dumps(metrics.stats(start, socket=socket, transport=transport,
+                                       namespace=env.config.namespace)))
+        return
+    rows = metrics.socket_stats(start, socket=socket, transport=transport, namespace=env.config.namespace)
+    render(rows, COLUMNS, title=f"calls over the last {since}")

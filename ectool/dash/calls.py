@@ -1,0 +1,38 @@
+"""Recent calls, filtered by status and/or socket; Enter opens the call graph."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Input
+
+from .statusbar import COLOURS
+from .table import KeyedTable
+
+
+def local_time(stamp) -> str:
+    """A stored (naive UTC) timestamp as local wall-clock time."""
+    return stamp.replace(tzinfo=dt.UTC).astimezone().strftime("%H:%M:%S") if stamp else ""
+
+
+class CallsTable(KeyedTable):
+    COLUMNS = ("submitted", "socket", "status", "attempts", "ms", "error", "id")
+
+    def show(self, calls: list[dict]) -> None:
+        self.replace([(c["id"], (local_time(c["submitted"]), c["socket"],
+                                 f"[{COLOURS.get(c['status'], 'white')}]{c['status']}[/]",
+                                 str(c["attempts"]), "" if c["ms"] is None else f"{c['ms']:.0f}",
+                                 c["error_type"] or "", c["id"]))
+                      for c in calls])
+
+
+class CallsView(Vertical):
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="filter: a status (failed, running, ...) and/or part of a socket name",
+                    id="calls-filter")
+        yield CallsTable(id="calls-table")
+
+    def show(self, calls: list[dict]) -> None:
+        self.query_one(CallsTable).show(calls)
