@@ -5,7 +5,7 @@
 #
 # Creates a virtualenv (default ${XDG_DATA_HOME:-~/.local/share}/elasticcode/venv), installs
 # ec and ec-agentd into it, links them into ~/.local/bin, installs man pages into
-# ~/.local/share/man and bash/zsh completions, and copies the sample processor for `ec demo`.
+# ~/.local/share/man and bash/zsh/fish completions, and copies the sample processor for `ec demo`.
 # --systemd also installs the ec-agentd unit (a user unit; a system unit when run as root).
 set -euo pipefail
 
@@ -83,7 +83,12 @@ if [ -f "$here/shell/_ec" ]; then
   mkdir -p "$data_home/zsh/site-functions"
   cp "$here/shell/_ec" "$data_home/zsh/site-functions/_ec"
 fi
-say "installed bash and zsh completions"
+if [ -f "$here/shell/ec.fish" ]; then
+  fish_dir=${XDG_CONFIG_HOME:-$HOME/.config}/fish/completions
+  mkdir -p "$fish_dir"
+  cp "$here/shell/ec.fish" "$fish_dir/ec.fish"
+fi
+say "installed bash, zsh and fish completions (socket names complete from the store)"
 
 mkdir -p "$data_home/elasticcode/examples"
 rm -rf "$data_home/elasticcode/examples/sample"

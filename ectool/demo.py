@@ -42,6 +42,12 @@ STEPS = [
      "seq 5 | ec map pyfi.processors.sample.do_this"),
     ("JSON arguments",
      "ec run pyfi.processors.sample.add_two 3 10"),
+    ("A shell flow: a pipeline and a fan-out recorded as one call graph",
+     'eval "$(ec flow begin --label demo)"; '
+     'echo "HI THERE!" | ec run pyfi.processors.sample.do_something | ec run pyfi.processors.sample.do_this; '
+     '{ echo "HI THERE!" | tee >(ec run pyfi.processors.sample.do_something) '
+     '>(ec run pyfi.processors.sample.do_this) >/dev/null; } | cat; '
+     'ec ls call --id "$EC_FLOW" -g; eval "$(ec flow end)"'),
 ]
 
 

@@ -81,12 +81,12 @@ def dead(env: Env, limit, as_json) -> None:
     render(rows, ["call", "queue", "reason", "body"], as_json=as_json)
 
 
-def list_calls(call_id, graph, status, socket, since, limit, as_json) -> None:
+def list_calls(call_id, graph, status, socket, since, limit, as_json, flow=None) -> None:
     """Body of ``ec ls calls`` / ``ec ls call --id ID [-g]``."""
     if call_id and graph:
         print_tree(call_id, as_json)
         return
-    rows = [calls.call_row(r) for r in calls.list_calls(status=status, socket=socket, since=since,
+    rows = [calls.call_row(r) for r in calls.list_calls(status=status, socket=socket, since=since, flow=flow,
                                                         limit=limit, ids=[call_id] if call_id else None)]
     if call_id and not rows:
         calls.get_call(call_id)

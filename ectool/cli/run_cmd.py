@@ -7,8 +7,10 @@ import sys
 import click
 
 from ..errors import CallTimeout, TaskFailed, UsageError
+from . import complete
 from .args import parse_data, parse_kwargs, parse_word, stdin_value
 from .env import Env, pass_env
+from .map_cmd import with_map_options
 
 
 def read_stdin(explicit: bool) -> list:
@@ -50,12 +52,16 @@ def report(outcome, as_json: bool, verbose: bool = False) -> None:
 
 
 def run_one(env: Env, socket: str, args: list, kwargs: dict, no_wait: bool, timeout: float | None,
-            as_json: bool, verbose: bool) -> None:
+            as_json: bool, verbose: bool, stdin_used: bool = False) -> None:
+    from .. import flows
     from ..calls import Client
 
     client = Client(env.config)
     try:
-        cid = client.submit(socket, [(args, kwargs)], reply=not no_wait)[0]
+        flow, parent, root = flows.lineage(stdin_used)
+        cid = client.submit(socket, [(args, kwargs)], reply=not no_wait, parent=parent, root=root, flow=flow)[0]
+        if flow:
+            flows.record_output(flow, cid)  # the next `ec` in the pipe takes this call as parent
         if no_wait:
             click.echo(cid)
             return
@@ -83,14 +89,15 @@ def with_common(fn):
 
 
 @click.command()
-@click.argument("socket")
+@click.argument("socket", shell_complete=complete.sockets)
 @click.argument("args", nargs=-1)
 @click.option("-k", "--kwarg", "kwargs", multiple=True, help="Keyword argument NAME=VALUE (repeatable).")
 @click.option("--lines", is_flag=True, help="One call per stdin line (as a string); results in input order (see ec map).")
-@click.option("-j", "--jobs", type=int, help="With --lines: calls in flight at once (default 64).")
+@with_map_options
 @with_common
 @pass_env
-def run(env: Env, socket, args, kwargs, lines, jobs, no_wait, timeout, as_json, verbose) -> None:
+def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, resume, resume_failed,
+        no_wait, timeout, as_json, verbose) -> None:
     """Call SOCKET and print its result.
 
     ARGS are parsed as JSON when they parse (3, [1,2], {"a":1}) and passed as strings
@@ -109,28 +116,47 @@ def run(env: Env, socket, args, kwargs, lines, jobs, no_wait, timeout, as_json, 
 
         if args or kwargs or no_wait:
             raise UsageError("--lines takes its arguments from stdin: no ARGS, -k or --no-wait")
-        run_lines(env, socket, jobs, timeout, as_json)
+        run_lines(env, socket, jobs=jobs, timeout=timeout, as_json=as_json, unordered=unordered, halt=halt,
+                  joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose)
         return
-    if args == ("-",) or (not args and not kwargs):
+    if any(x is not None and x is not False for x in (jobs, joblog)) or unordered or resume or resume_failed \
+            or halt != "never":
+        raise UsageError("-j, --unordered, --halt, --joblog and --resume go with --lines (or ec map)")
+    stdin_used = args == ("-",) or (not args and not kwargs)
+    if stdin_used:
         values = read_stdin(explicit=args == ("-",))
     elif not args:
         values = []
     else:
         values = [parse_word(a) for a in args]
-    run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose)
+    run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose, stdin_used)
 
 
 @click.command("map")
-@click.argument("socket")
-@click.option("-j", "--jobs", type=int, help="Calls in flight at once (default 64).")
-@click.option("--timeout", type=float, help="Give up after this many seconds without progress (exit 4).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON outcome per line.")
+@click.argument("socket", shell_complete=complete.sockets)
+@with_map_options
+@click.option("--timeout", type=float, help="Give up after this many seconds without a result (exit 4).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON outcome per input line (failures too).")
+@click.option("-v", "--verbose", is_flag=True, help="Show the remote traceback of each failed call.")
 @pass_env
-def map_cmd(env: Env, socket, jobs, timeout, as_json) -> None:
-    """Call SOCKET once per stdin line, printing results in input order."""
+def map_cmd(env: Env, socket, jobs, unordered, halt, joblog, resume, resume_failed, timeout, as_json,
+            verbose) -> None:
+    """Call SOCKET once per stdin line; write the results in input order as they are ready.
+
+    Each line (without its newline; bytes if not UTF-8) is one string argument. At most
+    -j lines are between read and written: reading stdin pauses while the window is full.
+    Exit 1 if any call failed (the count is on stderr). See ec-run(1).
+
+    \b
+    Examples:
+      seq 5 | ec map pyfi.processors.sample.do_this
+      ec map -j 32 --halt now,fail=1 --joblog jobs.log S < urls.txt
+      ec map --joblog jobs.log --resume S < urls.txt   # skip lines already done
+    """
     from .map_cmd import run_lines
 
-    run_lines(env, socket, jobs, timeout, as_json)
+    run_lines(env, socket, jobs=jobs, timeout=timeout, as_json=as_json, unordered=unordered, halt=halt,
+              joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose)
 
 
 @click.group()
@@ -139,7 +165,7 @@ def task() -> None:
 
 
 @task.command("run")
-@click.option("-s", "--socket", required=True, help="Socket to call.")
+@click.option("-s", "--socket", required=True, help="Socket to call.", shell_complete=complete.sockets)
 @click.option("-d", "--data", help="Arguments: a JSON or Python literal (never evaluated); a list is "
               "positional arguments, a dict keyword arguments, anything else one argument. "
               "Default: stdin as one argument.")
@@ -151,4 +177,4 @@ def task_run(env: Env, socket, data, no_wait, timeout, as_json, verbose) -> None
         args, kwargs = read_stdin(explicit=False), {}
     else:
         args, kwargs = parse_data(data)
-    run_one(env, socket, args, kwargs, no_wait, timeout, as_json, verbose)
+    run_one(env, socket, args, kwargs, no_wait, timeout, as_json, verbose, stdin_used=data is None)

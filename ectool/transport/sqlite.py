@@ -180,7 +180,7 @@ class SqliteTransport(Transport):
         return SqliteInbox()
 
     def reply(self, address: str, body: bytes) -> None:
-        wake.send(address, body)
+        send_replies([(address, body)])
 
     def depth(self, queue: str) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM messages WHERE queue=? AND owner IS NULL",
@@ -336,8 +336,7 @@ class SqliteConsumer(Consumer):
         return [d.tag for d in deliveries if d.tag in self.unacked]
 
     def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
-        for address, body in replies or ():
-            wake.send(address, body)
+        send_replies(replies or [])
         ids = self._ids(deliveries)
         if not ids:
             return
@@ -389,6 +388,26 @@ class SqliteConsumer(Consumer):
             self.t._wake(q)
 
 
+def send_replies(replies: list[tuple[str, bytes]]) -> None:
+    """Replies packed per inbox into few datagrams (newline-separated JSON bodies): a unix
+    datagram socket queues only ~10 datagrams (net.unix.max_dgram_qlen), so one per call
+    would drop replies in bursts. A full inbox gets a short wait, then the store covers it."""
+    by_address: dict[str, list[bytes]] = {}
+    for address, body in replies:
+        by_address.setdefault(address, []).append(body)
+    for address, bodies in by_address.items():
+        chunk: list[bytes] = []
+        size = 0
+        for body in bodies:
+            if chunk and size + len(body) + 1 > SqliteTransport.max_reply_bytes:
+                wake.send(address, b"\n".join(chunk), wait=0.05)
+                chunk, size = [], 0
+            chunk.append(body)
+            size += len(body) + 1
+        if chunk:
+            wake.send(address, b"\n".join(chunk), wait=0.05)
+
+
 class SqliteInbox(Inbox):
     def __init__(self) -> None:
         self.waker = wake.Waker("ec-r")
@@ -397,7 +416,8 @@ class SqliteInbox(Inbox):
 
     def get(self, timeout: float | None = None) -> bytes | None:
         if not self.pending:
-            self.pending.extend(self.waker.wait(timeout))
+            for datagram in self.waker.wait(timeout):
+                self.pending.extend(b for b in datagram.split(b"\n") if b)
         return self.pending.popleft() if self.pending else None
 
     def close(self) -> None:

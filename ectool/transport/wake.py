@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import time
 import uuid
 
 
@@ -45,16 +46,26 @@ class Waker:
 _sender: socket.socket | None = None
 
 
-def send(address: str, payload: bytes = b"w") -> bool:
-    """Send one datagram to ``address``; False if nobody listens there (or it is full)."""
+def send(address: str, payload: bytes = b"w", wait: float = 0.0) -> bool:
+    """Send one datagram to ``address``; False if nobody listens there.
+
+    A full receiver queue is retried for up to ``wait`` seconds, then given up (the
+    receiver is alive; its fallback poll covers the loss).
+    """
     global _sender
     if _sender is None:
         _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         _sender.setblocking(False)
-    try:
-        _sender.sendto(payload, "\0" + address)
-        return True
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except (BlockingIOError, OSError):
-        return True  # receiver busy or payload too big: it is alive, the fallback poll covers it
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            _sender.sendto(payload, "\0" + address)
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.001)
+        except OSError:
+            return True  # payload too big for a datagram: the receiver reads the store

@@ -15,10 +15,10 @@ DO_THIS=pyfi.processors.sample.do_this
 ec show socket "$DO_SOMETHING" >/dev/null
 ec show socket "$DO_THIS" >/dev/null
 
-# The seed defines aliases named after the sockets; functions do the same in a script
-# (bash accepts dots in function names).
-pyfi.processors.sample.do_something() { ec run pyfi.processors.sample.do_something "$@"; }
-pyfi.processors.sample.do_this() { ec run pyfi.processors.sample.do_this "$@"; }
+# The seed defines aliases named after the sockets; `ec shell aliases` prints a function
+# per socket that does the same in a script (bash accepts dots in function names), e.g.
+#   pyfi.processors.sample.do_something() { ec run pyfi.processors.sample.do_something "$@"; }
+eval "$(ec shell aliases --shell bash)"
 
 title() { printf '\n# %s\n' "$*" >&2; }
 
