@@ -134,7 +134,7 @@ class AgentDaemon:
             self.set_status(p, "deploying", None)
             started = time.monotonic()
             try:
-                dep = deploy(p.gitrepo, p.branch, p.commit, p.module)
+                dep = deploy(p.gitrepo, p.branch, p.commit, p.module, p.runtime)
                 d = Deployed(key, dep, None, time.monotonic())
                 log(f"deployed {p.name} at {dep.commit[:12]} in {time.monotonic() - started:.2f}s")
                 events.emit("processor.deployed", processor=p.name, commit=dep.commit,

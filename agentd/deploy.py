@@ -164,8 +164,9 @@ def run(argv: list[str], what: str, cwd: Path | None = None) -> None:
         raise DeployError(f"{what}: {detail.strip()[:300]}")
 
 
-def deploy(gitrepo: str, branch: str, commit: str | None, module: str) -> Deployment:
-    """Fetch, check out, build the env and check the import; return what to run."""
+def deploy(gitrepo: str, branch: str, commit: str | None, module: str, runtime: str = "python") -> Deployment:
+    """Fetch, check out, build the env and check the import; return what to run. A script
+    processor (``runtime="exec"``) needs only the checkout: its workers run files from it."""
     url, sub = split_url(gitrepo)
     repo_dir = fetch(url)
     sha = resolve(repo_dir, branch, commit)
@@ -173,6 +174,8 @@ def deploy(gitrepo: str, branch: str, commit: str | None, module: str) -> Deploy
     src = tree / sub if sub else tree
     if not src.is_dir():
         raise DeployError(f"subdirectory {sub!r} does not exist at {sha[:12]}")
+    if runtime == "exec":
+        return Deployment(sha, src, sys.executable)
     python = build_env(src, f"{sha[:16]}-{_key(url + '#' + sub)}")
     check_import(python, module, src)
     return Deployment(sha, src, python)

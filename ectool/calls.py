@@ -201,6 +201,26 @@ def get_call(call_id: str) -> Call:
     return row
 
 
+def call_log(call_id: str) -> str | None:
+    """What a call printed (its ``log``), or None."""
+    row = Call.select(Call.log).where(Call.id == call_id).first()
+    return row.log if row is not None else None
+
+
+def call_logs(call_id: str) -> list[tuple[Call, str]]:
+    """The logs of ``call_id``: its own, or for a workflow or shell flow every member's
+    (in submission order), as (call, log) pairs; calls that printed nothing are left out."""
+    require("READ_CALL")
+    row = get_call(call_id)
+    if row.log is not None or row.root != row.id:
+        return [(row, row.log)] if row.log else []
+    where = Call.root == row.id
+    if row.socket == "flow":
+        where |= Call.flow == row.id
+    members = Call.select().where(where & Call.log.is_null(False)).order_by(Call.submitted, Call.id)
+    return [(m, m.log) for m in members if m.log]
+
+
 def cancel(call_id: str) -> bool:
     """Cancel a call that has not started; False if it already ran or is running."""
     require("CANCEL_TASK")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -111,8 +112,93 @@ class SubprocessExecutor:
         self._reap()
 
 
-def make_executor(module: str, src: Path | None, python: str | None):
-    """Isolated when a virtualenv python is given, else in-process."""
+LOG_TAIL = 2000  # characters of a failed script's stderr in its error message
+
+
+class ExecExecutor:
+    """Runs a script processor's calls: the socket's task is an executable file relative to
+    the processor's checkout, run once per call in the checkout with the socket's timeout.
+
+    Input: a str or bytes first argument is written to the script's stdin (a str followed by
+    a newline, since ``ec run`` strips one from its stdin); the other arguments are argv
+    (strings as they are, anything else as JSON); keyword arguments are refused. Output:
+    stdout is the result, a str (with one trailing newline removed, as ``ec run`` prints one)
+    when it is valid UTF-8, else bytes exactly; stderr is the call's log; a non-zero exit
+    fails the call with ``ExitStatus`` ("exit N: <stderr tail>")."""
+
+    def __init__(self, src: Path | None) -> None:
+        if src is None or not Path(src).is_dir():
+            raise UsageError(f"script processor checkout {src} is not a directory")
+        self.root = Path(src).resolve()
+
+    def script(self, task: str) -> Path | dict:
+        path = (self.root / task).resolve()
+        if Path(task).is_absolute() or not path.is_relative_to(self.root):
+            return shim.failure("FunctionNotFound", f"script {task!r} is outside the processor's checkout",
+                                final=True)
+        if not path.is_file() or not os.access(path, os.X_OK):
+            return shim.failure("FunctionNotFound", f"script {task!r} is not an executable file in the "
+                                "processor's checkout", final=True)
+        return path
+
+    def run(self, task: str, args: list, kwargs: dict, timeout: float | None) -> dict:
+        path = self.script(task)
+        if isinstance(path, dict):
+            return path
+        if kwargs:
+            return shim.failure("TypeError", f"script {task!r} takes no keyword arguments", final=True)
+        data, rest = b"", list(args)
+        if rest and isinstance(rest[0], str | bytes):
+            first = rest.pop(0)
+            data = first if isinstance(first, bytes) else (first + "\n").encode("utf-8", "surrogateescape")
+        argv = [a if isinstance(a, str) else shim.dump_value(a) for a in rest]
+        proc = subprocess.Popen([str(path), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=self.root, start_new_session=True)
+        try:
+            out, err = proc.communicate(data, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill(proc)
+            out, err = proc.communicate()
+            res = shim.failure("TimeoutError", f"call exceeded the socket timeout of {timeout:g}s (killed)")
+            return self._with_log(res, err)
+        except BaseException:
+            self._kill(proc)
+            proc.wait()
+            raise
+        if proc.returncode != 0:
+            tail = err.decode("utf-8", "replace").strip()[-LOG_TAIL:]
+            code = proc.returncode if proc.returncode > 0 else f"signal {-proc.returncode}"
+            return self._with_log(shim.failure("ExitStatus", f"exit {code}: {tail}".rstrip(": ")), err)
+        try:
+            value: str | bytes = out.decode("utf-8")
+            if value.endswith("\n"):
+                value = value[:-1]
+        except UnicodeDecodeError:
+            value = out
+        return self._with_log({"status": "done", "result": shim.dump_value(value)}, err)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the script and whatever it started
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+
+    @staticmethod
+    def _with_log(res: dict, err: bytes) -> dict:
+        if err:
+            res["log"] = err.decode("utf-8", "replace")[-shim.LOG_LIMIT:]
+        return res
+
+    def close(self) -> None:
+        pass
+
+
+def make_executor(module: str, src: Path | None, python: str | None, runtime: str = "python"):
+    """A script executor for ``exec`` processors; else isolated when a virtualenv python
+    is given, in-process otherwise."""
+    if runtime == "exec":
+        return ExecExecutor(src)
     if python and os.path.realpath(python) != os.path.realpath(os.sys.executable):
         return SubprocessExecutor(python, module, src)
     return InProcessExecutor(module, src)

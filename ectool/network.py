@@ -18,6 +18,7 @@ from .store.models import (
     KINDS,
     PROCESSOR_REQUESTED,
     QUEUE_TYPES,
+    RUNTIMES,
     Node,
     Plug,
     Privilege,
@@ -129,7 +130,11 @@ def add_processor(name: str, gitrepo: str, module: str, *, branch: str = "main",
     _positive("concurrency", concurrency)
     if not gitrepo:
         raise UsageError("a processor needs a git repository (-g)")
-    if not module or not all(part.isidentifier() for part in module.split(".")):
+    if runtime not in RUNTIMES:
+        raise UsageError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "exec":
+        module = module or ""  # a script processor's sockets name files, not functions
+    elif not module or not all(part.isidentifier() for part in module.split(".")):
         raise UsageError(f"invalid module name {module!r}")
     return _create(Processor, name=_name(name, "processor"), gitrepo=gitrepo, module=module,
                    branch=branch, commit=commit, concurrency=concurrency, host=host,
@@ -144,11 +149,14 @@ def add_socket(name: str, queue: str, processor: str, task: str, *, concurrency:
     _positive("retries", retries, allow_zero=True)
     _positive("timeout", timeout)
     _positive("backoff", backoff, allow_zero=True)
-    if not task or not task.isidentifier():
-        raise UsageError(f"invalid function name {task!r}")
     with db.atomic():
         q = get(Queue, queue)
         p = get(Processor, processor)
+        if p.runtime == "exec":
+            if not task or task.startswith("/") or ".." in task.split("/"):
+                raise UsageError(f"a script socket's task is a file path inside the repository, got {task!r}")
+        elif not task or not task.isidentifier():
+            raise UsageError(f"invalid function name {task!r}")
         return _create(Socket, name=_name(name, "socket"), queue=q, processor=p, task=task,
                        concurrency=concurrency, retries=retries, timeout=timeout, backoff=backoff)
 

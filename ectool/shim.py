@@ -6,8 +6,11 @@ directly. Isolated (workers started by the agent), the worker starts
 holds only the processor's dependencies, and talks to it in JSON lines over stdin/stdout:
 
     request:  {"task": "f", "args": [...], "kwargs": {...}, "timeout": 5.0}
-    response: {"status": "done", "result": "<json text>"}
-              {"status": "failed", "error_type": "...", "error_message": "...", "traceback": "..."}
+    response: {"status": "done", "result": "<json text>", "log": "..."}
+              {"status": "failed", "error_type": "...", "error_message": "...", "traceback": "...", "log": "..."}
+
+``log`` (present only when the call wrote something) is what the task wrote to
+``sys.stdout``/``sys.stderr`` during the call, the last :data:`LOG_LIMIT` characters.
 
 This module must never import anything outside the standard library.
 """
@@ -24,6 +27,7 @@ import sys
 import traceback
 
 BYTES_TAG = "$bytes"
+LOG_LIMIT = 64 * 1024  # characters of a call's log kept (the tail)
 
 
 def to_json_value(value):
@@ -66,9 +70,67 @@ def failure(error_type: str, message: str, tb: str | None = None, *, final: bool
             "final": final}
 
 
+class LogCapture:
+    """A text stream that keeps the tail of what is written and passes it on to ``through``."""
+
+    def __init__(self, through) -> None:
+        self.through = through
+        self.parts: list[str] = []
+        self.size = 0
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size > 4 * LOG_LIMIT:
+            tail = "".join(self.parts)[-LOG_LIMIT:]
+            self.parts, self.size = [tail], len(tail)
+        if self.through is not None:
+            try:
+                self.through.write(text)
+            except (OSError, ValueError):
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        if self.through is not None:
+            try:
+                self.through.flush()
+            except (OSError, ValueError):
+                pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.through, "encoding", None) or "utf-8"
+
+    def text(self) -> str:
+        return "".join(self.parts)[-LOG_LIMIT:]
+
+
 def run_call(module, task: str, args: list, kwargs: dict, timeout: float | None) -> dict:
     """Run ``module.task(*args, **kwargs)``; the outcome as a response dict (never raises,
-    except KeyboardInterrupt). Must be called from the main thread (SIGALRM timeouts)."""
+    except KeyboardInterrupt), with what the task printed as ``log``. Must be called from
+    the main thread (SIGALRM timeouts)."""
+    capture = LogCapture(sys.stderr)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = capture
+    try:
+        res = _run_call(module, task, args, kwargs, timeout)
+    finally:
+        sys.stdout, sys.stderr = saved
+    if capture.size:
+        res["log"] = capture.text()
+    return res
+
+
+def _run_call(module, task: str, args: list, kwargs: dict, timeout: float | None) -> dict:
     fn = getattr(module, task, None)
     if fn is None or not callable(fn):
         return failure("FunctionNotFound", f"function {task!r} not found in module {module.__name__!r}",

@@ -62,6 +62,7 @@ class Result:
     traceback: str | None = None
     retry_delay: float = 0.0
     ms: float | None = None  # how long the call ran
+    log: str | None = None  # what the call printed
 
 
 class WorkerRuntime:
@@ -88,7 +89,7 @@ class WorkerRuntime:
         if not rows:
             raise UsageError(f"processor {processor!r} has no sockets to serve")
         where = Path(path) if path else loader.local_path(proc.gitrepo)
-        self.executor = make_executor(proc.module, where, python)
+        self.executor = make_executor(proc.module, where, python, proc.runtime)
         self.sockets: dict[str, SocketInfo] = {}
         for s in rows:
             self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name, config.namespace),
@@ -235,9 +236,9 @@ class WorkerRuntime:
         out = self.executor.run(info.task, m.args, m.kwargs, info.timeout)
         ms = round((time.monotonic() - started) * 1000, 3)
         if out["status"] == "done":
-            return Result(m, "done", result_json=out["result"], ms=ms)
+            return Result(m, "done", result_json=out["result"], ms=ms, log=out.get("log"))
         res = Result(m, "failed", error_type=out.get("error_type"), error_message=out.get("error_message"),
-                     traceback=out.get("traceback"), ms=ms)
+                     traceback=out.get("traceback"), ms=ms, log=out.get("log"))
         if not out.get("final") and retry.should_retry(m.attempt, info.retries):
             res.status = "retrying"
             res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)
@@ -318,11 +319,11 @@ def record_outcomes(results: list[Result]) -> None:
     if not results:
         return
     p = db.obj.param
-    cols = ("id", "status", "result", "error_type", "error_message", "traceback")
+    cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log")
     rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
     params: list = []
     for r in results:
-        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback]
+        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log]
     final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
     sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:])
     sql = (f"WITH v({', '.join(cols)}) AS (VALUES {rows}) "

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flow": ("ectool.cli.flow_cmd:flow", "Group a shell's calls (pipes, tee branches) into one flow."),
     "result": ("ectool.cli.calls_cmd:result", "Print the result of a finished call."),
     "wait": ("ectool.cli.calls_cmd:wait", "Wait for calls to finish; print their results."),
+    "logs": ("ectool.cli.calls_cmd:logs", "Print what a call (or each call of a workflow) printed remotely."),
     "cancel": ("ectool.cli.calls_cmd:cancel", "Cancel queued calls."),
     "add": ("ectool.cli.network_cmd:add", "Add a queue, processor, socket, plug, node, user, role."),
     "ls": ("ectool.cli.network_cmd:ls", "List objects or calls (ec ls call --id ID -g: call graph)."),

@@ -32,6 +32,24 @@ def result(env: Env, call_id, as_json, verbose) -> None:
 
 
 @click.command()
+@click.argument("call_id")
+@pass_env
+def logs(env: Env, call_id) -> None:
+    """Print what CALL_ID printed remotely (its stdout/stderr; a script's stderr).
+
+    For a workflow or shell flow id, every member's log, each line prefixed by the
+    member's socket name. Exit 2 for an unknown id."""
+    env.store()
+    found = calls.call_logs(call_id)
+    for row, text in found:
+        if row.id == call_id:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        else:
+            for line in text.splitlines():
+                sys.stdout.write(f"{row.socket}: {line}\n")
+
+
+@click.command()
 @click.argument("call_ids", nargs=-1, required=True)
 @click.option("--timeout", type=float, help="Give up after this many seconds (exit 4).")
 @click.option("--json", "as_json", is_flag=True)

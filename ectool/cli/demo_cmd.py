@@ -9,14 +9,17 @@ from .env import Env, pass_env
 
 
 @click.command()
-@click.option("-w", "--workers", default=2, show_default=True, type=int, help="Worker processes to start.")
+@click.option("-w", "--workers", default=2, show_default=True, type=int,
+              help="Worker processes (cores) for the sample processor.")
+@click.option("--keep", is_flag=True, help="Leave the agent the demo started running.")
 @pass_env
-def demo(env: Env, workers: int) -> None:
-    """Build the seed's network on the sample processor, run the seed's shell examples,
-    and stop the workers it started. Uses the configured store and broker (the embedded
-    SQLite default unless EC_DB/EC_BROKER say otherwise)."""
+def demo(env: Env, workers: int, keep: bool) -> None:
+    """Build the seed's network on the sample processor, start a local agent if none is
+    online, run the seed's shell examples and its pipeline/parallel/funnel workflow, show
+    the call graph, and stop the agent it started (unless --keep). Uses the configured
+    store and broker (the embedded SQLite default unless EC_DB/EC_BROKER say otherwise)."""
     from ..demo import run_demo
 
     env.store()
-    if run_demo(env.config, workers):
+    if run_demo(env.config, workers, keep=keep):
         raise TaskFailed("some demo steps failed")

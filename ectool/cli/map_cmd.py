@@ -104,7 +104,8 @@ def open_joblog(path: str | None, resume: bool, resume_failed: bool):
 
 def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None, as_json: bool,
               unordered: bool = False, halt: str = "never", joblog: str | None = None,
-              resume: bool = False, resume_failed: bool = False, verbose: bool = False) -> None:
+              resume: bool = False, resume_failed: bool = False, verbose: bool = False,
+              stderr: bool = False) -> None:
     """Body of ``ec map``: stream stdin through SOCKET; exit 1 (count on stderr) if any failed."""
     from .. import flows
     from ..calls import Client
@@ -124,6 +125,11 @@ def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None,
 
         def emit(seq: int, outcome) -> int:
             data = line_result(outcome, seq, as_json)
+            if stderr:
+                from .run_cmd import show_log
+
+                out.flush()
+                show_log(outcome.id)
             if not outcome.ok:
                 if verbose and outcome.traceback:
                     sys.stderr.write(outcome.traceback)

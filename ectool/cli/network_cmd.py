@@ -49,23 +49,31 @@ def add_queue(env: Env, name, type_, queue_type, max_length, as_json) -> None:
 @add.command("processor", context_settings={"help_option_names": ["--help"]})
 @click.option("-n", "--name", required=True, help="Processor name.")
 @click.option("-g", "--gitrepo", required=True, help="Git repository URL (https, ssh, file://, path; #subdirectory=...).")
-@click.option("-m", "--module", required=True, help="Python module holding the functions.")
+@click.option("-m", "--module", help="Python module holding the functions (not for --runtime exec).")
 @click.option("-b", "--branch", default="main", show_default=True, help="Branch to deploy.")
 @click.option("--commit", help="Pin a commit instead of the branch head.")
 @click.option("-c", "--concurrency", default=1, show_default=True, type=int, help="Worker processes (cores).")
 @click.option("-h", "--host", help="Run only on this host.")
+@click.option("--runtime", type=click.Choice(["python", "exec"]), default="python", show_default=True,
+              help="python: sockets name functions of the module; exec: sockets name executable files "
+              "in the repository, run once per call (stdin in, stdout out).")
 @json_option
 @pass_env
-def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, host, as_json) -> None:
-    """Add a processor: a module in a git repository that agents deploy.
+def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, host, runtime, as_json) -> None:
+    """Add a processor: a module (or, with --runtime exec, scripts) in a git repository
+    that agents deploy.
 
     \b
-    Example:
+    Examples:
       ec add processor -n proc1 -g https://github.com/radiantone/pyfi-processors -m pyfi.processors.sample
+      ec add processor -n scripts -g file:///src/repo --runtime exec
+      ec add socket -n wordcount -q q1 -pn scripts -t bin/wordcount.sh
     """
     env.store()
-    p = network.add_processor(name, gitrepo, module, branch=branch, commit=commit,
-                              concurrency=concurrency, host=host)
+    if runtime == "python" and not module:
+        raise UsageError("Missing option '-m' / '--module' (a python processor needs its module)")
+    p = network.add_processor(name, gitrepo, module or "", branch=branch, commit=commit,
+                              concurrency=concurrency, host=host, runtime=runtime)
     if not network.is_trusted(gitrepo):
         click.echo(f"ec: warning: {gitrepo} is not trusted yet; agents will not deploy it "
                    f"until you run: ec trust add '{gitrepo}'", err=True)

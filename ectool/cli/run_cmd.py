@@ -51,8 +51,19 @@ def report(outcome, as_json: bool, verbose: bool = False) -> None:
         raise TaskFailed(outcome.error_line())
 
 
+def show_log(call_id: str) -> None:
+    """``--stderr``: write what the call printed remotely to our stderr."""
+    from ..calls import call_log
+
+    text = call_log(call_id)
+    if text:
+        sys.stdout.flush()
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
+        sys.stderr.flush()
+
+
 def run_one(env: Env, socket: str, args: list, kwargs: dict, no_wait: bool, timeout: float | None,
-            as_json: bool, verbose: bool, stdin_used: bool = False) -> None:
+            as_json: bool, verbose: bool, stdin_used: bool = False, stderr: bool = False) -> None:
     from .. import flows
     from ..calls import Client
 
@@ -69,6 +80,8 @@ def run_one(env: Env, socket: str, args: list, kwargs: dict, no_wait: bool, time
             outcome = client.wait([cid], timeout)[cid]
         except CallTimeout:
             raise CallTimeout(f"timed out; call {cid} is still queued or running (ec wait {cid})") from None
+        if stderr:
+            show_log(cid)
         report(outcome, as_json, verbose)
     finally:
         client.close()
@@ -95,9 +108,11 @@ def with_common(fn):
 @click.option("--lines", is_flag=True, help="One call per stdin line (as a string); results in input order (see ec map).")
 @with_map_options
 @with_common
+@click.option("--stderr", "show_stderr", is_flag=True,
+              help="Write what the call printed remotely (its log, see ec logs) to stderr when it finishes.")
 @pass_env
 def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, resume, resume_failed,
-        no_wait, timeout, as_json, verbose) -> None:
+        no_wait, timeout, as_json, verbose, show_stderr) -> None:
     """Call SOCKET and print its result.
 
     ARGS are parsed as JSON when they parse (3, [1,2], {"a":1}) and passed as strings
@@ -117,7 +132,8 @@ def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, re
         if args or kwargs or no_wait:
             raise UsageError("--lines takes its arguments from stdin: no ARGS, -k or --no-wait")
         run_lines(env, socket, jobs=jobs, timeout=timeout, as_json=as_json, unordered=unordered, halt=halt,
-                  joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose)
+                  joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose,
+                  stderr=show_stderr)
         return
     if any(x is not None and x is not False for x in (jobs, joblog)) or unordered or resume or resume_failed \
             or halt != "never":
@@ -129,7 +145,8 @@ def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, re
         values = []
     else:
         values = [parse_word(a) for a in args]
-    run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose, stdin_used)
+    run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose, stdin_used,
+            show_stderr)
 
 
 @click.command("map")
@@ -138,9 +155,11 @@ def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, re
 @click.option("--timeout", type=float, help="Give up after this many seconds without a result (exit 4).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON outcome per input line (failures too).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the remote traceback of each failed call.")
+@click.option("--stderr", "show_stderr", is_flag=True,
+              help="Write what each call printed remotely (its log) to stderr as its result is written.")
 @pass_env
 def map_cmd(env: Env, socket, jobs, unordered, halt, joblog, resume, resume_failed, timeout, as_json,
-            verbose) -> None:
+            verbose, show_stderr) -> None:
     """Call SOCKET once per stdin line; write the results in input order as they are ready.
 
     Each line (without its newline; bytes if not UTF-8) is one string argument. At most
@@ -156,7 +175,7 @@ def map_cmd(env: Env, socket, jobs, unordered, halt, joblog, resume, resume_fail
     from .map_cmd import run_lines
 
     run_lines(env, socket, jobs=jobs, timeout=timeout, as_json=as_json, unordered=unordered, halt=halt,
-              joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose)
+              joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose, stderr=show_stderr)
 
 
 @click.group()

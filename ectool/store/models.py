@@ -32,6 +32,8 @@ AGENT_STATUS = ("online", "offline")
 WORKER_STATUS = ("starting", "running", "paused", "stopping", "stopped", "crashed")
 CALL_STATUS = ("queued", "running", "retrying", "done", "failed", "dead", "cancelled")
 FINAL_CALL_STATUS = ("done", "failed", "dead", "cancelled")
+#: python: a socket's task is a function of the module; exec: an executable file in the checkout
+RUNTIMES = ("python", "exec")
 
 
 def now() -> dt.datetime:
@@ -88,7 +90,7 @@ class Processor(Base):
     commit = CharField(null=True)
     concurrency = IntegerField(default=1, constraints=[Check("concurrency >= 1")])
     host = CharField(null=True)
-    runtime = CharField(default="python", constraints=[one_of("runtime", ("python", "bash"))])
+    runtime = CharField(default="python", constraints=[one_of("runtime", RUNTIMES)])
     requested_status = CharField(
         default="running", constraints=[one_of("requested_status", PROCESSOR_REQUESTED)]
     )
@@ -160,6 +162,7 @@ class Call(Base):
     error_type = CharField(null=True)
     error_message = TextField(null=True)
     traceback = TextField(null=True)
+    log = TextField(null=True)  # what the call printed (stdout/stderr; a script's stderr), the tail
 
 
 class Workflow(Model):

@@ -23,6 +23,12 @@ def do_something(*data):
     return "do_something(" + ", ".join(_show(d) for d in data) + ")"
 
 
+def say(text: str) -> str:
+    """Print ``text`` to stdout (kept as the call's log, see ec logs) and return it upper-cased."""
+    print(f"say: {text}")
+    return text.upper()
+
+
 def do_this(*data):
     return "do_this(" + ", ".join(_show(d) for d in data) + ")"
 
