@@ -8,7 +8,8 @@ have something to be compared with.
 * sequential round trip: publish one (confirmed), wait for its reply, 1000 times: p50/p99;
 * ``AmqpTransport.publish`` of 10,000 bodies in one call: messages/s.
 
-Usage: ``.venv/bin/python bench/ceiling.py [--url URL] [-n 10000] [--seq 1000]``. Prints a
+Usage: ``.venv/bin/python -m bench ceiling [--url URL] [-n 10000] [--seq 1000]`` (or
+``bench/ceiling.py``). Prints a
 small table, then one JSON line.
 """
 
@@ -183,14 +184,14 @@ def transport_publish(url: str, n: int = 10_000, kind: str = "quorum") -> dict:
     return {"n": n, "kind": kind, "msgs_per_s": round(n / elapsed)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench ceiling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=URL)
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--seq", type=int, default=1000)
     parser.add_argument("--kind", choices=["quorum", "classic"], default="quorum")
     parser.add_argument("--prefetch", type=int, default=50)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     raw = ceiling(args.url, args.n, args.seq, args.kind, args.prefetch)
     ours = transport_publish(args.url, 10_000, args.kind)

@@ -1,0 +1,1 @@
+"""ElasticCode benchmarks: ``python -m bench NAME [options]`` (see bench/README.md)."""

@@ -1,0 +1,161 @@
+"""Shared bits of the benchmarks: service URLs, statistics, PostgreSQL schemas, process
+trees stopped by pid, a small table printer and the one-JSON-line convention."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))  # tests/helpers.py: repo, network, workers
+
+PG = os.environ.get("EC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+AMQP = os.environ.get("EC_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
+#: deliveries each ec worker process holds ahead (``ec worker --prefetch``)
+PREFETCH = int(os.environ.get("EC_BENCH_PREFETCH", "32"))
+
+
+def ec_argv() -> list[str]:
+    """The ``ec`` command as users run it: the venv's entry point, else ``python -m ectool``."""
+    exe = Path(sys.executable).with_name("ec")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ectool"]
+
+
+# -- statistics ---------------------------------------------------------------------------
+
+
+def pct(sorted_values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values, nearest rank."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, min(len(sorted_values), round(q * len(sorted_values) + 0.5 - 1e-9)))
+    return sorted_values[rank - 1]
+
+
+def latency_summary(seconds: list[float], prefix: str) -> dict[str, float]:
+    """``{prefix}_p50_ms``, ``{prefix}_p99_ms`` (and min/max) from latencies in seconds."""
+    ms = sorted(s * 1000 for s in seconds)
+    return {f"{prefix}_p50_ms": round(statistics.median(ms), 3),
+            f"{prefix}_p99_ms": round(pct(ms, 0.99), 3),
+            f"{prefix}_min_ms": round(ms[0], 3), f"{prefix}_max_ms": round(ms[-1], 3)}
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+def pg_schema(prefix: str = "ec_bench") -> str:
+    """A fresh, uniquely named schema in the test database."""
+    import psycopg2
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(PG)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    conn.close()
+    return schema
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(PG)
+    conn.autocommit = True
+    conn.cursor().execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    conn.close()
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+def stop_pid_tree(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM ``proc`` (by its pid), wait ``grace``, then SIGKILL it and every descendant
+    seen before or after (descendants are listed first: a dying parent orphans them)."""
+    import psutil
+
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 5
+    for k in kids:
+        try:
+            k.wait(max(0.0, deadline - time.monotonic()))
+        except psutil.TimeoutExpired:
+            pass
+        except psutil.NoSuchProcess:
+            continue
+        try:
+            k.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def rss_mb(pids: Sequence[int]) -> list[float | None]:
+    import psutil
+
+    out: list[float | None] = []
+    for pid in pids:
+        try:
+            out.append(round(psutil.Process(pid).memory_info().rss / 2**20, 1))
+        except psutil.Error:
+            out.append(None)
+    return out
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain, right-aligned text table (first column left-aligned)."""
+    cells = [[str(h) for h in headers]] + [[fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """The one final JSON line every bench prints (``compare`` parses it)."""
+    sys.stdout.flush()
+    print(json.dumps(result, sort_keys=False), flush=True)
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version()}
