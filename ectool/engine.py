@@ -173,10 +173,10 @@ class Engine:
 
     def finished(self, wf: str, path: list[int], value: Any, recovering: bool = False) -> None:
         plan, _ = self.plan(wf)
+        root = Call.get_or_none(Call.id == wf)
+        if root is None or (root.status in FINAL_CALL_STATUS and not recovering):
+            return  # failed or cancelled already: nothing more to start
         while True:
-            root = Call.get_or_none(Call.id == wf)
-            if root is None or (root.status in FINAL_CALL_STATUS and not recovering):
-                return  # failed or cancelled already: nothing more to start
             nxt = wfp.after(plan, path, value)
             if nxt.kind == "finish":
                 self._close(wf, wf, value)

@@ -41,7 +41,9 @@ def identify(db_url: str, configured: str | None = None) -> str:
 
 
 def set_user(name: str) -> None:
+    """Set the acting user (on every store opened: cached grants belong to one store)."""
     global _user
+    _cache.clear()
     _user = name
 
 
@@ -63,10 +65,25 @@ def privileges_of(user: str) -> set[str] | None:
     return {p.name for p in query}
 
 
+_cache: dict[str, tuple[float, set[str] | None]] = {}
+CACHE_SECONDS = 2.0
+
+
 def require(privilege: str) -> None:
-    """Raise PermissionDenied unless the current user holds ``privilege``."""
+    """Raise PermissionDenied unless the current user holds ``privilege``.
+
+    Grants are cached for :data:`CACHE_SECONDS` per process (a long ``ec map`` or a
+    Python client submits often); a denial is always re-checked.
+    """
+    import time
+
     assert privilege in PRIVILEGES, privilege
-    held = privileges_of(current_user())
+    user = current_user()
+    stamp, held = _cache.get(user, (0.0, None))
+    if time.monotonic() - stamp < CACHE_SECONDS and (held is None or "*" in held or privilege in held):
+        return
+    held = privileges_of(user)
+    _cache[user] = (time.monotonic(), held)
     if held is None or "*" in held or privilege in held:
         return
     raise PermissionDenied(f"user {current_user()!r} lacks {privilege} "

@@ -332,5 +332,4 @@ def record_outcomes(results: list[Result]) -> None:
            f"THEN NULL ELSE {p} END, updated = {p} "
            f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
     stamp = now()
-    with db.atomic():
-        db.execute_sql(sql, [*params, stamp, stamp])
+    db.execute_sql(sql, [*params, stamp, stamp])  # one statement: atomic on its own

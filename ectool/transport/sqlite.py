@@ -141,7 +141,8 @@ class SqliteTransport(Transport):
             rows = self.conn.execute("SELECT address FROM consumers WHERE queues LIKE ?",
                                      (f"%|{queue}|%",)).fetchall()
             cached = (now, [r[0] for r in rows])
-            self._consumers_cache[queue] = cached
+            if cached[1]:  # never cache "nobody": a consumer may register any moment now
+                self._consumers_cache[queue] = cached
         for address in cached[1]:
             wake.send(address)
 
