@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -168,7 +169,8 @@ def test_ec_demo_on_the_embedded_default(tmp_path):
     import psutil
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EC_")}
-    env.update(EC_HOME=str(tmp_path / "home"), NO_COLOR="1")
+    env.update(EC_HOME=str(tmp_path / "home"), NO_COLOR="1",
+               EC_SAMPLE_SRC=str(Path(__file__).resolve().parents[1] / "examples" / "sample"))
     before = {p.pid for p in psutil.process_iter()}
     done = subprocess.run([sys.executable, "-m", "ectool", "demo"], env=env, capture_output=True, text=True,
                           timeout=600, cwd=tmp_path)
