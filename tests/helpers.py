@@ -63,6 +63,25 @@ def build_network(db_url: str, repo: Path, *, processor: str = "sample", queue_k
         network.add_socket(name, "q", processor, task, **opts)
 
 
+@contextmanager
+def sample_network(tmp_path: Path, broker_url: str, sockets: dict | None = None, **env_extra: str):
+    """A fresh SQLite store holding the sample processor's network, on ``broker_url``;
+    yields (env, processor). The test's RabbitMQ queues are deleted afterwards."""
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
+    proc = f"sample-{uuid.uuid4().hex[:6]}"
+    build_network(db_url, make_repo(tmp_path / "repo"), processor=proc, sockets=sockets)
+    try:
+        yield env_for(db_url, broker_url, **env_extra), proc
+    finally:
+        if broker_url.startswith("amqp"):
+            from ectool.calls import broker_queue
+            from ectool.transport import connect
+
+            with connect(broker_url) as t:
+                for name in sockets or SOCKETS:
+                    t.delete_queue(broker_queue(name, os.environ["EC_NAMESPACE"]))
+
+
 def env_for(db_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     """The environment for ``ec`` subprocesses; a fresh namespace keeps concurrent test
     runs on one RabbitMQ from consuming each other's queues."""

@@ -4,13 +4,12 @@ re-wiring without restarts."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
 import pytest
 
-from helpers import build_network, ec, env_for, make_repo, wait_for, workers
+from helpers import ec, sample_network, wait_for, workers
 
 SOCKETS = {
     "ds": ("do_something", {}), "up": ("upper", {}), "boom": ("boom", {}), "echo": ("echo", {}),
@@ -20,18 +19,8 @@ SOCKETS = {
 
 @pytest.fixture
 def net(tmp_path, broker_url):
-    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
-    proc = f"sample-{uuid.uuid4().hex[:6]}"
-    build_network(db_url, make_repo(tmp_path / "repo"), processor=proc, sockets=SOCKETS)
-    env = env_for(db_url, broker_url)
-    yield env, proc
-    if broker_url.startswith("amqp"):
-        from ectool.calls import broker_queue
-        from ectool.transport import connect
-
-        with connect(broker_url) as t:
-            for name in SOCKETS:
-                t.delete_queue(broker_queue(name, os.environ["EC_NAMESPACE"]))
+    with sample_network(tmp_path, broker_url, SOCKETS) as network:
+        yield network
 
 
 def ok(done):

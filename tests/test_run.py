@@ -12,25 +12,13 @@ import uuid
 
 import pytest
 
-from helpers import build_network, ec, env_for, make_repo, workers
+from helpers import ec, sample_network, workers
 
 
 @pytest.fixture
-def net(tmp_path, broker_url, request):
-    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
-    repo = make_repo(tmp_path / "repo")
-    proc = f"sample-{uuid.uuid4().hex[:6]}"
-    build_network(db_url, repo, processor=proc)
-    env = env_for(db_url, broker_url)
-    yield env, proc
-    if broker_url.startswith("amqp"):
-        from ectool.calls import broker_queue
-        from ectool.transport import connect
-        from helpers import SOCKETS
-
-        with connect(broker_url) as t:
-            for name in SOCKETS:
-                t.delete_queue(broker_queue(name, os.environ["EC_NAMESPACE"]))
+def net(tmp_path, broker_url):
+    with sample_network(tmp_path, broker_url) as network:
+        yield network
 
 
 def test_stdin_call_prints_result(net):

@@ -9,34 +9,23 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
-from helpers import ROOT, build_network, ec, env_for, make_repo, wait_children, workers
+from helpers import ROOT, ec, sample_network, wait_children, workers
 
 
 @pytest.fixture
 def net(tmp_path, broker_url, monkeypatch):
-    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
-    repo = make_repo(tmp_path / "repo")
-    proc = f"sample-{uuid.uuid4().hex[:6]}"
-    build_network(db_url, repo, processor=proc)
-    for key, value in (("EC_DB", db_url), ("EC_BROKER", broker_url)):
-        monkeypatch.setenv(key, value)
-    env = env_for(db_url, broker_url)
-    yield env, proc
     from ectool import api
 
-    api.close()
-    if broker_url.startswith("amqp"):
-        from ectool.calls import broker_queue
-        from ectool.transport import connect
-        from helpers import SOCKETS
-
-        with connect(broker_url) as t:
-            for name in SOCKETS:
-                t.delete_queue(broker_queue(name, os.environ["EC_NAMESPACE"]))
+    with sample_network(tmp_path, broker_url) as (env, proc):
+        for key in ("EC_DB", "EC_BROKER"):
+            monkeypatch.setenv(key, env[key])  # the in-process API uses the same store and broker
+        try:
+            yield env, proc
+        finally:
+            api.close()
 
 
 def ds_(*data):
