@@ -349,7 +349,37 @@ def _translate(error: BaseException, url: str) -> EcError:
     return Unreachable(f"cannot consume from RabbitMQ at {redact(url)}: {describe(error)}")
 
 
-class AmqpInbox(Inbox):
+class _AutoAckReceiver:
+    """Bodies from one auto-ack queue on a connection of its own (inboxes, event streams)."""
+
+    _conn: BlockingConnection
+    _received: deque[bytes]
+
+    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        self._received.append(body)
+
+    def _receive(self, timeout: float | None, what: str) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._received:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    self._conn.process_data_events(0)
+                    break
+                self._conn.process_data_events(time_limit=remaining)
+        except LOST as exc:
+            raise Unreachable(f"{what} lost its connection: {describe(exc)}") from None
+        return self._received.popleft() if self._received else None
+
+    def close(self) -> None:
+        if self._conn.is_open:
+            try:
+                self._conn.close()
+            except (px.AMQPError, OSError):
+                pass
+
+
+class AmqpInbox(_AutoAckReceiver, Inbox):
     """An exclusive, auto-delete, server-named queue on a connection of its own.
 
     Its connection has no heartbeats (TCP keepalive instead): the owner may not call
@@ -368,28 +398,8 @@ class AmqpInbox(Inbox):
             self.close()
             raise Unreachable(f"cannot open an inbox on {redact(url)}: {describe(exc)}") from None
 
-    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        self._received.append(body)
-
     def get(self, timeout: float | None = None) -> bytes | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not self._received:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self._conn.process_data_events(0)
-                    break
-                self._conn.process_data_events(time_limit=remaining)
-        except LOST as exc:
-            raise Unreachable(f"inbox {self.address} lost its connection: {describe(exc)}") from None
-        return self._received.popleft() if self._received else None
-
-    def close(self) -> None:
-        if self._conn.is_open:
-            try:
-                self._conn.close()
-            except (px.AMQPError, OSError):
-                pass
+        return self._receive(timeout, f"inbox {self.address}")
 
 
 #: messages a subscriber's queue holds before RabbitMQ drops the oldest (a slow subscriber
@@ -397,7 +407,7 @@ class AmqpInbox(Inbox):
 EVENT_BACKLOG = 10_000
 
 
-class AmqpEventStream(EventStream):
+class AmqpEventStream(_AutoAckReceiver, EventStream):
     """An exclusive, auto-delete, server-named queue bound to a topic exchange with each
     pattern, on a connection of its own (no heartbeats, like :class:`AmqpInbox`)."""
 
@@ -417,25 +427,5 @@ class AmqpEventStream(EventStream):
             self.close()
             raise Unreachable(f"cannot subscribe to {exchange} on {redact(url)}: {describe(exc)}") from None
 
-    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        self._received.append(body)
-
     def get(self, timeout: float | None = None) -> bytes | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not self._received:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self._conn.process_data_events(0)
-                    break
-                self._conn.process_data_events(time_limit=remaining)
-        except LOST as exc:
-            raise Unreachable(f"event subscription lost its connection: {describe(exc)}") from None
-        return self._received.popleft() if self._received else None
-
-    def close(self) -> None:
-        if self._conn.is_open:
-            try:
-                self._conn.close()
-            except (px.AMQPError, OSError):
-                pass
+        return self._receive(timeout, "event subscription")
