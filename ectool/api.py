@@ -238,7 +238,17 @@ class funnel(parallel):  # noqa: N801
     def __call__(self, final: Any = None) -> Handle:  # type: ignore[override]
         if final is None:
             return self.delay()
-        return pipeline([parallel(self.members), final]).delay()
+        return _Labelled(pipeline([parallel(self.members), final]), "funnel").delay()
+
+
+class _Labelled(Node):
+    """A node shown under another name in call graphs (a funnel is a pipeline underneath)."""
+
+    def __init__(self, inner: Node, label: str) -> None:
+        self.inner, self.label = inner, label
+
+    def plan(self) -> dict:
+        return {**self.inner.plan(), "label": self.label}
 
 
 __all__ = ["Function", "Handle", "Processor", "Queue", "RemoteError", "Socket", "Signature",

@@ -117,4 +117,5 @@ def after(plan: dict, path: list[int], value: Any) -> Next:
 
 
 def label(node: dict) -> str:
-    return node["socket"] if node["t"] == "call" else KIND_NAMES[node["t"]]
+    """How a node shows in call graphs: its socket, or the combinator's name."""
+    return node["socket"] if node["t"] == "call" else node.get("label") or KIND_NAMES[node["t"]]

@@ -119,7 +119,7 @@ def test_workflow_survives_its_client_and_cli_sees_the_tree(net):
     assert (waited.returncode, waited.stdout) == (0, "1015\n")
     assert ec("result", wf, env=env).stdout == "1015\n"
     tree = ec("ls", "call", "--id", wf, "-g", env=env).stdout.splitlines()
-    assert tree[0].startswith("pipeline [done")
+    assert tree[0].startswith("funnel [done")
     assert tree[1].startswith("    parallel [done") and tree[-1].startswith("    total [done")
     assert sum(1 for line in tree if line.startswith("        add_two [done")) == 5
 
