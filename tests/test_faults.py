@@ -48,7 +48,7 @@ def test_kill_9_workers_during_200_calls_loses_nothing(net):
     env, proc, _, _ = net
     c = client()
     try:
-        ids = c.submit("sleep", [([0.01, i], {}) for i in range(200)])
+        ids = c.submit("sleep", [([0.05, i], {}) for i in range(200)])  # busy workers: kills land mid-call
         with workers(env, proc, 2) as w:
             kills = 0
             deadline = time.monotonic() + 60
