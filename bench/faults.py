@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fault_scenarios import SCENARIOS, setup  # noqa: E402
+from fault_scenarios import SCENARIOS, cleanup, setup  # noqa: E402
 from history import Report  # noqa: E402
 
 AMQP = os.environ.get("EC_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -40,10 +40,14 @@ def main() -> int:
                     continue
                 tmp = Path(d) / f"{name}-{kind}"
                 broker = f"sqlite:///{tmp / 'queue.db'}" if kind == "sqlite" else AMQP
-                report = fn(setup(tmp, broker))
-                from ectool.store import close_store
+                ctx = setup(tmp, broker)
+                try:
+                    report = fn(ctx)
+                finally:
+                    from ectool.store import close_store
 
-                close_store()
+                    cleanup(ctx)
+                    close_store()
                 reports.append(report)
                 print(report.line(), flush=True)
     print(json.dumps({"bench": "faults", "ok": all(r.ok() for r in reports),

@@ -52,6 +52,23 @@ def setup(tmp: Path, broker_url: str, delivery_limit: int = 5) -> Ctx:
     return Ctx(tmp, db_url, broker_url, env, proc, History(marks))
 
 
+def cleanup(ctx: Ctx) -> None:
+    """Delete the scenario's RabbitMQ queues (sockets and agent control queues)."""
+    if ctx.kind != "amqp":
+        return
+    from ectool.agents import control_queue
+    from ectool.calls import broker_queue
+    from ectool.store.models import Agent
+    from ectool.transport import connect
+
+    ns = ctx.env["EC_NAMESPACE"]
+    with connect(ctx.broker_url) as t:
+        for name in SOCKETS:
+            t.delete_queue(broker_queue(name, ns))
+        for a in Agent.select(Agent.name):
+            t.delete_queue(control_queue(a.name, ns))
+
+
 def client():
     from ectool.calls import Client
     from ectool.config import load

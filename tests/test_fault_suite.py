@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fault_scenarios import SCENARIOS, setup
+from fault_scenarios import SCENARIOS, cleanup, setup
 from history import Report
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -20,6 +20,7 @@ def test_scenario(name, kind, tmp_path, request, capsys):
     finally:
         from ectool.store import close_store
 
+        cleanup(ctx)
         close_store()
     with capsys.disabled():
         print(f"\n{Report.header()}\n{report.line()}")
