@@ -6,30 +6,27 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
-from helpers import SOCKETS, build_network, ec, env_for, make_repo, wait_children, workers
+from helpers import (
+    SOCKETS,
+    build_network,
+    ec,
+    env_for,
+    make_repo,
+    sample_network,
+    wait_children,
+    workers,
+)
 
 MAP_SOCKETS = {**SOCKETS, "flaky_line": ("fail_times_line", {"retries": 3, "backoff": 0.05})}
 
 
 @pytest.fixture
 def net(tmp_path, broker_url):
-    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
-    repo = make_repo(tmp_path / "repo")
-    proc = f"sample-{uuid.uuid4().hex[:6]}"
-    build_network(db_url, repo, processor=proc, sockets=MAP_SOCKETS)
-    env = env_for(db_url, broker_url)
-    yield env, proc
-    if broker_url.startswith("amqp"):
-        from ectool.calls import broker_queue
-        from ectool.transport import connect
-
-        with connect(broker_url) as t:
-            for name in MAP_SOCKETS:
-                t.delete_queue(broker_queue(name, env["EC_NAMESPACE"]))
+    with sample_network(tmp_path, broker_url, MAP_SOCKETS) as network:
+        yield network
 
 
 @pytest.fixture
