@@ -136,7 +136,12 @@ class DashApp(App):
         self.loads += 1
 
     def on_problem(self, message: Problem) -> None:
-        self.query_one(Banner).set_problem(message.source, message.text)
+        from textual.css.query import NoMatches
+
+        try:
+            self.query_one(Banner).set_problem(message.source, message.text)
+        except NoMatches:  # a late message while the app is shutting down
+            pass
 
     # -- following events ------------------------------------------------------------------
     @work(thread=True, group="events")
