@@ -11,6 +11,10 @@ group-committed, but an ack never precedes the durable outcome:
 3. mark the calls ``running`` (attempts + 1), run each under the socket's timeout;
 4. publish retries (delayed) for failures with retries left, commit every outcome in one
    transaction, send replies, then ack.
+
+A store outage (PostgreSQL restarting, the SQLite file locked past its busy timeout)
+pauses the worker: each store step is retried with backoff while the deliveries stay
+unacked, then the batch carries on (see :func:`ectool.store.retrying`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
 from .messages import BadMessage, CallMessage, decode, dumps, from_json_value, peek_id
 from .outcome import Outcome
+from .store import retrying, transient
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
 from .transport import Delivery
 
@@ -117,6 +122,19 @@ class WorkerRuntime:
     def request_stop(self, *_: object) -> None:
         self.stopping = True
 
+    def store(self, fn, what: str):
+        """Run store step ``fn(attempt)``, waiting out an outage (until asked to stop)."""
+        return retrying(fn, what=what, stop=lambda: self.stopping)
+
+    def mark(self, what: str, **fields: Any) -> None:
+        """Best-effort update of this worker's own row (skipped while the store is down)."""
+        try:
+            Worker.update(heartbeat=now(), **fields).where(Worker.id == self.row.id).execute()
+        except Exception as exc:  # noqa: BLE001 - status only; the next beat retries
+            if not transient(exc):
+                raise
+            log.debug("%s skipped: store unavailable", what)
+
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT; in-flight calls finish, unstarted ones go back."""
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -131,18 +149,23 @@ class WorkerRuntime:
                         if more is None:
                             break
                         batch.append(more)
-                    self.handle(batch)
+                    try:
+                        self.handle(batch)
+                    except Exception as exc:
+                        if not (self.stopping and transient(exc)):
+                            raise
+                        log.warning("stopping during a store outage: unfinished deliveries go back")
                 if self.parent and os.getppid() != self.parent:
                     log.warning("parent %s is gone; stopping", self.parent)
                     self.stopping = True
                 if time.monotonic() - self.last_beat > HEARTBEAT:
                     self.last_beat = time.monotonic()
-                    Worker.update(heartbeat=now()).where(Worker.id == self.row.id).execute()
+                    self.mark("heartbeat")
                     events.heartbeat(processor=self.processor.name, worker=self.row.id)
         finally:
             self.consumer.close()
             self.executor.close()
-            Worker.update(status="stopped", heartbeat=now()).where(Worker.id == self.row.id).execute()
+            self.mark("offline", status="stopped")
             events.emit("worker.offline", processor=self.processor.name, worker=self.row.id)
             events.bus().flush(1.0)
             self.transport.close()
@@ -157,18 +180,17 @@ class WorkerRuntime:
                 self.bury(d, peek_id(d.body), f"undecodable message: {exc}", "BadMessage")
         if not good:
             return
-        rows = {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts)
-                .where(Call.id.in_([m.id for _, m in good]))}
+        ids = [m.id for _, m in good]
+        rows = self.store(lambda _: {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts)
+                                     .where(Call.id.in_(ids))}, "reading calls")
         runnable, suspects = [], []
         for d, m in good:
             row = rows.get(m.id)
             if row is not None and row.status in FINAL_CALL_STATUS:
                 if d.redeliveries > 0:
                     # a worker may have died after recording but before the flow moved on
-                    stored = Outcome.from_row(Call.get_by_id(m.id))
-                    if m.cont:
-                        self.engine.on_outcome(m, stored, recovering=True)
-                    self.engine.on_plugs(m, stored)
+                    self.store(lambda _, m=m: self.follow_on(m, Outcome.from_row(Call.get_by_id(m.id)), True),
+                               "recovering a flow")
                 self.consumer.ack([d])  # outcome already recorded: never run twice
                 continue
             prior = (row.attempts - (m.attempt - 1)) if row is not None else 0
@@ -191,17 +213,27 @@ class WorkerRuntime:
                 continue
             self.run_batch([item])
 
+    def follow_on(self, m: CallMessage, out: Outcome, recovering: bool) -> None:
+        """Advance the call's workflow (if any) and fire its plugs; safe to repeat."""
+        if m.cont:
+            self.engine.on_outcome(m, out, recovering=recovering)
+        self.engine.on_plugs(m, out)
+
     def run_batch(self, items: list[tuple[Delivery, CallMessage, Any]]) -> None:
         missing = [m for _, m, row in items if row is None]
-        if missing:
-            Call.insert_many([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
-                               "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
-                               "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing]
-                             ).on_conflict_ignore().execute()
         ids = [m.id for _, m, _ in items]
-        Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
-                    host=HOST, worker_pid=self.pid).where(
-            Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+
+        def start(_: int) -> None:
+            if missing:
+                Call.insert_many([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
+                                   "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
+                                   "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing]
+                                 ).on_conflict_ignore().execute()
+            Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
+                        host=HOST, worker_pid=self.pid).where(
+                Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+
+        self.store(start, "marking calls running")
         for _, m, _ in items:
             events.emit("call.started", call=m.id, socket=m.socket, attempt=m.attempt)
         results: list[tuple[Delivery, Result]] = []
@@ -220,8 +252,13 @@ class WorkerRuntime:
         self.record(results)
         if returned:
             back = {d.tag for d in returned}
-            Call.update(status="queued", attempts=Call.attempts - 1).where(
-                Call.id.in_([m.id for d, m, _ in items if d.tag in back]) & (Call.status == "running")).execute()
+            try:
+                Call.update(status="queued", attempts=Call.attempts - 1).where(
+                    Call.id.in_([m.id for d, m, _ in items if d.tag in back]) & (Call.status == "running")
+                ).execute()
+            except Exception as exc:  # noqa: BLE001 - the attempt stays charged; still give them back
+                if not transient(exc):
+                    raise
             self.consumer.nack(returned)
         if crashed is not None:
             # the call stays charged with the attempt that killed its executor: after
@@ -248,7 +285,7 @@ class WorkerRuntime:
         for d, r in results:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
-        record_outcomes([r for _, r in results])
+        self.store(lambda _: record_outcomes([r for _, r in results]), "recording outcomes")
         for _, r in results:
             events.emit(f"call.{r.status}", call=r.msg.id, socket=r.msg.socket, attempt=r.msg.attempt, ms=r.ms,
                         error_type=r.error_type,
@@ -261,9 +298,7 @@ class WorkerRuntime:
                           traceback=r.traceback, result_json=r.result_json)
             if r.result_json is not None:
                 out.result = from_json_value(json.loads(r.result_json))
-            if r.msg.cont:
-                self.engine.on_outcome(r.msg, out)
-            self.engine.on_plugs(r.msg, out)
+            self.store(lambda attempt, r=r, out=out: self.follow_on(r.msg, out, attempt > 0), "advancing a flow")
         replies = [(r.msg.reply_to, self.reply_body(Outcome(
             r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
             result_json=r.result_json, attempts=r.msg.attempt)))
@@ -297,15 +332,14 @@ class WorkerRuntime:
              reply_to: str | None = None, msg: CallMessage | None = None) -> None:
         """Dead-letter a delivery and mark its call ``dead`` with the reason."""
         if call_id:
-            Call.update(status="dead", error_type=error_type, error_message=reason, finished=now(),
-                        updated=now()).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+            self.store(lambda _: Call.update(
+                status="dead", error_type=error_type, error_message=reason, finished=now(), updated=now()
+            ).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute(), "burying a call")
         events.emit("call.dead", call=call_id, socket=msg.socket if msg else None, error_type=error_type,
                     reason=reason)
         if msg is not None:
             dead = Outcome(msg.id, "dead", error_type=error_type, error_message=reason)
-            if msg.cont:
-                self.engine.on_outcome(msg, dead)
-            self.engine.on_plugs(msg, dead)
+            self.store(lambda attempt: self.follow_on(msg, dead, attempt > 0), "advancing a flow")
         self.consumer.dead_letter(d, reason)
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))

@@ -60,17 +60,22 @@ def pg_url():
     import psycopg2
 
     schema = f"ec_test_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(PG_URL)
-    conn.autocommit = True
-    conn.cursor().execute(f"CREATE SCHEMA {schema}")
+    def execute(sql: str) -> None:  # a fresh connection each time: a test may restart the server
+        conn = psycopg2.connect(PG_URL)
+        conn.autocommit = True
+        try:
+            conn.cursor().execute(sql)
+        finally:
+            conn.close()
+
+    execute(f"CREATE SCHEMA {schema}")
     try:
         yield f"{PG_URL}?schema={schema}"
     finally:
         from ectool.store import close_store
 
         close_store()
-        conn.cursor().execute(f"DROP SCHEMA {schema} CASCADE")
-        conn.close()
+        execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", "amqp"])

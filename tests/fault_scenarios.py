@@ -37,10 +37,14 @@ class Ctx:
     def kind(self) -> str:
         return "amqp" if self.broker_url.startswith("amqp") else "sqlite"
 
+    @property
+    def store(self) -> str:
+        return "postgresql" if self.db_url.startswith("postgres") else "sqlite"
 
-def setup(tmp: Path, broker_url: str, delivery_limit: int = 5) -> Ctx:
+
+def setup(tmp: Path, broker_url: str, delivery_limit: int = 5, db_url: str | None = None) -> Ctx:
     tmp.mkdir(parents=True, exist_ok=True)
-    db_url = f"sqlite:///{tmp / 'ec.db'}"
+    db_url = db_url or f"sqlite:///{tmp / 'ec.db'}"
     repo = make_repo(tmp / "repo")
     proc = f"faults-{uuid.uuid4().hex[:6]}"
     build_network(db_url, repo, processor=proc, sockets=SOCKETS)
@@ -121,10 +125,8 @@ def agent_kill9(ctx: Ctx, calls: int = 1000) -> object:
     return check(ctx.history, f"agent kill -9 + restart ({ctx.kind})", started)
 
 
-def rabbitmq_restart(ctx: Ctx, calls: int = 600) -> object:
-    """rabbitmqctl stop_app / start_app with producers and workers running."""
-    assert ctx.kind == "amqp"
-    started = time.monotonic()
+def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[str], down: float) -> None:
+    """Producers and workers running; run STOP_CMD, wait DOWN seconds, run START_CMD; settle."""
     c = client()
     stop = threading.Event()
 
@@ -140,16 +142,44 @@ def rabbitmq_restart(ctx: Ctx, calls: int = 600) -> object:
             t = threading.Thread(target=produce)
             t.start()
             time.sleep(0.5)
-            subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
-            time.sleep(3)
-            subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+            try:
+                subprocess.run(stop_cmd, check=True, capture_output=True, timeout=120)
+                time.sleep(down)
+            finally:
+                subprocess.run(start_cmd, check=True, capture_output=True, timeout=120)
             t.join(180)
             settle(ctx.history, 180)
     finally:
         stop.set()
-        subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, timeout=120)
         c.close()
+
+
+def rabbitmq_restart(ctx: Ctx, calls: int = 600) -> object:
+    """rabbitmqctl stop_app / start_app with producers and workers running."""
+    assert ctx.kind == "amqp"
+    started = time.monotonic()
+    _restart_midflow(ctx, calls, ["rabbitmqctl", "stop_app"], ["rabbitmqctl", "start_app"], 3.0)
     return check(ctx.history, "RabbitMQ stop_app/start_app (amqp)", started)
+
+
+def pg_cluster() -> list[str]:
+    """The pg_ctlcluster arguments naming the local cluster (VERSION main)."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
+
+
+def postgres_restart(ctx: Ctx, calls: int = 600) -> object:
+    """Stop PostgreSQL (the store) for a few seconds mid-flow: workers wait, then catch up."""
+    assert ctx.store == "postgresql"
+    started = time.monotonic()
+    _restart_midflow(ctx, calls, [*pg_cluster(), "stop", "-m", "fast"], [*pg_cluster(), "start"], 6.0)
+    from ectool.store import close_store
+    from ectool.store.models import Worker
+
+    close_store()  # our own connection died with the server
+    # the workers waited the outage out: no crash, so no replacement worker rows
+    assert Worker.select().count() == 2, "a worker crashed during the store outage instead of waiting"
+    return check(ctx.history, f"PostgreSQL restart ({ctx.kind})", started)
 
 
 LOCKER = """
@@ -210,4 +240,5 @@ SCENARIOS = {
     "store_lock": (store_lock, ("sqlite", "amqp")),
     "poison": (poison, ("sqlite", "amqp")),
     "rabbitmq_restart": (rabbitmq_restart, ("amqp",)),
+    "postgres_restart": (postgres_restart, ("amqp+pg",)),
 }

@@ -1,4 +1,8 @@
-"""`pytest -m faults`: every scenario under the checker; lost = duplicated = 0."""
+"""`pytest -m faults`: every scenario under the checker; lost = duplicated = 0.
+
+A scenario's kind names its transport (``sqlite`` or ``amqp``) and, after ``+pg``, a
+PostgreSQL store instead of the embedded SQLite one.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ CASES = [(name, kind) for name, (_, kinds) in SCENARIOS.items() for kind in kind
 
 @pytest.mark.parametrize("name, kind", CASES, ids=[f"{n}-{k}" for n, k in CASES])
 def test_scenario(name, kind, tmp_path, request, capsys):
-    broker = f"sqlite:///{tmp_path / 'queue.db'}" if kind == "sqlite" else request.getfixturevalue("amqp_url")
-    ctx = setup(tmp_path / "s", broker)
+    transport, _, store = kind.partition("+")
+    broker = f"sqlite:///{tmp_path / 'queue.db'}" if transport == "sqlite" else request.getfixturevalue("amqp_url")
+    db_url = request.getfixturevalue("pg_url") if store == "pg" else None
+    ctx = setup(tmp_path / "s", broker, db_url=db_url)
     try:
         report = SCENARIOS[name][0](ctx)
     finally:

@@ -7,10 +7,14 @@ failures become :class:`~ectool.errors.Unreachable` (exit 3).
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from peewee import Database, OperationalError, PostgresqlDatabase, SqliteDatabase
+from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 
 from ..errors import ConfigError, Unreachable
 from .models import db
@@ -74,6 +78,65 @@ def open_store(url: str, *, create: bool = True, user: str | None = None) -> Dat
     if create:
         schema.ensure(database)
     return database
+
+
+T = TypeVar("T")
+log = logging.getLogger("ec.store")
+
+#: SQLite errors that pass (a lock held too long, a file briefly unavailable); other SQLite
+#: OperationalErrors ("no such table", syntax) are bugs and must not be retried
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def transient(exc: BaseException) -> bool:
+    """Is ``exc`` a store outage (connection lost, server restarting, lock timeout) rather
+    than a bad statement? Only outages are worth waiting out."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if db.obj is not None and isinstance(db.obj, SqliteDatabase):
+        return any(word in str(exc).lower() for word in _SQLITE_TRANSIENT)
+    return True  # psycopg2's OperationalError is the connection class (lost, refused, shutdown)
+
+
+def reconnect() -> None:
+    """Drop the (possibly dead) connection; the next query opens a fresh one."""
+    database = db.obj
+    if database is None:
+        return
+    try:
+        database.close()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to close; forget it
+        database._state.reset()
+
+
+def retrying(fn: Callable[[int], T], *, what: str, stop: Callable[[], bool] = lambda: False,
+             max_delay: float = 5.0) -> T:
+    """Run ``fn(attempt)`` until it gets through a store outage (attempt 0, 1, ...).
+
+    Transient errors (see :func:`transient`) reconnect and retry with exponential backoff
+    up to ``max_delay``; anything else, or an outage once ``stop()`` is true, is raised.
+    ``fn`` must be safe to repeat: the attempt number lets it choose a recovering path.
+    """
+    attempt, delay, since = 0, 0.05, None
+    while True:
+        try:
+            result = fn(attempt)
+        except (OperationalError, InterfaceError) as exc:
+            if not transient(exc) or stop():
+                raise
+            if since is None:
+                since = time.monotonic()
+                log.warning("store unavailable during %s (%s); waiting for it", what,
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+            reconnect()
+            time.sleep(delay)
+            attempt, delay = attempt + 1, min(max_delay, delay * 2)
+            continue
+        if since is not None:
+            log.warning("store back after %.1fs (%s)", time.monotonic() - since, what)
+        return result
 
 
 def close_store() -> None:
