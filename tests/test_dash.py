@@ -1,16 +1,22 @@
 """`ec dash` with Textual's Pilot against a real SQLite store (no services needed): it
 starts and shows the network and the counts, a key pauses a processor (after a
-confirmation) in the store, and Enter on a call opens its graph with the failed node's error."""
+confirmation) in the store, Enter on a call opens its graph with the failed node's error,
+and the run dialog sends a call to a real worker. Snapshot tests (pytest-textual-snapshot)
+draw the main screens from fixed data (:class:`FixedSource`, UTC), so they are the same on
+every machine; after an intended change to the look: pytest tests/test_dash.py --snapshot-update."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from ectool.config import load
+from helpers import sample_network, workers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -173,3 +179,259 @@ def test_dash_follows_events(config):
             bus.close()
 
     run(scenario)
+
+
+# -- the run dialog ------------------------------------------------------------------------
+
+
+def dialog_text(app) -> tuple[str, str]:
+    """The run dialog's status line and result, as plain text."""
+    from textual.widgets import Static
+
+    return (str(app.screen.query_one("#run-status", Static).render()),
+            str(app.screen.query_one("#run-result", Static).render()))
+
+
+async def send(pilot, socket: str, args: str, kwargs: str = "") -> None:
+    from textual.widgets import Input, Select
+
+    screen = pilot.app.screen
+    screen.query_one("#run-socket", Select).value = socket
+    screen.query_one("#run-kwargs", Input).value = kwargs
+    field = screen.query_one("#run-args", Input)
+    field.value = ""
+    field.focus()
+    await pilot.press(*args)  # typed, as a person would
+    await pilot.press("enter")
+
+
+@pytest.mark.timeout(180)
+def test_run_dialog_sends_a_call_to_a_worker(tmp_path):
+    from ectool.dash import make_app
+    from ectool.dash.run import RunScreen
+    from ectool.store.models import Call
+
+    with sample_network(tmp_path, f"sqlite:///{tmp_path / 'queue.db'}") as (env, proc):
+        config = load(db=env["EC_DB"], broker=env["EC_BROKER"])
+
+        async def scenario():
+            app = make_app(config, refresh=5, follow=False)
+            async with app.run_test(size=(120, 40)) as pilot:
+                await until(pilot, lambda: app.loads > 0)
+                await pilot.press("c")
+                assert isinstance(app.screen, RunScreen)
+                assert app.screen.sockets == sorted(s for p in app.snapshot.processors for s in p["sockets"])
+                await send(pilot, "add_two", "3 10")
+                await until(pilot, lambda: dialog_text(app)[1] == "13", timeout=120)
+                status = dialog_text(app)[0]
+                assert status.startswith("call ") and "done (1 attempt)" in status
+                cid = status.split()[1]
+                stored = Call.get_by_id(cid)
+                assert (stored.socket, stored.status, stored.result) == ("add_two", "done", "13")
+                # words are read like ec run's: quotes group, JSON where it parses
+                await send(pilot, "do_something", "'two words' [1,2] x")
+                await until(pilot, lambda: dialog_text(app)[1] == "do_something(two words, [1, 2], x)",
+                            timeout=60)
+                # a failed call shows its error type and message, on one line
+                await send(pilot, "boom", "", kwargs="message=bad")
+                await until(pilot, lambda: "failed: ValueError: bad" in dialog_text(app)[0], timeout=60)
+                assert "\n" not in dialog_text(app)[0] and dialog_text(app)[1] == ""
+                await pilot.press("escape")
+                assert not isinstance(app.screen, RunScreen)
+                await pilot.press("c")  # reopens with the last input
+                assert app.screen.query_one("#run-socket").value == "boom"
+                assert app.screen.query_one("#run-kwargs").value == "message=bad"
+                # the wait happens in a thread: the dialog closes at once, the call goes on
+                await send(pilot, "sleep", "2 slept")
+                await until(pilot, lambda: "waiting for its result" in dialog_text(app)[0], timeout=30)
+                cid = dialog_text(app)[0].split()[1]
+                started = time.monotonic()
+                await pilot.press("escape")
+                assert not isinstance(app.screen, RunScreen) and time.monotonic() - started < 1
+                await until(pilot, lambda: Call.get_by_id(cid).status == "done", timeout=30)
+                assert Call.get_by_id(cid).result == '"slept"'
+
+        with workers(env, proc):
+            run(scenario)
+
+
+def test_run_dialog_shows_bad_input_and_denials_on_one_line(config):
+    from ectool.dash import make_app
+    from ectool.dash.run import RunScreen, parse_input
+    from ectool.store.models import Call
+
+    assert parse_input('3 "two words" \'{"a": 1}\' x', "n=2 s=y") == ([3, "two words", {"a": 1}, "x"],
+                                                                     {"n": 2, "s": "y"})
+    calls = Call.select().count()
+
+    async def scenario(config, cases):
+        app = make_app(config, refresh=5, follow=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: app.loads > 0)
+            await pilot.press("c")
+            assert isinstance(app.screen, RunScreen)
+            for args, kwargs, expected in cases:
+                await send(pilot, "a.add", args, kwargs)
+                await until(pilot, lambda: "Error" in dialog_text(app)[0] or "Denied" in dialog_text(app)[0])
+                status, result = dialog_text(app)
+                assert status == expected and "\n" not in status and result == ""
+            app.screen.query_one("#run-go").focus()
+            await pilot.press("c")  # a modal screen: the app's keys stay outside, no second dialog
+            assert len(app.screen_stack) == 2
+            await pilot.press("escape")
+            assert not isinstance(app.screen, RunScreen)
+
+    run(lambda: scenario(config, [
+        ('"unclosed', "", "UsageError: cannot split the input into words: No closing quotation"),
+        ("1", "x", "UsageError: expected NAME=VALUE, got 'x'"),
+        ("1", "2x=1", "UsageError: bad keyword argument name '2x'"),
+    ]))
+    # the library checks privileges: a user without RUN_TASK is refused, nothing is sent
+    run(lambda: scenario(dataclasses.replace(config, user="mallory"), [
+        ("1 2", "", "PermissionDenied: user 'mallory' lacks RUN_TASK (an admin can grant it: "
+                    "ec add role -n NAME -p RUN_TASK; ec add user -n mallory -r NAME)"),
+    ]))
+    assert Call.select().count() == calls
+
+
+# -- snapshots of the main screens (fixed data, fixed size, UTC) ----------------------------
+
+T0 = dt.datetime(2024, 5, 17, 9, 30)  # naive UTC, as the store keeps times
+
+
+def ago(seconds: float) -> dt.datetime:
+    return T0 - dt.timedelta(seconds=seconds)
+
+
+class FixedSource:
+    """What the dashboard shows, fixed: no store, no clock, no hostnames or pids of this
+    machine (passed to the app as its ``source``)."""
+
+    def snapshot(self, calls_filter: str = ""):
+        from ectool.dash.data import Snapshot, parse_filter
+
+        wave = [0, 2, 5, 9, 14, 12, 8, 11, 17, 20, 16, 13, 18, 22, 19]
+        processors = [
+            {"name": "etl", "requested": "running", "status": "error", "reason": "git clone failed",
+             "hosts": [], "workers": 0, "commit": "", "branch": "main", "in": [0] * 15, "out": [0] * 15,
+             "rate": 0.0, "sockets": ["extract", "load"], "running": 0},
+            {"name": "reports", "requested": "paused", "status": "paused", "reason": None, "hosts": ["node-a"],
+             "workers": 0, "commit": "9b1d07e55c2a", "branch": "main", "in": [3, 1, 0] + [0] * 12,
+             "out": [2, 2, 0] + [0] * 12, "rate": 0.0, "sockets": ["render"], "running": 0},
+            {"name": "sample", "requested": "running", "status": "running", "reason": None,
+             "hosts": ["node-a", "node-b"], "workers": 3, "commit": "3f2a9c1d0b7e", "branch": "main",
+             "in": [w + 1 for w in wave], "out": wave, "rate": 17.6,
+             "sockets": ["add_two", "boom", "do_something"], "running": 2},
+        ]
+        queues = [
+            {"name": "bulk", "type": "direct", "kind": "classic", "max_length": 10000, "sockets": 3, "depth": 0,
+             "queued": 0, "in_per_min": 0.0, "out_per_min": 0.0, "out": [2, 2] + [0] * 13},
+            {"name": "q", "type": "direct", "kind": "quorum", "max_length": None, "sockets": 3, "depth": 4,
+             "queued": 5, "in_per_min": 18.6, "out_per_min": 17.6, "out": wave},
+        ]
+        agents = [{"name": f"node-{x}", "host": f"node-{x}", "pid": 1000 + i, "cpus": 4, "status": "online",
+                   "heartbeat": ago(3)} for i, x in enumerate("ab")]
+        workers = [{"processor": "sample", "host": host, "pid": pid, "cpu": cpu, "status": "running",
+                    "commit": "3f2a9c1d0b7e44", "cpu_percent": pct, "rss_mb": rss, "heartbeat": ago(2)}
+                   for host, pid, cpu, pct, rss in (("node-a", 2101, 0, 41.5, 38.2), ("node-a", 2102, 1, 12.0, 37.9),
+                                                    ("node-b", 3301, 0, None, None))]
+        calls = [
+            {"id": "c0ffee00-0000-4000-8000-000000000001", "socket": "add_two", "status": "done", "attempts": 1,
+             "submitted": ago(5), "ms": 12.4, "error_type": None, "root": "c0ffee00-0000-4000-8000-000000000001"},
+            {"id": "c0ffee00-0000-4000-8000-000000000002", "socket": "do_something", "status": "running",
+             "attempts": 1, "submitted": ago(9), "ms": None, "error_type": None,
+             "root": "c0ffee00-0000-4000-8000-000000000002"},
+            {"id": "c0ffee00-0000-4000-8000-000000000003", "socket": "boom", "status": "failed", "attempts": 3,
+             "submitted": ago(40), "ms": 3.1, "error_type": "ValueError",
+             "root": "c0ffee00-0000-4000-8000-000000000003"},
+            {"id": "c0ffee00-0000-4000-8000-000000000004", "socket": "add_two", "status": "queued", "attempts": 0,
+             "submitted": ago(61), "ms": None, "error_type": None, "root": "c0ffee00-0000-4000-8000-000000000004"},
+        ]
+        status, socket = parse_filter(calls_filter)
+        calls = [c for c in calls if (not status or c["status"] == status) and (not socket or socket in c["socket"])]
+        return Snapshot(at=T0, counts={"queued": 5, "running": 2, "retrying": 1, "done": 1204, "failed": 7,
+                                       "dead": 1, "cancelled": 0},
+                        hosts=["node-a", "node-b"], processors=processors, queues=queues, agents=agents,
+                        workers=workers, calls=calls,
+                        plugs=[{"name": "sum-to-report", "source": "add_two", "target": "render",
+                                "argument": "total"}],
+                        host={"cpu_percent": 37.0})
+
+    def call_graph(self, call_id: str):
+        def call(id, socket, status, start, took, **kw):
+            return SimpleNamespace(id=id, socket=socket, status=status, submitted=ago(start + 0.2),
+                                   started=ago(start), finished=ago(start - took), attempts=kw.pop("attempts", 1),
+                                   error_type=kw.pop("error_type", None), error_message=kw.pop("error_message", None))
+
+        root = call("wf-root", "funnel", "failed", 10, 2.5, error_type="ChildFailed", error_message="a member failed")
+        return root, {"wf-root": [call("wf-1", "add_two", "done", 9.9, 0.012),
+                                  call("wf-2", "boom", "failed", 9.9, 0.003, attempts=3, error_type="ValueError",
+                                       error_message="boom")]}
+
+
+EVENTS = [{"kind": "call.done", "time": 1715938200.0 + i, "host": "node-a", "pid": 2101, "socket": "add_two",
+           "call": f"c0ffee00-0000-4000-8000-00000000000{i}", "ms": 12.4} for i in range(3)]
+EVENTS.append({"kind": "worker.heartbeat", "time": 1715938204.0, "host": "node-b", "pid": 3301,
+               "processor": "sample", "cpu_percent": 3.5, "rss_mb": 41.2})
+
+
+@pytest.fixture
+def frozen():
+    """Times shown in UTC, whatever the machine's zone; in colour (conftest sets NO_COLOR
+    for the CLI tests, which Textual would honour with a monochrome screen)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "UTC")
+        mp.delenv("NO_COLOR", raising=False)
+        time.tzset()
+        yield
+    time.tzset()
+
+
+def fixed_app(tmp_path):
+    from ectool.dash import make_app
+
+    config = load(db=f"sqlite:///{tmp_path / 'unused.db'}", broker=f"sqlite:///{tmp_path / 'unused-q.db'}")
+    return make_app(config, refresh=3600, follow=False, source=FixedSource())
+
+
+async def loaded(pilot) -> None:
+    await until(pilot, lambda: pilot.app.loads > 0)
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_snapshot_processors(snap_compare, frozen, tmp_path, size):
+    assert snap_compare(fixed_app(tmp_path), terminal_size=size, run_before=loaded)
+
+
+@pytest.mark.parametrize("tab", ["2", "3", "4", "6"], ids=["queues", "workers", "calls", "flow"])
+def test_snapshot_tabs(snap_compare, frozen, tmp_path, tab):
+    assert snap_compare(fixed_app(tmp_path), press=[tab], terminal_size=(120, 40), run_before=loaded)
+
+
+def test_snapshot_events(snap_compare, frozen, tmp_path):
+    from ectool.dash.messages import EventsArrived
+
+    async def before(pilot):
+        await loaded(pilot)
+        pilot.app.post_message(EventsArrived(EVENTS))
+        await pilot.press("5")
+
+    assert snap_compare(fixed_app(tmp_path), terminal_size=(120, 40), run_before=before)
+
+
+def test_snapshot_call_graph(snap_compare, frozen, tmp_path):
+    async def before(pilot):
+        await loaded(pilot)
+        await pilot.press("4", "down", "down", "enter")
+        await until(pilot, lambda: "wf-root" in str(pilot.app.screen.query_one("Tree").root.label))
+
+    assert snap_compare(fixed_app(tmp_path), terminal_size=(120, 40), run_before=before)
+
+
+def test_snapshot_run_dialog(snap_compare, frozen, tmp_path):
+    assert snap_compare(fixed_app(tmp_path), press=["c"], terminal_size=(120, 40), run_before=loaded)
+
+
+def test_snapshot_run_dialog_error(snap_compare, frozen, tmp_path):
+    assert snap_compare(fixed_app(tmp_path), press=["c", *"1", "tab", *"oops", "enter"], terminal_size=(80, 24),
+                        run_before=loaded)

@@ -14,7 +14,7 @@ from .env import Env, pass_env
 @pass_env
 def dash(env: Env, refresh, no_events) -> None:
     """The live dashboard: processors (with start/stop/pause/resume/restart), queues, agents
-    and workers, recent calls and their graphs, events and plugs. q quits."""
+    and workers, recent calls and their graphs, events and plugs. c runs a socket, q quits."""
     env.store()
     from ..dash import make_app
 

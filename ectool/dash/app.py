@@ -1,5 +1,9 @@
 """The dashboard app: owns the configuration, reads the store in worker threads, follows
-the event stream, and pushes screens for the call graph and confirmations."""
+the event stream, and pushes screens for the call graph, confirmations and the run dialog.
+
+Data comes from the store unless a ``source`` is given: an object with
+``snapshot(calls_filter) -> Snapshot`` and ``call_graph(call_id) -> (root, children)``
+(the snapshot tests feed fixed data this way)."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from .header import DashHeader
 from .messages import EventsArrived, Problem, SnapshotReady
 from .processors import ProcessorsView
 from .queues import QueuesView
+from .run import RunScreen
 from .statusbar import StatusBar
 from .workers import WorkersView
 
@@ -37,12 +42,14 @@ class DashApp(App):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("g", "reload", "Refresh"),
+        Binding("c", "run", "Run"),
         *(Binding(str(i + 1), f"show_tab('{tab}')", tab.capitalize(), show=False) for i, tab in enumerate(TABS)),
     ]
 
-    def __init__(self, config: Config, *, refresh: float = 2.0, follow: bool = True) -> None:
+    def __init__(self, config: Config, *, refresh: float = 2.0, follow: bool = True, source: Any = None) -> None:
         super().__init__()
         self.config = config
+        self.source = source
         self.refresh_every = refresh
         self.follow = follow
         self.snapshot: data.Snapshot | None = None
@@ -53,6 +60,7 @@ class DashApp(App):
         self._usage = None
         self._transport = None
         self._filter = ""
+        self.last_run: tuple[str | None, str, str] = (None, "", "")  # socket, args, kwargs
 
     def compose(self) -> ComposeResult:
         yield DashHeader()
@@ -71,7 +79,7 @@ class DashApp(App):
             with TabPane("6 Flow", id="flow"):
                 yield FlowView(id="flow-table")
         yield StatusBar()
-        yield Footer()
+        yield Footer(show_command_palette=False)  # room for every key at 80 columns (^p still works)
 
     def on_mount(self) -> None:
         self.action_reload()
@@ -90,28 +98,44 @@ class DashApp(App):
     @work(thread=True, group="load")
     def load(self) -> None:
         from ..errors import EcError
-        from ..metrics import Usage
-        from ..store import open_store
-        from ..store.models import db
 
         try:
-            if self._usage is None:
-                self._usage = Usage()
             try:
-                open_store(self.config.db)
-                if self._transport is None:
-                    self._transport = self._open_transport()
-                snap = data.load(self._usage, self._transport, self.config.namespace, self._filter)
+                snap = self.source.snapshot(self._filter) if self.source is not None else self._read_store()
             except Exception as exc:  # noqa: BLE001 - shown in the banner, retried next tick
                 text = str(exc) if isinstance(exc, EcError) else f"{type(exc).__name__}: {exc}"
                 self.post_message(Problem("store", text.splitlines()[0] if text else "unknown error"))
                 return
-            finally:
-                db.close()
             self.post_message(Problem("store", None))
             self.post_message(SnapshotReady(snap))
         finally:
             self._loading = False
+
+    def _read_store(self) -> data.Snapshot:
+        from ..metrics import Usage
+        from ..store import open_store
+        from ..store.models import db
+
+        if self._usage is None:
+            self._usage = Usage()
+        try:
+            open_store(self.config.db, user=self.config.user)
+            if self._transport is None:
+                self._transport = self._open_transport()
+            return data.load(self._usage, self._transport, self.config.namespace, self._filter)
+        finally:
+            db.close()
+
+    def read_call_graph(self, call_id: str) -> tuple[Any, dict]:
+        """The call graph of ``call_id`` (called from a worker thread)."""
+        if self.source is not None:
+            return self.source.call_graph(call_id)
+        from ..store.models import db
+
+        try:
+            return data.call_graph(call_id)
+        finally:
+            db.close()
 
     def _open_transport(self) -> Any:
         from ..transport import open_transport
@@ -205,7 +229,7 @@ class DashApp(App):
         from ..store.models import db
 
         try:
-            open_store(self.config.db)
+            open_store(self.config.db, user=self.config.user)
             proc = network.request_status(name, action)
             self.notify(f"processor {name}: requested {proc.requested_status}")
             notify_agents(self.config)
@@ -214,6 +238,19 @@ class DashApp(App):
         finally:
             db.close()
         self.call_from_thread(self.action_reload)
+
+    def action_run(self) -> None:
+        """Open the run dialog: the known sockets, the last input (or the socket of the
+        processor under the cursor)."""
+        sockets = sorted({s for p in (self.snapshot.processors if self.snapshot else []) for s in p["sockets"]})
+        socket, args, kwargs = self.last_run
+        if socket not in sockets:
+            socket = None
+            if self.query_one(TabbedContent).active == "processors" and self.snapshot:
+                name = self.query_one(ProcessorsView).current_key
+                mine = [s for p in self.snapshot.processors if p["name"] == name for s in p["sockets"]]
+                socket = mine[0] if mine else None
+        self.push_screen(RunScreen(sockets, socket, args, kwargs))
 
     @on(Input.Changed, "#calls-filter")
     def filter_calls(self, event: Input.Changed) -> None:

@@ -42,16 +42,11 @@ class CallTreeScreen(ModalScreen[None]):
 
     @work(thread=True)
     def load(self) -> None:
-        from ..store.models import db
-        from .data import call_graph
-
         try:
-            root, children = call_graph(self.call_id)
+            root, children = self.app.read_call_graph(self.call_id)
         except Exception as exc:  # noqa: BLE001 - shown in the tree
             self.post_message(CallGraphReady(None, {"error": str(exc)}))
             return
-        finally:
-            db.close()
         self.post_message(CallGraphReady(root, children))
 
     def on_call_graph_ready(self, message: CallGraphReady) -> None:
