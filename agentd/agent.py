@@ -27,6 +27,9 @@ from .reconcile import Candidate, Desired, plan_claims, reconcile
 
 #: seconds without a heartbeat before an agent's processors are re-placed
 STALE = float(os.environ.get("EC_AGENT_STALE", "15"))
+#: seconds between per-minute stats rollups (ec stats history), and the most one may take
+ROLLUP_EVERY = 60.0
+ROLLUP_BUDGET = 2.0
 
 
 def log(msg: str) -> None:
@@ -81,6 +84,16 @@ class AgentDaemon:
         self.agent = agent
         events.configure(self.config)
         events.emit("agent.online", agent=self.name, cpus=self.cpus)
+
+    def roll_up_stats(self) -> None:
+        """Fold the minutes since the last rollup into the stats history and prune it
+        (idempotent, so every agent may do it); a failure is logged, never fatal."""
+        from ectool import metrics
+
+        try:
+            metrics.maintain(self.config.stats_retention, budget=ROLLUP_BUDGET)
+        except Exception as exc:  # noqa: BLE001 - the history catches up on the next round
+            log(f"stats rollup failed: {exc}")
 
     def heartbeat(self) -> None:
         Agent.update(heartbeat=now(), status="online", pid=os.getpid()).where(Agent.id == self.agent.id).execute()
@@ -240,6 +253,7 @@ class AgentDaemon:
         control = transport.consumer([queue], prefetch=16)
         log(f"agent {self.name} online on {self.host} with {self.cpus} core(s), pid {os.getpid()}")
         sdnotify.notify(f"READY=1\nSTATUS=serving with {self.cpus} cores")
+        next_rollup = time.monotonic()
         try:
             while not self.stopping:
                 if self.reload:
@@ -249,6 +263,9 @@ class AgentDaemon:
                 self.heartbeat()
                 plan = self.claim()
                 self.converge(plan)
+                if time.monotonic() >= next_rollup:
+                    next_rollup = time.monotonic() + ROLLUP_EVERY
+                    self.roll_up_stats()
                 sdnotify.notify("WATCHDOG=1")
                 wake = control.get(timeout=0.5 if self.pool.slots and any(
                     s.proc is None for s in self.pool.slots) else self.interval)

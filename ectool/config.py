@@ -27,7 +27,11 @@ KEYS: dict[str, tuple[str | None, object]] = {
     "max_message_bytes": ("EC_MAX_MESSAGE_BYTES", 16 * 1024 * 1024),
     "user": ("EC_USER", None),
     "namespace": ("EC_NAMESPACE", ""),
+    "stats_retention": ("EC_STATS_RETENTION", "30d"),
 }
+
+#: duration units accepted by :func:`duration` (and ``--since``)
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 TEMPLATE = """\
 # ElasticCode configuration (ec.toml). Values here are overridden by the environment
@@ -50,6 +54,9 @@ TEMPLATE = """\
 
 # Prefix for broker queue names, so several networks can share one RabbitMQ vhost.
 # namespace = ""
+
+# How long per-minute call statistics (ec stats history) are kept: 90m, 12h, 30d, ...
+# stats_retention = "{stats_retention}"
 """
 
 
@@ -62,6 +69,7 @@ class Config:
     max_message_bytes: int = 16 * 1024 * 1024
     user: str | None = None
     namespace: str = ""
+    stats_retention: str = "30d"
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str = ""
 
@@ -112,6 +120,21 @@ def validate_url(key: str, url: str) -> str:
     return url
 
 
+def duration(text: object) -> float:
+    """Seconds in ``30s``, ``10m``, ``2h``, ``1d`` or a plain number of seconds; ValueError
+    if it is none of these."""
+    text = str(text).strip()
+    if not text:
+        raise ValueError("empty duration")
+    if text[-1] in UNITS:
+        seconds = float(text[:-1]) * UNITS[text[-1]]
+    else:
+        seconds = float(text)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"not a finite duration: {text!r}")
+    return seconds
+
+
 def _coerce(key: str, value: object, origin: str) -> object:
     default = KEYS[key][1]
     if isinstance(default, int) and not isinstance(default, bool):
@@ -123,6 +146,15 @@ def _coerce(key: str, value: object, origin: str) -> object:
         raise ConfigError(f"namespace from {origin} may only hold letters, digits, '-' and '_', got {value!r}")
     if key == "queue_type" and value not in ("quorum", "classic"):
         raise ConfigError(f"queue_type from {origin} must be 'quorum' or 'classic', got {value!r}")
+    if key == "stats_retention":
+        try:
+            seconds = duration(value)
+        except ValueError:
+            seconds = None
+        if isinstance(value, bool) or seconds is None or seconds < 60:
+            raise ConfigError(f"stats_retention from {origin} must be a duration of at least a minute "
+                              f"(90m, 12h, 30d), got {value!r}")
+        return str(value).strip()
     return value
 
 

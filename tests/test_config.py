@@ -61,6 +61,8 @@ def test_passwords_are_masked():
     ('broker = "nothing"\n', "bad broker URL"),
     ('delivery_limit = "many"\n', "must be an integer"),
     ('queue_type = "lazy"\n', "quorum"),
+    ('stats_retention = "forever"\n', "stats_retention"),
+    ('stats_retention = "30s"\n', "at least a minute"),
 ])
 def test_bad_config_is_one_line_exit_2(text, message):
     write_config(text)
@@ -80,3 +82,36 @@ def test_config_init_writes_commented_file_and_refuses_overwrite():
     config.load()  # a fresh, fully commented file must parse
     again = runner.invoke(cli, ["config", "init"])
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_stats_retention_default_file_and_env(monkeypatch):
+    cfg = config.load()
+    assert (cfg.stats_retention, cfg.sources["stats_retention"]) == ("30d", "default")
+    write_config('stats_retention = "12h"\n')
+    assert config.load().stats_retention == "12h"
+    monkeypatch.setenv("EC_STATS_RETENTION", "90m")
+    cfg = config.load()
+    assert (cfg.stats_retention, cfg.sources["stats_retention"]) == ("90m", "env EC_STATS_RETENTION")
+    monkeypatch.setenv("EC_STATS_RETENTION", "-1d")
+    with pytest.raises(ConfigError, match="stats_retention from env EC_STATS_RETENTION"):
+        config.load()
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("10m", 600), ("2h", 7200), ("30d", 2_592_000),
+                                           ("1.5h", 5400), ("86400", 86400), (" 7d ", 604_800)])
+def test_duration(text, seconds):
+    assert config.duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "soon", "5w", "nan", "inf"])
+def test_duration_rejects(text):
+    with pytest.raises(ValueError):
+        config.duration(text)
+
+
+def test_config_init_documents_stats_retention():
+    CliRunner().invoke(cli, ["config", "init"])
+    text = paths.config_file().read_text()
+    assert '# stats_retention = "30d"' in text
+    write_config(text.replace('# stats_retention = "30d"', 'stats_retention = "7d"'))
+    assert config.load().stats_retention == "7d"

@@ -222,6 +222,47 @@ def test_stats_json_numbers(db_url, tmp_path):
     assert [s["socket"] for s in one["sockets"]] == ["s2"] and one["sockets"][0]["p50_ms"] == pytest.approx(10, abs=1.5)
 
 
+def test_stats_json_reads_history_after_the_calls_are_deleted(db_url, tmp_path):
+    """`ec stats` rolls whole minutes up before reading; once the Call rows older than a
+    minute are gone, their counts and (approximate) latencies still come from the rollups."""
+    from ectool.store.models import Call, MinuteStat, now
+
+    t = seed(db_url)
+    broker = f"sqlite:///{tmp_path / 'queue.db'}"
+
+    def stats(*args: str) -> dict:
+        result = CliRunner().invoke(cli, ["--db", db_url, "--broker", broker, "stats", "--since", "1h", "--json",
+                                          *args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    before = stats()
+    assert before["rolled_up"] is not None and MinuteStat.select().count() > 0
+    Call.delete().where(Call.submitted < now() - dt.timedelta(minutes=1)).execute()
+    assert Call.select().count() == 0
+    after = stats("--per-minute")
+    s1_before = next(s for s in before["sockets"] if s["socket"] == "s1")
+    s1 = next(s for s in after["sockets"] if s["socket"] == "s1")
+    keys = ("in", "out", "done", "failed", "dead", "cancelled", "retried", "in_per_min", "failure_rate")
+    assert {k: s1[k] for k in keys} == {k: s1_before[k] for k in keys}
+    assert (s1["in"], s1["out"], s1["done"], s1["failed"], s1["dead"]) == (9, 6, 4, 1, 1)
+    assert (s1["queued"], s1["running"]) == (0, 0)  # right now: those rows are gone too
+    assert s1_before["latency_exact"] is True and s1["latency_exact"] is False
+    assert (s1["p50_ms"], s1["p95_ms"], s1["p99_ms"]) == pytest.approx((300, 480, 496), rel=0.03)
+    assert s1["wait_p50_ms"] == pytest.approx(1000, rel=0.03)
+    minute = t.replace(second=0, microsecond=0).isoformat(timespec="minutes") + "Z"
+    assert [(m["minute"], m["in"], m["out"], m["failed"], m["dead"]) for m in s1["minutes"]] == [(minute, 9, 6, 1, 1)]
+    assert s1["minutes"][0]["p50_ms"] == pytest.approx(300, abs=1.5)  # exact within its minute
+    s2 = next(s for s in after["sockets"] if s["socket"] == "s2")
+    assert (s2["in"], s2["done"], len(s2["minutes"])) == (1, 1, 1)
+    assert "minutes" not in s1_before
+    text = CliRunner().invoke(cli, ["--db", db_url, "--broker", broker, "stats", "--per-minute"])
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert lines[0].split("\t")[:4] == ["minute", "socket", "in", "out"]
+    assert [line.split("\t")[1:4] for line in lines[1:]] == [["s1", "9", "6"], ["s2", "1", "1"]]
+
+
 def test_stats_text_and_errors(tmp_path):
     db = f"sqlite:///{tmp_path / 'ec.db'}"
     seed(db)

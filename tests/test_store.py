@@ -93,19 +93,60 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     seed_network()
     m = schema._migrator(database)
     migrate(m.drop_index("call", "call_flow"), m.drop_column("call", "flow"),
-            m.drop_column("processor", "status_reason"))
-    database.drop_tables([schema.Workflow, schema.JoinSlot])
+            m.drop_column("processor", "status_reason"), m.drop_index("call", "call_finished"))
+    database.drop_tables([schema.Workflow, schema.JoinSlot, schema.MinuteStat])
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2, 3]
-    assert schema.version(database) == 3
+    assert schema.upgrade(database) == [2, 3, 4]
+    assert schema.version(database) == 4
     assert database.table_exists("workflow") and database.table_exists("join_slot")
+    assert database.table_exists("minute_stat")
     p = Processor.get(Processor.name == "proc1")
     assert p.status_reason is None and p.gitrepo.endswith("pyfi-processors")
     Call.create(id="c", socket="s", root="c", flow="f")
     assert schema.upgrade(database) == []
     database.close()
+
+
+def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
+    """v3 -> v4: the per-minute stats table and the index on call.finished appear; the
+    calls stay, and roll up afterwards."""
+    import datetime as dt
+
+    from playhouse.migrate import migrate
+
+    from ectool import metrics
+    from ectool.store.models import MinuteStat, now
+
+    database = open_store(db_url)
+    seed_network()
+    t = metrics.floor_minute(now()) - dt.timedelta(minutes=5)
+    Call.insert_many([dict(id=f"c{i}", socket="s", root=f"c{i}", status="done", submitted=t,
+                           started=t, finished=t + dt.timedelta(seconds=1)) for i in range(3)]).execute()
+    migrate(schema._migrator(database).drop_index("call", "call_finished"))
+    database.drop_tables([MinuteStat])
+    schema.SchemaVersion.update(version=3).execute()
+    assert "call_finished" not in {i.name for i in database.get_indexes("call")}
+    with pytest.raises(UsageError, match="is version 3, this ec needs 4"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == [4]
+    schema.ensure(database)
+    assert "call_finished" in {i.name for i in database.get_indexes("call")}
+    assert Call.select().count() == 3 and Processor.get(Processor.name == "proc1").module == "pyfi.processors.sample"
+    assert metrics.rollup() > 0
+    row = MinuteStat.get((MinuteStat.minute == t) & (MinuteStat.socket == "s"))
+    assert (row.submitted, row.done, row.timed) == (3, 3, 3)
+    assert schema.upgrade(database) == []
+    database.close()
+
+
+def test_fresh_store_has_the_v4_tables_and_index(store):
+    assert schema.version(store) == schema.CURRENT == 4
+    assert store.table_exists("minute_stat")
+    assert "call_finished" in {i.name for i in store.get_indexes("call")}
+    unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]
+    assert unique, store.get_indexes("minute_stat")
 
 
 def test_drop_removes_everything(store):

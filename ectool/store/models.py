@@ -155,7 +155,7 @@ class Call(Base):
     args = TextField(null=True)
     submitted = DateTimeField(default=now, index=True)
     started = DateTimeField(null=True)
-    finished = DateTimeField(null=True)
+    finished = DateTimeField(null=True, index=True)  # stats windows and rollups (schema v4)
     host = CharField(null=True)
     worker_pid = IntegerField(null=True)
     result = TextField(null=True)
@@ -209,6 +209,42 @@ class Event(Model):
         legacy_table_names = False
 
 
+class MinuteStat(Model):
+    """One socket's calls in one whole minute (UTC), rolled up from the Call rows by
+    :func:`ectool.metrics.rollup` so that history outlives them (kept ``stats_retention``).
+
+    ``submitted`` counts calls submitted in the minute; ``done``/``failed``/``dead``/
+    ``cancelled`` calls finished in it with that status, ``retried`` those of them that took
+    more than one attempt. Run time (finished - started) and queue wait (started -
+    submitted) of its ``timed`` calls (done or failed, started) are kept as exact
+    percentiles of the minute and as log-bucket histograms (JSON ``{bucket: count}``, see
+    :func:`ectool.metrics.bucket`) that windows merge. The row with ``socket = ''`` holds
+    the minute's totals over all sockets and marks it as rolled up.
+    """
+
+    minute = DateTimeField()
+    socket = CharField()
+    submitted = IntegerField(default=0)
+    done = IntegerField(default=0)
+    failed = IntegerField(default=0)
+    dead = IntegerField(default=0)
+    cancelled = IntegerField(default=0)
+    retried = IntegerField(default=0)
+    timed = IntegerField(default=0)
+    run_ms_sum = FloatField(default=0.0)
+    run_p50_ms = FloatField(null=True)
+    run_p95_ms = FloatField(null=True)
+    run_p99_ms = FloatField(null=True)
+    wait_p50_ms = FloatField(null=True)
+    run_hist = TextField(default="{}")
+    wait_hist = TextField(default="{}")
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+        indexes = ((("minute", "socket"), True),)
+
+
 class User(Base):
     name = CharField(unique=True)
 
@@ -257,7 +293,7 @@ class SchemaVersion(Model):
 
 MODELS = [
     Node, Agent, Queue, Processor, Socket, Plug, Placement, Worker, Call, Workflow, JoinSlot, Event,
-    User, Role, Privilege, UserRole, RolePrivilege, Trust,
+    MinuteStat, User, Role, Privilege, UserRole, RolePrivilege, Trust,
 ]
 
 #: object kinds addressable by name from the CLI (`ec ls KIND`, `ec show KIND NAME`)

@@ -14,9 +14,9 @@ from peewee import Database, TextField
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from ..errors import UsageError
-from .models import MODELS, Call, JoinSlot, Processor, SchemaVersion, Workflow
+from .models import MODELS, Call, JoinSlot, MinuteStat, Processor, SchemaVersion, Workflow
 
-CURRENT = 3
+CURRENT = 4
 
 
 def _migrator(database: Database):
@@ -39,7 +39,14 @@ def _v2_to_v3(database: Database) -> None:
     database.create_tables([Workflow, JoinSlot])
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(database: Database) -> None:
+    """v4 keeps per-minute call statistics (``ec stats`` history) and indexes
+    ``call.finished`` for the stats windows."""
+    database.create_tables([MinuteStat])
+    migrate(_migrator(database).add_index("call", ("finished",), False))  # named call_finished, as the field's
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 _ = Processor  # the v2 column is declared on the model
 
 
