@@ -54,7 +54,10 @@ fi
 spec="$here"
 [ -n "$extras" ] && spec="$here[$extras]"
 say "installing elasticcode${extras:+ with extras $extras}"
-"$prefix/bin/python" -m pip install $quiet --disable-pip-version-check --upgrade "$spec" 2>&1 |
+# --dev installs editable, so the tests and the tools always run the checkout as it is now
+editable=
+case ",$extras," in *,dev,*) editable=--editable ;; esac
+"$prefix/bin/python" -m pip install $quiet --disable-pip-version-check --upgrade $editable "$spec" 2>&1 |
   grep -v "^WARNING: Location" >&2 || true
 "$prefix/bin/python" -c 'import ectool, agentd' || { say "install failed"; exit 1; }
 

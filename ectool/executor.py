@@ -19,6 +19,21 @@ class ExecutorDied(Exception):
     """The isolated executor process ended in the middle of a call."""
 
 
+def memory_limiter(mib: int | None):
+    """A ``preexec_fn`` capping a child's address space at ``mib`` MiB (RLIMIT_AS), or None.
+
+    A task that allocates past it gets MemoryError (a failed call, retried per policy)
+    instead of pushing the host into the OOM killer."""
+    if not mib:
+        return None
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (mib * 2**20, mib * 2**20))
+
+    return limit
+
+
 class InProcessExecutor:
     """Imports the module into the worker process (``ec worker`` with a local path)."""
 
@@ -41,14 +56,15 @@ HARD_KILL_GRACE = 5.0
 class SubprocessExecutor:
     """Runs calls in ``python -I -c <shim>`` from the processor's virtualenv."""
 
-    def __init__(self, python: str, module: str, src: Path | None) -> None:
+    def __init__(self, python: str, module: str, src: Path | None, memory_limit: int | None = None) -> None:
         self.argv = [python, "-I", "-c", SHIM_SOURCE, module, str(src or "")]
         self.proc: subprocess.Popen | None = None
+        self.preexec = memory_limiter(memory_limit)
         self.start()
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1, cwd=self.argv[-1] or None)
+                                     text=True, bufsize=1, cwd=self.argv[-1] or None, preexec_fn=self.preexec)
         hello = self._read(timeout=120)
         if hello is None or hello.get("status") != "ready":
             self.close()
@@ -126,10 +142,11 @@ class ExecExecutor:
     when it is valid UTF-8, else bytes exactly; stderr is the call's log; a non-zero exit
     fails the call with ``ExitStatus`` ("exit N: <stderr tail>")."""
 
-    def __init__(self, src: Path | None) -> None:
+    def __init__(self, src: Path | None, memory_limit: int | None = None) -> None:
         if src is None or not Path(src).is_dir():
             raise UsageError(f"script processor checkout {src} is not a directory")
         self.root = Path(src).resolve()
+        self.preexec = memory_limiter(memory_limit)
 
     def script(self, task: str) -> Path | dict:
         path = (self.root / task).resolve()
@@ -153,7 +170,8 @@ class ExecExecutor:
             data = first if isinstance(first, bytes) else (first + "\n").encode("utf-8", "surrogateescape")
         argv = [a if isinstance(a, str) else shim.dump_value(a) for a in rest]
         proc = subprocess.Popen([str(path), *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=self.root, start_new_session=True)
+                                stderr=subprocess.PIPE, cwd=self.root, start_new_session=True,
+                                preexec_fn=self.preexec)
         try:
             out, err = proc.communicate(data, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -194,11 +212,13 @@ class ExecExecutor:
         pass
 
 
-def make_executor(module: str, src: Path | None, python: str | None, runtime: str = "python"):
+def make_executor(module: str, src: Path | None, python: str | None, runtime: str = "python",
+                  memory_limit: int | None = None):
     """A script executor for ``exec`` processors; else isolated when a virtualenv python
-    is given, in-process otherwise."""
+    is given or memory is limited (the limit must cover the task, not the worker),
+    in-process otherwise."""
     if runtime == "exec":
-        return ExecExecutor(src)
-    if python and os.path.realpath(python) != os.path.realpath(os.sys.executable):
-        return SubprocessExecutor(python, module, src)
+        return ExecExecutor(src, memory_limit)
+    if memory_limit or (python and os.path.realpath(python) != os.path.realpath(os.sys.executable)):
+        return SubprocessExecutor(python or os.sys.executable, module, src, memory_limit)
     return InProcessExecutor(module, src)

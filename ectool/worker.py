@@ -75,7 +75,7 @@ class WorkerRuntime:
 
     def __init__(self, config: Config, processor: str, sockets: list[str] | None = None,
                  path: str | None = None, prefetch: int | None = None, python: str | None = None,
-                 commit: str | None = None) -> None:
+                 commit: str | None = None, memory_limit: int | None = None) -> None:
         from .store import open_store
         from .transport import open_transport
 
@@ -94,7 +94,7 @@ class WorkerRuntime:
         if not rows:
             raise UsageError(f"processor {processor!r} has no sockets to serve")
         where = Path(path) if path else loader.local_path(proc.gitrepo)
-        self.executor = make_executor(proc.module, where, python, proc.runtime)
+        self.executor = make_executor(proc.module, where, python, proc.runtime, memory_limit)
         self.sockets: dict[str, SocketInfo] = {}
         for s in rows:
             self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name, config.namespace),

@@ -21,7 +21,8 @@ import psutil
 from helpers import agent, build_network, env_for, make_repo, wait_children, wait_for, workers
 from history import History, check, settle
 
-SOCKETS = {"mark": ("mark", {"concurrency": 8}), "crash": ("crash", {})}
+SOCKETS = {"mark": ("mark", {"concurrency": 8}), "crash": ("crash", {}), "hog": ("hog", {}),
+           "slow": ("sleep", {"timeout": 1.0})}
 
 
 @dataclass
@@ -192,7 +193,7 @@ conn.execute("COMMIT")
 """
 
 
-def store_lock(ctx: Ctx, calls: int = 300, seconds: float = 10.0) -> object:
+def store_lock(ctx: Ctx, calls: int = 300, seconds: float = 30.0) -> object:
     """Lock the SQLite store exclusively for SECONDS mid-flow: workers wait, then catch up."""
     started = time.monotonic()
     c = client()
@@ -234,11 +235,44 @@ def poison(ctx: Ctx, calls: int = 300) -> object:
     return check(ctx.history, f"poison messages ({ctx.kind})", started)
 
 
+def self_end(ctx: Ctx, calls: int = 300) -> object:
+    """Tasks that end their own process (os._exit, SIGKILL to itself), raise in a thread,
+    blow up memory under a limit, or overrun their timeout, among normal calls: each ends
+    in its expected state, the workers survive, and the normal calls all finish."""
+    from ectool.store.models import Call
+
+    expected = {  # (socket, args) -> (status, error type)
+        ("crash", ("exit",)): ("dead", "DeliveryLimit"),
+        ("crash", ("kill",)): ("dead", "DeliveryLimit"),
+        ("crash", ("thread",)): ("done", None),
+        ("hog", (4096,)): ("failed", "MemoryError"),
+        ("slow", (30, "late")): ("failed", "TimeoutError"),
+    }
+    started = time.monotonic()
+    c = client()
+    try:
+        odd = {c.submit(sock, [(list(args), {})], reply=False)[0]: (sock, args) for sock, args in expected}
+        ctx.history.submit(c, "mark", keys("e", calls), 0.001)
+        with workers(ctx.env, ctx.proc, 2, "--memory-limit", "1024") as w:
+            settle(ctx.history, 120)
+            wait_for(lambda: Call.select().where(Call.id.in_(list(odd)) & Call.finished.is_null(False)).count()
+                     == len(odd), timeout=120, what="every odd call final")
+            assert w.poll() is None, "the worker supervisor died"
+    finally:
+        c.close()
+    rows = {r.id: r for r in Call.select().where(Call.id.in_(list(odd)))}
+    got = {odd[i]: (r.status, r.error_type) for i, r in rows.items()}
+    assert got == expected, got
+    assert "uncaught in a thread" in (rows[next(i for i, k in odd.items() if k == ("crash", ("thread",)))].log or "")
+    return check(ctx.history, f"tasks ending themselves ({ctx.kind})", started)
+
+
 SCENARIOS = {
     "worker_kill9": (worker_kill9, ("sqlite", "amqp")),
     "agent_kill9": (agent_kill9, ("sqlite", "amqp")),
     "store_lock": (store_lock, ("sqlite", "amqp")),
     "poison": (poison, ("sqlite", "amqp")),
+    "self_end": (self_end, ("sqlite", "amqp")),
     "rabbitmq_restart": (rabbitmq_restart, ("amqp",)),
     "postgres_restart": (postgres_restart, ("amqp+pg",)),
 }

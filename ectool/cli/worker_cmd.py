@@ -21,10 +21,15 @@ from .env import Env, pass_env
 @click.option("--grace", default=30.0, show_default=True, type=float, help="Seconds to let in-flight calls finish on stop.")
 @click.option("--python", "python", type=click.Path(dir_okay=False),
               help="Run calls isolated in a child process of this (virtualenv) python.")
+@click.option("--memory-limit", type=click.IntRange(min=16), envvar="EC_MEMORY_LIMIT", metavar="MIB",
+              help="Cap each call's process at MIB MiB of address space (env EC_MEMORY_LIMIT): a task "
+              "that allocates past it fails with MemoryError instead of exhausting the host. Calls then "
+              "run in a child process.")
 @click.option("--commit", hidden=True)
 @click.option("--child", is_flag=True, hidden=True)
 @pass_env
-def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, python, commit, child) -> None:
+def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, python, memory_limit, commit,
+           child) -> None:
     """Run worker processes serving PROCESSOR's sockets until SIGTERM.
 
     In-flight calls finish on SIGTERM; deliveries not yet started go back to their queue.
@@ -36,7 +41,7 @@ def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, pyt
     if child:
         from ..worker import WorkerRuntime
 
-        WorkerRuntime(cfg, processor, list(sockets), path, prefetch, python, commit).run()
+        WorkerRuntime(cfg, processor, list(sockets), path, prefetch, python, commit, memory_limit).run()
         return
     # validate once in the parent so a typo fails fast with one line
     env.store()
@@ -57,5 +62,7 @@ def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, pyt
         argv += ["--prefetch", str(prefetch)]
     if python:
         argv += ["--python", os.path.abspath(python)]
+    if memory_limit:
+        argv += ["--memory-limit", str(memory_limit)]
     child_env = dict(os.environ, EC_DB=cfg.db, EC_BROKER=cfg.broker)
     sys.exit(Supervisor(argv, concurrency, env=child_env, grace=grace).run())

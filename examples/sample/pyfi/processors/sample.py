@@ -88,10 +88,27 @@ def fail_times_line(line: str):
 
 
 def crash(how: str = "exit"):
-    """End the worker process: 'exit' (os._exit), 'kill' (SIGKILL to itself)."""
+    """End the worker process: 'exit' (os._exit), 'kill' (SIGKILL to itself); or 'thread':
+    raise in a thread of its own (the process survives; the traceback is the call's log)."""
+    if how == "thread":
+        import threading
+
+        def fail():
+            raise RuntimeError("uncaught in a thread")
+
+        t = threading.Thread(target=fail, name="doomed")
+        t.start()
+        t.join()
+        return "thread died, call survived"
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     os._exit(13)
+
+
+def hog(mib: int, chunk: int = 16):
+    """Allocate ``mib`` MiB in ``chunk`` MiB pieces and hold them (memory blow-up)."""
+    held = [bytearray(chunk * 2**20) for _ in range(int(mib) // chunk)]
+    return sum(len(b) for b in held) // 2**20
 
 
 def big(n: int) -> str:
