@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ectool.cli.demo_cmd:demo", "Build the sample network, run calls, show results."),
     "config": ("ectool.cli.config_cmd:config", "Show or create the configuration file."),
     "db": ("ectool.cli.db_cmd:db", "Create, upgrade or drop the store schema."),
+    "broker": ("ectool.cli.broker_cmd:broker", "Set up the network's own RabbitMQ vhost and user."),
 }
 
 

@@ -21,13 +21,19 @@ def db() -> None:
 
 
 @db.command("init")
+@click.option("--broker-setup", is_flag=True,
+              help="Also create the broker URL's RabbitMQ vhost and user here (ec broker setup).")
 @pass_env
-def init(env: Env) -> None:
+def init(env: Env, broker_setup: bool) -> None:
     """Create the tables (no-op when they exist)."""
     from ..store import schema
 
     created = schema.init(_database(env))
     click.echo(f"{'created' if created else 'exists'}: {mask_url(env.config.db)} (schema {schema.CURRENT})", err=True)
+    if broker_setup:
+        from .broker_cmd import run_setup
+
+        run_setup(env)
 
 
 @db.command("migrate")

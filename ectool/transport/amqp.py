@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -99,13 +100,61 @@ def describe(error: BaseException) -> str:
     return text[:200]
 
 
+#: query parameters of an ``amqps://`` URL that ectool reads itself (pika's own form,
+#: ``ssl_options={'ca_certs': ...}``, is a URL-encoded Python dict and keeps working)
+TLS_QUERY = ("cafile", "certfile", "keyfile", "server_name")
+
+
+def connection_parameters(url: str) -> pika.URLParameters:
+    """pika's parameters for ``url``: ``amqp://`` or ``amqps://USER:PASS@HOST:PORT/VHOST``.
+
+    An ``amqps://`` URL verifies the broker's certificate against the system's CAs and its
+    host name, or against ``?cafile=PEM``; ``certfile=PEM&keyfile=PEM`` present a client
+    certificate; ``server_name=NAME`` checks (and sends as SNI) another name than the
+    URL's host. :class:`UsageError` for a malformed URL or unreadable certificate files.
+    """
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    tls = {k: v for k, v in query if k in TLS_QUERY}
+    rest = [(k, v) for k, v in query if k not in TLS_QUERY]
+    if tls and parts.scheme.lower() != "amqps":
+        raise UsageError(f"broker URL {redact(url)!r}: {', '.join(sorted(tls))} "
+                         "only apply to amqps:// URLs")
+    if tls and any(k == "ssl_options" for k, _ in rest):
+        raise UsageError(f"broker URL {redact(url)!r}: use either ssl_options or "
+                         f"{'/'.join(TLS_QUERY)}, not both")
+    if "keyfile" in tls and "certfile" not in tls:
+        raise UsageError(f"broker URL {redact(url)!r}: keyfile needs a certfile")
+    plain = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(rest)))
+    try:
+        params = pika.URLParameters(plain)
+    except Exception as exc:  # pika raises plain ValueError/TypeError/OSError for bad URLs
+        raise UsageError(f"malformed broker URL {redact(url)!r}: {describe(exc)}") from None
+    if tls:
+        params.ssl_options = pika.SSLOptions(_tls_context(url, tls),
+                                             server_hostname=tls.get("server_name") or None)
+    return params
+
+
+def _tls_context(url: str, tls: dict[str, str]) -> ssl.SSLContext:
+    """A client context that verifies the broker (hostname and chain) as ``tls`` says."""
+    cafile, certfile, keyfile = (tls.get(k) or None for k in ("cafile", "certfile", "keyfile"))
+    what = f"cafile {cafile}"
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if certfile:
+            what = f"certfile {certfile}" + (f" / keyfile {keyfile}" if keyfile else "")
+            context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UsageError(f"broker URL {redact(url)!r}: cannot load {what}: {reason}") from None
+    return context
+
+
 def open_connection(url: str, purpose: str, *, heartbeat: int = HEARTBEAT,
                     attempts: int = 2) -> BlockingConnection:
     """A new blocking connection to ``url``; :class:`Unreachable` if there is none."""
-    try:
-        params = pika.URLParameters(url)
-    except Exception as exc:  # pika raises plain ValueError/TypeError for bad URLs
-        raise UsageError(f"malformed broker URL {redact(url)!r}: {exc}") from None
+    params = connection_parameters(url)
     given = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     defaults = {"heartbeat": heartbeat, "connection_attempts": attempts, "retry_delay": 0.5,
                 "socket_timeout": 5, "stack_timeout": 10, "blocked_connection_timeout": 60}
