@@ -11,6 +11,7 @@ BENCHES = {
     "celery": ("bench.celery_bench", "Celery: acks_late, prefork 2, rpc:// (and a chord on PostgreSQL)"),
     "ec": ("bench.ec", "ElasticCode: throughput, round trips, funnel, pipeline; both transports"),
     "core": ("bench.core", "ElasticCode: throughput and round trips only"),
+    "client": ("bench.client", "ElasticCode's client alone: submit latency and rate, store poll, encode"),
     "shell": ("bench.shell", "seq N | ec map noop, ec run round trip, GNU parallel"),
     "compare": ("bench.compare", "ceiling, celery and ec alternately; medians and pairwise ratios"),
     "profile": ("bench.profile", "py-spy profiles of an ec client and worker under throughput load"),

@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .config import Config
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
-from .messages import CallMessage, dumps, new_id
+from .messages import CallEncoder, new_id
 from .outcome import Outcome
 from .security import require
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Socket, Worker, db, now
@@ -82,34 +82,38 @@ class Client:
     def submit(self, socket_name: str, calls: Sequence[tuple[list[Any], dict[str, Any]]], *,
                parent: str | None = None, root: str | None = None, flow: str | None = None,
                reply: bool = True, cont: dict | None = None) -> list[str]:
-        """Durably submit one call per (args, kwargs) to a socket; returns their ids in order."""
+        """Durably submit one call per (args, kwargs) to a socket; returns their ids in order.
+
+        The rows are committed first (status ``queued``), then the messages published and
+        confirmed; only then does this return.
+        """
         require("RUN_TASK")
         t = self.target(socket_name)
         reply_to = self.inbox.address if reply else None
         flow = flow or os.environ.get("EC_FLOW") or None
-        messages, rows = [], []
+        encoder = CallEncoder(t.socket, t.task, parent=parent, flow=flow, reply_to=reply_to, cont=cont,
+                              max_bytes=self.config.max_message_bytes)
+        stamp = now()
+        ids, messages, params = [], [], []
         for args, kwargs in calls:
             cid = new_id()
-            msg = CallMessage(id=cid, socket=t.socket, task=t.task, args=list(args), kwargs=dict(kwargs),
-                              root=root or cid, parent=parent, flow=flow, reply_to=reply_to, cont=cont)
-            messages.append(msg.encode(self.config.max_message_bytes))
-            rows.append({"id": cid, "socket": t.socket, "root": msg.root, "parent": parent, "flow": flow,
-                         "status": "queued", "args": dumps({"args": msg.args, "kwargs": msg.kwargs}),
-                         "submitted": now(), "created": now(), "updated": now()})
-        with db.atomic():
-            for i in range(0, len(rows), 500):
-                Call.insert_many(rows[i:i + 500]).execute()
+            body, args_json = encoder.encode(cid, root or cid, args, kwargs)
+            ids.append(cid)
+            messages.append(body)
+            # the columns of INSERT_COLUMNS, in order
+            params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp))
+        insert_calls(params)
         try:
             self.transport.publish(t.queue, messages)
         except Exception as exc:
             # nothing was confirmed: say so in the store rather than leave phantom queued calls
-            ids = [r["id"] for r in rows]
             Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],
                         finished=now()).where(Call.id.in_(ids)).execute()
             raise
-        for r in rows:
-            events.emit("call.queued", call=r["id"], socket=t.socket, root=r["root"], parent=parent, flow=flow)
-        return [r["id"] for r in rows]
+        emit = events.emit
+        for cid in ids:
+            emit("call.queued", call=cid, socket=t.socket, root=root or cid, parent=parent, flow=flow)
+        return ids
 
     def wait(self, ids: Iterable[str], timeout: float | None = None) -> dict[str, Outcome]:
         """Wait until every call in ``ids`` is final; :class:`CallTimeout` lists those that are not."""
@@ -160,6 +164,42 @@ class Client:
         if self._inbox is not None:
             self._inbox.close()
         self.transport.close()
+
+
+#: the columns :func:`insert_calls` writes, in the order of its parameter tuples
+INSERT_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "status", "attempts", "args",
+                  "submitted")
+QUOTED_COLUMNS = tuple(f'"{c}"' for c in INSERT_COLUMNS)
+INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32766 parameters, PostgreSQL 65535)
+_insert_sql: dict[tuple[str, int], str] = {}
+
+
+def insert_sql(param: str, n: int) -> str:
+    """``INSERT INTO "call" (INSERT_COLUMNS) VALUES (...) x n``, built once per size."""
+    sql = _insert_sql.get((param, n))
+    if sql is None:
+        row = "(" + ", ".join([param] * len(INSERT_COLUMNS)) + ")"
+        sql = _insert_sql[(param, n)] = (
+            f'INSERT INTO "call" ({", ".join(QUOTED_COLUMNS)}) VALUES {", ".join([row] * n)}')
+    return sql
+
+
+def insert_calls(rows: list[tuple]) -> None:
+    """Commit new call rows (tuples of :data:`INSERT_COLUMNS`): one autocommitted statement
+    (one round trip) for up to :data:`INSERT_ROWS` rows, else one transaction. The SQL is
+    built once per batch size rather than by the query builder for every submit."""
+    database = db.obj
+    param = database.param
+
+    def execute(chunk: list[tuple]) -> None:
+        database.execute_sql(insert_sql(param, len(chunk)), [v for row in chunk for v in row])
+
+    if len(rows) <= INSERT_ROWS:
+        execute(rows)
+        return
+    with db.atomic():
+        for i in range(0, len(rows), INSERT_ROWS):
+            execute(rows[i:i + INSERT_ROWS])
 
 
 def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:

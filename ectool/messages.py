@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from json.encoder import encode_basestring
 from typing import Any
 
 from .errors import UsageError
@@ -26,12 +27,23 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+#: json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False), built once
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_json = _encoder.encode
+
+
 def dumps(value: Any) -> str:
     """JSON text of a payload value (bytes tagged); raises UsageError for non-JSON values."""
     try:
-        return json.dumps(to_json_value(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return _json(to_json_value(value))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"value is not JSON-serialisable: {exc}") from None
+
+
+def _check_size(body: bytes, max_bytes: int | None) -> bytes:
+    if max_bytes is not None and len(body) > max_bytes:
+        raise UsageError(f"call message is {len(body)} bytes, over the limit of {max_bytes} (max_message_bytes)")
+    return body
 
 
 @dataclass(frozen=True)
@@ -52,20 +64,51 @@ class CallMessage:
 
     def encode(self, max_bytes: int | None = None) -> bytes:
         """The wire form; refuses (UsageError) a message larger than ``max_bytes``."""
-        data = asdict(self)
-        data["v"] = VERSION
-        data["args"] = to_json_value(list(self.args))
-        data["kwargs"] = to_json_value(dict(self.kwargs))
+        # the fields in declaration order, then the version (dataclasses.asdict would deep-copy)
+        data = {"id": self.id, "socket": self.socket, "task": self.task, "args": to_json_value(list(self.args)),
+                "kwargs": to_json_value(dict(self.kwargs)), "root": self.root, "parent": self.parent,
+                "flow": self.flow, "attempt": self.attempt, "reply_to": self.reply_to, "cont": self.cont,
+                "v": VERSION}
         try:
-            body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            body = _json(data).encode()
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
-        if max_bytes is not None and len(body) > max_bytes:
-            raise UsageError(f"call message is {len(body)} bytes, over the limit of {max_bytes} (max_message_bytes)")
-        return body
+        return _check_size(body, max_bytes)
 
     def next_attempt(self) -> CallMessage:
         return replace(self, attempt=self.attempt + 1)
+
+
+class CallEncoder:
+    """Wire forms of many first-attempt calls to one socket that differ only in id, root
+    and arguments (one submit): the shared fields are serialised once. ``encode`` gives the
+    same JSON object as :meth:`CallMessage.encode` (same keys, same order) and the
+    ``{"args": ..., "kwargs": ...}`` text a call's row stores, from one serialisation of
+    the arguments."""
+
+    def __init__(self, socket: str, task: str, *, parent: str | None = None, flow: str | None = None,
+                 reply_to: str | None = None, cont: dict[str, Any] | None = None,
+                 max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.head = f',"socket":{encode_basestring(socket)},"task":{encode_basestring(task)},"args":'
+        try:
+            tail = _json({"parent": parent, "flow": flow, "attempt": 1, "reply_to": reply_to, "cont": cont,
+                          "v": VERSION})
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"call continuation is not JSON-serialisable: {exc}") from None
+        self.tail = "," + tail[1:]
+
+    def encode(self, call_id: str, root: str, args: Any, kwargs: Any) -> tuple[bytes, str]:
+        """(message body, the row's ``args`` text) of one call; UsageError for arguments
+        that are not JSON or a message over ``max_bytes``."""
+        try:
+            a = _json(to_json_value(list(args)))
+            k = _json(to_json_value(dict(kwargs)))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
+        body = (f'{{"id":{encode_basestring(call_id)}{self.head}{a},"kwargs":{k},'
+                f'"root":{encode_basestring(root)}{self.tail}').encode()
+        return _check_size(body, self.max_bytes), f'{{"args":{a},"kwargs":{k}}}'
 
 
 def decode(body: bytes) -> CallMessage:

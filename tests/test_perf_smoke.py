@@ -1,0 +1,105 @@
+"""The client's fast paths (issue 9) keep their meaning, and the client bench cannot rot.
+
+No timings are asserted here: the benchmarks measure, these tests only check that the
+precompiled SQL, the shared-prefix encoder and the quieter store polling of ``Client.wait``
+give the same results as the general code they replace.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ectool import calls
+from ectool.messages import CallEncoder, CallMessage, decode, dumps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("cont", [None, {"next": [{"socket": "s"}], "label": "ü\n"}])
+@pytest.mark.parametrize("args,kwargs", [([], {}), ([1, "x\"y", b"\xff\x00", {"a": (1, 2)}], {"k": "é", "b": b"z"}),
+                                         (("t",), {"n": None})])
+def test_call_encoder_matches_call_message(args, kwargs, cont):
+    for parent, flow, reply_to in ((None, None, None), ("p\\1", "f\u2028", "amq.gen-x")):
+        enc = CallEncoder('so"ck', "ta\\sk", parent=parent, flow=flow, reply_to=reply_to, cont=cont,
+                          max_bytes=1 << 20)
+        for root in ("id-1", "other-root"):
+            body, row_args = enc.encode("id-1", root, args, kwargs)
+            msg = CallMessage(id="id-1", socket='so"ck', task="ta\\sk", args=list(args), kwargs=dict(kwargs),
+                              root=root, parent=parent, flow=flow, reply_to=reply_to, cont=cont)
+            assert body == msg.encode(1 << 20)
+            assert decode(body) == decode(msg.encode())
+            assert row_args == dumps({"args": list(args), "kwargs": dict(kwargs)})
+
+
+def test_call_encoder_refuses_what_encode_refuses():
+    from ectool.errors import UsageError
+
+    with pytest.raises(UsageError, match="not JSON-serialisable"):
+        CallEncoder("s", "t").encode("i", "i", [float("nan")], {})
+    with pytest.raises(UsageError, match="not JSON-serialisable"):
+        CallEncoder("s", "t").encode("i", "i", [object()], {})
+    with pytest.raises(UsageError, match="over the limit of 100"):
+        CallEncoder("s", "t", max_bytes=100).encode("i", "i", ["x" * 200], {})
+
+
+def _open(db_url):
+    from ectool.store import open_store
+
+    return open_store(db_url)
+
+
+def test_insert_calls_writes_what_the_query_builder_wrote(db_url):
+    from ectool.store.models import Call, now
+
+    _open(db_url)
+    stamp = now()
+    ref = str(uuid.uuid4())
+    Call.insert_many([{"id": ref, "socket": "s", "root": ref, "parent": "p", "flow": None, "status": "queued",
+                       "args": '{"args":[1],"kwargs":{}}', "submitted": stamp, "created": stamp,
+                       "updated": stamp}]).execute()
+    ids = [str(uuid.uuid4()) for _ in range(calls.INSERT_ROWS * 2 + 3)]  # several statements, one transaction
+    calls.insert_calls([(cid, stamp, stamp, "s", "p", ids[0], None, "queued", 0, '{"args":[1],"kwargs":{}}', stamp)
+                        for cid in ids])
+    assert Call.select().where(Call.id.in_(ids)).count() == len(ids)
+    want = Call.get_by_id(ref).__data__
+    got = Call.get_by_id(ids[1]).__data__
+    for key in want:
+        if key not in ("id", "root"):
+            assert got[key] == want[key], key
+    assert got["root"] == ids[0]
+
+
+def test_outcomes_reads_final_calls_only(db_url):
+    from ectool.store.models import Call, now
+
+    _open(db_url)
+    stamp = now()
+    ids = [str(uuid.uuid4()) for _ in range(calls.INSERT_ROWS + 7)]
+    calls.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "queued", 0, "{}", stamp) for cid in ids])
+    Call.update(status="done", result=json.dumps({"$bytes": "AAE="}), attempts=1).where(Call.id == ids[0]).execute()
+    Call.update(status="failed", error_type="ValueError", error_message="boom", traceback="tb",
+                attempts=3).where(Call.id == ids[-1]).execute()
+    Call.update(status="running").where(Call.id == ids[1]).execute()
+    found = calls.outcomes(ids + ["no-such-call"])
+    assert set(found) == {ids[0], ids[-1]}
+    assert found[ids[0]].ok and found[ids[0]].result == b"\x00\x01" and found[ids[0]].attempts == 1
+    bad = found[ids[-1]]
+    assert (bad.status, bad.error_type, bad.error_message, bad.traceback, bad.attempts) == \
+        ("failed", "ValueError", "boom", "tb", 3)
+    assert bad.result is None and bad.result_json is None
+
+
+def test_bench_client_smoke(tmp_path):
+    """``python -m bench client`` runs end to end on the embedded backend (tiny sizes)."""
+    done = subprocess.run([sys.executable, "-m", "bench", "client", "--only", "embedded", "--calls", "30",
+                           "--seq", "5", "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "client"
+    assert result["embedded"]["submit_batch_calls_s"] > 0
