@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .config import Config
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
-from .messages import CallEncoder, new_id
+from .messages import CallEncoder, from_json_value, new_id
 from .outcome import Outcome
 from .security import require
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Socket, Worker, db, now
@@ -46,6 +46,11 @@ def resolve(socket_name: str, namespace: str = "") -> Target:
         raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
     q = sock.queue
     return Target(sock.name, sock.task, broker_queue(sock.name, namespace), q.queue_type, q.max_length)
+
+
+#: Client.wait reads the store once replies have been quiet this long (seconds), backing
+#: off to QUIET_MAX between reads, and at least every FORCED seconds while replies flow
+QUIET, QUIET_MAX, FORCED = 0.5, 2.0, 5.0
 
 
 class Client:
@@ -116,42 +121,55 @@ class Client:
         return ids
 
     def wait(self, ids: Iterable[str], timeout: float | None = None) -> dict[str, Outcome]:
-        """Wait until every call in ``ids`` is final; :class:`CallTimeout` lists those that are not."""
+        """Wait until every call in ``ids`` is final; :class:`CallTimeout` lists those that are not.
+
+        Outcomes come from reply notifications while they flow. The store (the truth) is
+        read once replies have been quiet for :data:`QUIET` seconds (backing off to
+        :data:`QUIET_MAX`), and at least every :data:`FORCED` seconds however busy the
+        inbox is, so a lost reply costs at most that long and a busy wait does not read
+        every pending row again and again.
+        """
         pending = set(ids)
         done: dict[str, Outcome] = {}
         for cid in list(pending):
             if cid in self._replies:
                 done[cid] = self._replies.pop(cid)
                 pending.discard(cid)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll_every, next_poll = 0.5, time.monotonic() + 0.5
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        gap, last_reply, last_read = QUIET, start, start
         while pending:
             now_ = time.monotonic()
             if deadline is not None and now_ >= deadline:
                 raise CallTimeout(f"timed out waiting for {len(pending)} call(s): {' '.join(sorted(pending)[:5])}",
                                   sorted(pending))
-            if now_ >= next_poll:
+            if now_ - last_reply >= gap or now_ - last_read >= FORCED:
                 for out in outcomes(pending).values():
                     done[out.id] = out
                     pending.discard(out.id)
-                poll_every = min(poll_every * 1.5, 2.0)
-                next_poll = now_ + poll_every
+                gap = min(gap * 1.5, QUIET_MAX)
+                last_reply = last_read = time.monotonic()
                 continue
-            wait = next_poll - now_
+            wait = min(last_reply + gap, last_read + FORCED) - now_
             if deadline is not None:
                 wait = min(wait, deadline - now_)
-            body = self._inbox.get(max(wait, 0.0)) if self._inbox is not None else time.sleep(max(wait, 0.0))
-            if body:
-                out = Outcome.decode(body)
-                if out is None:
-                    continue
-                if out.result_json is None and out.status == "done":
-                    out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
-                if out.id in pending:
-                    done[out.id] = out
-                    pending.discard(out.id)
-                else:
-                    self._replies[out.id] = out
+            if self._inbox is None:
+                time.sleep(max(wait, 0.0))
+                continue
+            body = self._inbox.get(max(wait, 0.0))
+            if not body:
+                continue
+            last_reply = time.monotonic()
+            out = Outcome.decode(body)
+            if out is None:
+                continue
+            if out.result_json is None and out.status == "done":
+                out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
+            if out.id in pending:
+                done[out.id] = out
+                pending.discard(out.id)
+            else:
+                self._replies[out.id] = out
         return done
 
     def call(self, socket_name: str, args: list[Any], kwargs: dict[str, Any] | None = None,
@@ -202,16 +220,38 @@ def insert_calls(rows: list[tuple]) -> None:
             execute(rows[i:i + INSERT_ROWS])
 
 
+#: what an outcome needs from a call's row (not its arguments or log), in this order
+OUTCOME_COLUMNS = ("id", "status", "result", "error_type", "error_message", "traceback", "attempts")
+QUOTED_OUTCOME_COLUMNS = tuple(f'"{c}"' for c in OUTCOME_COLUMNS)
+_outcome_sql: dict[tuple[str, int], str] = {}
+
+
+def outcome_sql(param: str, n: int) -> str:
+    """``SELECT OUTCOME_COLUMNS FROM "call" WHERE id IN (n parameters)``, built once per size."""
+    sql = _outcome_sql.get((param, n))
+    if sql is None:
+        sql = _outcome_sql[(param, n)] = (
+            f'SELECT {", ".join(QUOTED_OUTCOME_COLUMNS)} FROM "call" WHERE "id" IN ({", ".join([param] * n)})')
+    return sql
+
+
 def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
     """Final outcomes recorded in the store for ``ids`` (unfinished ones are absent)."""
     ids = list(ids)
     found: dict[str, Outcome] = {}
+    database = db.obj
     for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
         # by id only: with the status in the WHERE clause SQLite picks the status index and
-        # scans every finished call in the store
-        for row in Call.select().where(Call.id.in_(ids[i:i + 500])):
-            if row.status in FINAL_CALL_STATUS:
-                found[row.id] = Outcome.from_row(row)
+        # scans every finished call in the store. Plain tuples: no model objects.
+        cursor = database.execute_sql(outcome_sql(database.param, len(chunk)), chunk)
+        for cid, status, result, error_type, error_message, tb, attempts in cursor.fetchall():
+            if status in FINAL_CALL_STATUS:
+                out = Outcome(cid, status, error_type=error_type, error_message=error_message, traceback=tb,
+                              attempts=attempts or 0)
+                out.result_json = result
+                out.result = from_json_value(json.loads(result)) if result is not None else None
+                found[cid] = out
     return found
 
 

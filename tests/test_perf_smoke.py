@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -93,6 +94,81 @@ def test_outcomes_reads_final_calls_only(db_url):
     assert (bad.status, bad.error_type, bad.error_message, bad.traceback, bad.attempts) == \
         ("failed", "ValueError", "boom", "tb", 3)
     assert bad.result is None and bad.result_json is None
+
+
+@pytest.fixture
+def client(tmp_path):
+    from ectool import network
+    from ectool.config import load
+    from ectool.store import open_store
+
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
+    open_store(db_url)
+    network.add_queue("q", "direct")
+    network.add_processor("p", "file:///nowhere", "mod")
+    network.add_socket("s", "q", "p", "f")
+    c = calls.Client(load(db=db_url, broker=f"sqlite:///{tmp_path / 'queue.db'}"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+class NoisyInbox:
+    """An inbox that never carries the awaited reply but is never quiet either."""
+
+    address = "noisy"
+
+    def __init__(self, real):
+        self.real = real
+
+    def get(self, timeout=None):
+        time.sleep(min(0.01, timeout or 0))
+        return json.dumps({"id": str(uuid.uuid4()), "status": "done", "result": "1"}).encode()
+
+    def close(self):
+        self.real.close()
+
+
+def finish_in_store(call_id: str) -> None:
+    from ectool.store.models import Call, now
+
+    Call.update(status="done", result="42", attempts=1, finished=now()).where(Call.id == call_id).execute()
+
+
+def test_wait_reads_the_store_when_replies_are_quiet(client, monkeypatch):
+    monkeypatch.setattr(calls, "QUIET", 0.1)
+    monkeypatch.setattr(calls, "FORCED", 60.0)
+    cid = client.submit("s", [([1], {})])[0]
+    finish_in_store(cid)  # the outcome is recorded but no reply comes
+    started = time.monotonic()
+    out = client.wait([cid], timeout=10)[cid]
+    assert out.ok and out.result == 42
+    assert time.monotonic() - started < 5
+
+
+def test_wait_reads_the_store_while_other_replies_keep_coming(client, monkeypatch):
+    """A lost reply among many: the forced read finds it although the inbox is never quiet."""
+    monkeypatch.setattr(calls, "QUIET", 30.0)
+    monkeypatch.setattr(calls, "FORCED", 0.3)
+    cid = client.submit("s", [([1], {})])[0]
+    client._inbox = NoisyInbox(client.inbox)
+    finish_in_store(cid)
+    started = time.monotonic()
+    out = client.wait([cid], timeout=10)[cid]
+    assert out.ok and out.result == 42
+    assert time.monotonic() - started < 5
+    assert client._replies  # the unrelated replies were kept for whoever waits for them
+
+
+def test_wait_times_out_with_the_pending_ids(client, monkeypatch):
+    from ectool.errors import CallTimeout
+
+    monkeypatch.setattr(calls, "QUIET", 0.05)
+    cid = client.submit("s", [([1], {})])[0]
+    with pytest.raises(CallTimeout) as info:
+        client.wait([cid], timeout=0.3)
+    assert info.value.call_ids == [cid]
 
 
 def test_bench_client_smoke(tmp_path):
