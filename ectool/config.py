@@ -28,6 +28,7 @@ KEYS: dict[str, tuple[str | None, object]] = {
     "user": ("EC_USER", None),
     "namespace": ("EC_NAMESPACE", ""),
     "stats_retention": ("EC_STATS_RETENTION", "30d"),
+    "ack_deadline": ("EC_ACK_DEADLINE", 900),
 }
 
 #: duration units accepted by :func:`duration` (and ``--since``)
@@ -57,6 +58,11 @@ TEMPLATE = """\
 
 # How long per-minute call statistics (ec stats history) are kept: 90m, 12h, 30d, ...
 # stats_retention = "{stats_retention}"
+
+# Seconds a worker holds an unacknowledged RabbitMQ delivery before it hands the call off
+# (a confirmed copy parked in the broker, the delivery acknowledged): keep it below
+# RabbitMQ's consumer_timeout (30 minutes by default) so long calls keep their channel.
+# ack_deadline = 900
 """
 
 
@@ -70,6 +76,7 @@ class Config:
     user: str | None = None
     namespace: str = ""
     stats_retention: str = "30d"
+    ack_deadline: int = 900
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str = ""
 
@@ -139,9 +146,12 @@ def _coerce(key: str, value: object, origin: str) -> object:
     default = KEYS[key][1]
     if isinstance(default, int) and not isinstance(default, bool):
         try:
-            return int(value)
+            number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key} from {origin} must be an integer, got {value!r}") from None
+        if key == "ack_deadline" and number < 1:
+            raise ConfigError(f"ack_deadline from {origin} must be at least 1 second, got {value!r}")
+        return number
     if key == "namespace" and (not isinstance(value, str) or not all(c.isalnum() or c in "-_" for c in value)):
         raise ConfigError(f"namespace from {origin} may only hold letters, digits, '-' and '_', got {value!r}")
     if key == "queue_type" and value not in ("quorum", "classic"):

@@ -12,6 +12,11 @@ group-committed, but an ack never precedes the durable outcome:
 4. publish retries (delayed) for failures with retries left, commit every outcome in one
    transaction, send replies, then ack.
 
+A call still running on another live worker (its delivery handed off because it ran past
+the ack deadline, or redelivered after that worker lost its broker connection) is not run
+twice: its copy is parked in a delay queue and looked at again later. A worker's liveness
+is its heartbeat (a thread, so it beats during long calls) and, on this host, its pid.
+
 A store outage (PostgreSQL restarting, the SQLite file locked past its busy timeout)
 pauses the worker: each store step is retried with backoff while the deliveries stay
 unacked, then the batch carries on (see :func:`ectool.store.retrying`).
@@ -19,11 +24,13 @@ unacked, then the batch carries on (see :func:`ectool.store.retrying`).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import signal
 import socket as _socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +50,8 @@ from .transport import Delivery
 log = logging.getLogger("ec.worker")
 HOST = _socket.gethostname()
 HEARTBEAT = 10.0
+ALIVE = 3 * HEARTBEAT  # a worker whose heartbeat is older than this is presumed dead
+PARK = 30.0  # seconds before a parked copy of a call running elsewhere is looked at again
 
 
 @dataclass
@@ -104,7 +113,9 @@ class WorkerRuntime:
             self.transport.declare(broker_queue(s.name, config.namespace), kind=s.queue.queue_type,
                                    max_length=s.queue.max_length)
         self.prefetch = prefetch or min(64, max(s.concurrency for s in rows))
-        self.consumer = self.transport.consumer([i.queue for i in self.sockets.values()], self.prefetch)
+        self.consumer = self.transport.consumer([i.queue for i in self.sockets.values()], self.prefetch,
+                                                hand_off_after=config.ack_deadline)
+        self.park_after = min(PARK, float(config.ack_deadline))
         self.stopping = False
         self.pid = os.getpid()
         self.row = Worker.create(processor=proc, host=HOST, pid=self.pid, status="running",
@@ -116,7 +127,9 @@ class WorkerRuntime:
         events.emit("worker.online", processor=proc.name, worker=self.row.id, cpu=self.row.cpu)
         self._engine = None
         self.crashes = 0
-        self.last_beat = time.monotonic()
+        self.beating = threading.Event()
+        self.beat = threading.Thread(target=self._beat, name="ec-heartbeat", daemon=True)
+        self.beat.start()
 
     # -- lifecycle -----------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -125,6 +138,16 @@ class WorkerRuntime:
     def store(self, fn, what: str):
         """Run store step ``fn(attempt)``, waiting out an outage (until asked to stop)."""
         return retrying(fn, what=what, stop=lambda: self.stopping)
+
+    def _beat(self) -> None:
+        """Heartbeat thread: the Worker row and an event every HEARTBEAT seconds, even while
+        a long call runs (other workers judge this worker alive by it)."""
+        try:
+            while not self.beating.wait(HEARTBEAT):
+                self.mark("heartbeat")
+                events.heartbeat(processor=self.processor.name, worker=self.row.id)
+        finally:
+            db.close()
 
     def mark(self, what: str, **fields: Any) -> None:
         """Best-effort update of this worker's own row (skipped while the store is down)."""
@@ -158,11 +181,8 @@ class WorkerRuntime:
                 if self.parent and os.getppid() != self.parent:
                     log.warning("parent %s is gone; stopping", self.parent)
                     self.stopping = True
-                if time.monotonic() - self.last_beat > HEARTBEAT:
-                    self.last_beat = time.monotonic()
-                    self.mark("heartbeat")
-                    events.heartbeat(processor=self.processor.name, worker=self.row.id)
         finally:
+            self.beating.set()
             self.consumer.close()
             self.executor.close()
             self.mark("offline", status="stopped")
@@ -181,7 +201,8 @@ class WorkerRuntime:
         if not good:
             return
         ids = [m.id for _, m in good]
-        rows = self.store(lambda _: {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts)
+        rows = self.store(lambda _: {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts,
+                                                                  Call.host, Call.worker_pid)
                                      .where(Call.id.in_(ids))}, "reading calls")
         runnable, suspects = [], []
         for d, m in good:
@@ -192,6 +213,9 @@ class WorkerRuntime:
                     self.store(lambda _, m=m: self.follow_on(m, Outcome.from_row(Call.get_by_id(m.id)), True),
                                "recovering a flow")
                 self.consumer.ack([d])  # outcome already recorded: never run twice
+                continue
+            if row is not None and row.status == "running" and self.running_elsewhere(row):
+                self.park(d)
                 continue
             prior = (row.attempts - (m.attempt - 1)) if row is not None else 0
             if prior >= self.config.delivery_limit:
@@ -212,6 +236,22 @@ class WorkerRuntime:
                 self.consumer.nack([item[0]])
                 continue
             self.run_batch([item])
+
+    def running_elsewhere(self, row: Any) -> bool:
+        """Is ``row`` (a running call) being run right now by another live worker?"""
+        if row.host == HOST and row.worker_pid == self.pid:
+            return False  # not by us: we run one call at a time, and it is not this one
+        if row.host == HOST and not _pid_alive(row.worker_pid):
+            return False
+        fresh = now() - dt.timedelta(seconds=ALIVE)
+        return self.store(lambda _: Worker.select().where(
+            (Worker.host == row.host) & (Worker.pid == row.worker_pid) & (Worker.status == "running")
+            & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
+
+    def park(self, d: Delivery) -> None:
+        """Put a copy of ``d`` in a delay queue (durably), then ack ``d``."""
+        self.transport.publish(d.queue, [d.body], delay=self.park_after, headers={"x-ec-parked": 1})
+        self.consumer.ack([d])
 
     def follow_on(self, m: CallMessage, out: Outcome, recovering: bool) -> None:
         """Advance the call's workflow (if any) and fire its plugs; safe to repeat."""
@@ -262,7 +302,11 @@ class WorkerRuntime:
             self.consumer.nack(returned)
         if crashed is not None:
             # the call stays charged with the attempt that killed its executor: after
-            # delivery_limit of those it is dead-lettered (see handle)
+            # delivery_limit of those it is dead-lettered (see handle); it is queued again,
+            # not running here any more
+            cid = next(m.id for d, m, _ in items if d is crashed)
+            self.store(lambda _: Call.update(status="queued", updated=now()).where(
+                (Call.id == cid) & (Call.status == "running")).execute(), "requeueing a crashed call")
             self.consumer.nack([crashed])
             self.crashes += 1
             time.sleep(min(10.0, 0.25 * 2 ** self.crashes))
@@ -343,6 +387,16 @@ class WorkerRuntime:
         self.consumer.dead_letter(d, reason)
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """Is process ``pid`` (on this host) alive? A zombie (killed, not yet reaped) is not."""
+    import psutil
+
+    try:
+        return bool(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def record_outcomes(results: list[Result]) -> None:

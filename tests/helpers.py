@@ -106,6 +106,7 @@ def workers(env: dict[str, str], processor: str = "sample", count: int = 1, *ext
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "ectool", "worker", "-p", processor, "-c", str(count),
                              "--grace", "10", *extra], env=env, stderr=log, text=True)
+    proc.stderr_log = log  # callers may read what the workers logged
     try:
         yield proc
     except BaseException:

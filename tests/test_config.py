@@ -115,3 +115,15 @@ def test_config_init_documents_stats_retention():
     assert '# stats_retention = "30d"' in text
     write_config(text.replace('# stats_retention = "30d"', 'stats_retention = "7d"'))
     assert config.load().stats_retention == "7d"
+
+
+def test_ack_deadline_default_file_env_and_bad_values(monkeypatch):
+    assert config.load().ack_deadline == 900
+    write_config("ack_deadline = 300\n")
+    assert config.load().ack_deadline == 300
+    monkeypatch.setenv("EC_ACK_DEADLINE", "60")
+    assert config.load().ack_deadline == 60
+    for bad in ("0", "-5", "soon"):
+        monkeypatch.setenv("EC_ACK_DEADLINE", bad)
+        with pytest.raises(ConfigError, match="ack_deadline from env EC_ACK_DEADLINE"):
+            config.load()

@@ -218,6 +218,13 @@ def delay_queue_name(queue: str, ms: int) -> str:
     return f"ec.delay.{queue}.{ms}"
 
 
+def delay_queue(queue: str, delay: float) -> tuple[str, dict[str, Any]]:
+    """The name and arguments of the delay queue feeding ``queue`` after ``delay`` seconds."""
+    ms = quantize_ms(delay)
+    return delay_queue_name(queue, ms), {"x-message-ttl": ms, "x-expires": ms + DELAY_EXPIRY_MS,
+                                         "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue}
+
+
 # -- publisher confirms ------------------------------------------------------------------
 
 
@@ -390,10 +397,8 @@ class AmqpTransport(Transport):
     def _delay_queue(self, queue: str, delay: float) -> str:
         """Declare (and so keep alive) the delay queue feeding ``queue`` after ``delay``."""
         self._on_queue(queue, lambda channel: channel.queue_declare(queue, passive=True))
-        ms = quantize_ms(delay)
-        name = delay_queue_name(queue, ms)
-        self._declare(name, {"x-message-ttl": ms, "x-expires": ms + DELAY_EXPIRY_MS,
-                             "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue})
+        name, arguments = delay_queue(queue, delay)
+        self._declare(name, arguments)
         return name
 
     # Transport
@@ -458,10 +463,11 @@ class AmqpTransport(Transport):
                                   f"{target!r} within {CONFIRM_TIMEOUT:.0f}s")
         return batch
 
-    def consumer(self, queues: list[str], prefetch: int = 1) -> Consumer:
+    def consumer(self, queues: list[str], prefetch: int = 1, *,
+                 hand_off_after: float | None = None) -> Consumer:
         from .amqp_consumer import AmqpConsumer
 
-        return AmqpConsumer(self.url, list(queues), prefetch)
+        return AmqpConsumer(self.url, list(queues), prefetch, hand_off_after=hand_off_after)
 
     def inbox(self) -> Inbox:
         from .amqp_consumer import AmqpInbox

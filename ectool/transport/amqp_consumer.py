@@ -11,6 +11,16 @@ Each connection is a *generation*; a delivery's tag is ``(generation, delivery t
 the connection drops, the thread reconnects with backoff (until closed), deliveries of the
 old generation still in the buffer are discarded and acks for them are dropped: the broker
 delivers those messages again (at least once).
+
+RabbitMQ closes a channel that holds a delivery unacknowledged longer than its
+``consumer_timeout`` (30 minutes by default), which would hand a long call to another
+worker while it still runs. So a delivery held longer than ``hand_off_after`` seconds is
+*handed off*: a copy is published (with a publisher confirm) to the socket's delay queue,
+then the delivery is acknowledged. The copy comes back after the delay; a worker finding
+the call still running on a live worker parks it again, one finding it final drops it
+(see :mod:`ectool.worker`). The application's later ack of a handed-off delivery is a
+no-op; its nack publishes the copy back at once. Durability never depends on the ack: at
+every moment the broker holds the delivery or a confirmed copy of it.
 """
 
 from __future__ import annotations
@@ -29,13 +39,23 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
-from .amqp import LOST, NOT_FOUND, declare_dead_topology, describe, open_connection, redact
+from .amqp import (
+    LOST,
+    NOT_FOUND,
+    declare_dead_topology,
+    delay_queue,
+    describe,
+    open_connection,
+    redact,
+)
 from .base import DEAD_QUEUE, Consumer, Delivery, EventStream, Inbox
 
 log = logging.getLogger(__name__)
 
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 30.0  # backoff between reconnect attempts (seconds)
 POLL = 1.0  # the I/O thread wakes at least this often (heartbeats, the stop flag)
+PARK_MAX = 30.0  # a handed-off delivery's copy comes back after at most this many seconds
+PARKED = "x-ec-parked"  # header marking a handed-off or parked copy
 
 Command = Callable[[], Any]
 
@@ -43,7 +63,8 @@ Command = Callable[[], Any]
 class AmqpConsumer(Consumer):
     """Consumes ``queues`` with manual acks, at most ``prefetch`` unacked per queue."""
 
-    def __init__(self, url: str, queues: list[str], prefetch: int = 1):
+    def __init__(self, url: str, queues: list[str], prefetch: int = 1, *,
+                 hand_off_after: float | None = None):
         if not queues:
             raise UsageError("a consumer needs at least one queue")
         self._url = url
@@ -61,6 +82,9 @@ class AmqpConsumer(Consumer):
         self._consumer_queues: dict[str, str] = {}  # consumer tag -> queue
         self._cancelled = False  # the broker cancelled a consumer
         self._unacked: set[int] = set()  # delivery tags of the current generation
+        self._hand_off_after = hand_off_after
+        self._received: dict[int, tuple[float, Delivery]] = {}  # unacked tag -> (when, delivery)
+        self._handed: dict[int, Delivery] = {}  # acked early; a confirmed copy is parked
         self._started: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="ec-amqp-consumer", daemon=True)
         self._thread.start()
@@ -176,6 +200,7 @@ class AmqpConsumer(Consumer):
         """Connect, then consume every queue: a new generation."""
         self._generation += 1
         self._unacked = set()
+        self._received, self._handed = {}, {}
         self._conn = conn = open_connection(self._url, "consumer")
         declare_dead_topology(conn)
         self._dead_channel = conn.channel()
@@ -188,8 +213,11 @@ class AmqpConsumer(Consumer):
         for name in self._queues:
             def on_message(_ch: Any, method: Any, properties: BasicProperties, body: bytes,
                            name: str = name) -> None:
+                delivery = delivery_from(name, method, properties, body, self._generation)
                 self._unacked.add(method.delivery_tag)
-                self._buffer.put(delivery_from(name, method, properties, body, self._generation))
+                if self._hand_off_after:
+                    self._received[method.delivery_tag] = (time.monotonic(), delivery)
+                self._buffer.put(delivery)
 
             try:
                 tag = channel.basic_consume(name, on_message)
@@ -210,6 +238,7 @@ class AmqpConsumer(Consumer):
         while not self._stop.is_set():
             self._conn.process_data_events(time_limit=POLL)
             self._run_commands()
+            self._hand_off_overdue()
             if not self._channel.is_open or self._cancelled:
                 # closed by a channel error, or a queue deleted under us: start over
                 raise px.ChannelWrongStateError("the consumer's channel was closed or cancelled")
@@ -255,6 +284,7 @@ class AmqpConsumer(Consumer):
         conn, self._conn = self._conn, None
         self._channel = self._dead_channel = None
         self._unacked = set()
+        self._received, self._handed = {}, {}
         _drain(self._buffer)
         if conn is not None and conn.is_open:
             try:
@@ -289,7 +319,13 @@ class AmqpConsumer(Consumer):
                 channel.basic_publish("", address, body, REPLY_PROPERTIES)
             except (px.AMQPError, OSError, ValueError) as exc:
                 log.debug("reply to %.80s dropped: %s", address, describe(exc))
+        for tag in set(tags) & self._handed.keys():
+            delivery = self._handed.pop(tag)
+            if requeue:  # handed back: the copy goes back to its queue now, not after the delay
+                self._park(delivery, 0.0)
         tags = sorted(set(tags) & self._unacked)
+        for tag in tags:
+            self._received.pop(tag, None)
         if not tags:
             return
         top = tags[-1]
@@ -305,7 +341,8 @@ class AmqpConsumer(Consumer):
 
     def _do_dead_letter(self, generation: int, tag: int, delivery: Delivery, reason: str) -> None:
         channel = self._dead_channel
-        if generation != self._generation or channel is None or tag not in self._unacked:
+        if generation != self._generation or channel is None or (
+                tag not in self._unacked and tag not in self._handed):
             return
         headers = {k: v for k, v in delivery.headers.items() if k != "x-delivery-count"}
         headers |= {"x-ec-reason": reason, "x-ec-queue": delivery.queue}
@@ -316,6 +353,44 @@ class AmqpConsumer(Consumer):
         except (px.UnroutableError, px.NackError) as exc:
             raise EcError(f"RabbitMQ did not take the dead letter: {type(exc).__name__}") from None
         self._do_settle(generation, [tag], requeue=None)
+
+    def _hand_off_overdue(self) -> None:
+        """Hand off every delivery held longer than ``hand_off_after`` (see the module doc)."""
+        if not self._received:
+            return
+        now = time.monotonic()
+        overdue = [tag for tag, (since, _) in self._received.items() if now - since >= self._hand_off_after]
+        for tag in overdue:
+            since, delivery = self._received.pop(tag)
+            if tag not in self._unacked:
+                continue
+            try:
+                self._park(delivery, min(PARK_MAX, self._hand_off_after))
+            except EcError as exc:  # not parked: keep holding it, try again later
+                log.warning("cannot hand off a delivery from %s: %s", delivery.queue, exc)
+                self._received[tag] = (now, delivery)
+                continue
+            self._channel.basic_ack(delivery_tag=tag)
+            self._unacked.discard(tag)
+            self._handed[tag] = delivery
+            log.info("handed off a delivery from %s held %.0fs (copy parked, delivery acked)",
+                     delivery.queue, now - since)
+
+    def _park(self, delivery: Delivery, delay: float) -> None:
+        """Publish a confirmed copy of ``delivery`` to its queue, after ``delay`` seconds."""
+        channel = self._dead_channel
+        assert channel is not None
+        target = delivery.queue
+        if delay > 0:
+            target, arguments = delay_queue(delivery.queue, delay)
+            channel.queue_declare(target, durable=True, arguments=arguments)
+        headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")} | {PARKED: 1}
+        try:
+            channel.basic_publish("", target, delivery.body, BasicProperties(delivery_mode=2, headers=headers),
+                                  mandatory=True)
+        except (px.UnroutableError, px.NackError) as exc:
+            raise EcError(f"RabbitMQ did not take a parked copy for {delivery.queue!r}: "
+                          f"{type(exc).__name__}") from None
 
 
 REPLY_PROPERTIES = BasicProperties(delivery_mode=1)

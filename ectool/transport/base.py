@@ -133,7 +133,14 @@ class Transport(ABC):
         """
 
     @abstractmethod
-    def consumer(self, queues: list[str], prefetch: int = 1) -> Consumer: ...
+    def consumer(self, queues: list[str], prefetch: int = 1, *, hand_off_after: float | None = None) -> Consumer:
+        """Consume ``queues`` with at most ``prefetch`` unsettled deliveries.
+
+        ``hand_off_after``: a delivery held unsettled this many seconds is handed off where
+        the broker would otherwise take it back (RabbitMQ's consumer timeout): a confirmed
+        copy is parked in a delay queue and the delivery acknowledged; settling it later is
+        then a no-op (ack) or sends the copy back at once (nack). The SQLite transport's
+        leases never time out, so it ignores this."""
 
     @abstractmethod
     def inbox(self) -> Inbox: ...

@@ -172,7 +172,8 @@ class SqliteTransport(Transport):
                 [(queue, b, encoded, when) for b in bodies])
         self._wake(queue)
 
-    def consumer(self, queues: list[str], prefetch: int = 1) -> SqliteConsumer:
+    def consumer(self, queues: list[str], prefetch: int = 1, *,
+                 hand_off_after: float | None = None) -> SqliteConsumer:
         for q in queues:
             self._require(q)
         return SqliteConsumer(self, queues, prefetch)
