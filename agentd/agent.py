@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ectool import events, network
 from ectool.agents import control_queue
 from ectool.config import Config, load
+from ectool.store import reconnect, transient
 from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
 
 from . import sdnotify
@@ -254,15 +255,30 @@ class AgentDaemon:
         log(f"agent {self.name} online on {self.host} with {self.cpus} core(s), pid {os.getpid()}")
         sdnotify.notify(f"READY=1\nSTATUS=serving with {self.cpus} cores")
         next_rollup = time.monotonic()
+        outage: float | None = None
         try:
             while not self.stopping:
                 if self.reload:
                     self.reload = False
                     self.config = load(db=self.config.db, broker=self.config.broker)
                     log("configuration reloaded")
-                self.heartbeat()
-                plan = self.claim()
-                self.converge(plan)
+                try:
+                    self.heartbeat()
+                    plan = self.claim()
+                    self.converge(plan)
+                    if outage is not None:
+                        log(f"store back after {time.monotonic() - outage:.1f}s")
+                        outage = None
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    # a store outage: keep the workers running (they wait it out too) and
+                    # try again on the next round
+                    if outage is None:
+                        outage = time.monotonic()
+                        log(f"store unavailable ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); "
+                            "workers keep running, retrying")
+                    reconnect()
                 if time.monotonic() >= next_rollup:
                     next_rollup = time.monotonic() + ROLLUP_EVERY
                     self.roll_up_stats()
@@ -281,9 +297,14 @@ class AgentDaemon:
             self.pool.stop_all()
             control.close()
             transport.close()
-            with db.atomic():
-                Placement.delete().where(Placement.agent == self.agent.id).execute()
-                Agent.update(status="offline", heartbeat=now()).where(Agent.id == self.agent.id).execute()
+            try:
+                with db.atomic():
+                    Placement.delete().where(Placement.agent == self.agent.id).execute()
+                    Agent.update(status="offline", heartbeat=now()).where(Agent.id == self.agent.id).execute()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                log("store unavailable: could not mark this agent offline (its heartbeat will age)")
             events.emit("agent.offline", agent=self.name)
             events.bus().flush(1.0)
             log("stopped")

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,8 +127,10 @@ def agent_kill9(ctx: Ctx, calls: int = 1000) -> object:
     return check(ctx.history, f"agent kill -9 + restart ({ctx.kind})", started)
 
 
-def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[str], down: float) -> None:
-    """Producers and workers running; run STOP_CMD, wait DOWN seconds, run START_CMD; settle."""
+def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[str], down: float,
+                     serve=None) -> None:
+    """Producers and workers running (``serve()``, default ``ec worker -c 2``); run STOP_CMD,
+    wait DOWN seconds, run START_CMD; settle; check the server survived."""
     c = client()
     stop = threading.Event()
 
@@ -139,7 +142,7 @@ def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[
                 return
 
     try:
-        with workers(ctx.env, ctx.proc, 2):
+        with (serve or (lambda: workers(ctx.env, ctx.proc, 2)))() as server:
             t = threading.Thread(target=produce)
             t.start()
             time.sleep(0.5)
@@ -150,6 +153,7 @@ def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[
                 subprocess.run(start_cmd, check=True, capture_output=True, timeout=120)
             t.join(180)
             settle(ctx.history, 180)
+            assert server.poll() is None, "the worker supervisor or agent died"
     finally:
         stop.set()
         c.close()
@@ -181,6 +185,30 @@ def postgres_restart(ctx: Ctx, calls: int = 600) -> object:
     # the workers waited the outage out: no crash, so no replacement worker rows
     assert Worker.select().count() == 2, "a worker crashed during the store outage instead of waiting"
     return check(ctx.history, f"PostgreSQL restart ({ctx.kind})", started)
+
+
+def postgres_restart_agent(ctx: Ctx, calls: int = 600) -> object:
+    """The same PostgreSQL outage under an agent: it and its workers wait, nothing restarts."""
+    from ectool.store.models import Processor
+
+    assert ctx.store == "postgresql"
+    Processor.update(concurrency=2).where(Processor.name == ctx.proc).execute()
+    started = time.monotonic()
+
+    @contextmanager
+    def serve():
+        with agent(ctx.env, "--cpus", "2") as proc:
+            wait_for(lambda: len(psutil.Process(proc.pid).children()) >= 2, timeout=60, what="agent workers")
+            yield proc
+
+    _restart_midflow(ctx, calls, [*pg_cluster(), "stop", "-m", "fast"], [*pg_cluster(), "start"], 6.0, serve)
+    from ectool.store import close_store
+    from ectool.store.models import Worker
+
+    close_store()
+    assert Worker.select().count() == 2, "a worker restarted during the store outage instead of waiting"
+    return check(ctx.history, f"PostgreSQL restart, agent ({ctx.kind})", started)
+
 
 
 LOCKER = """
@@ -267,6 +295,53 @@ def self_end(ctx: Ctx, calls: int = 300) -> object:
     return check(ctx.history, f"tasks ending themselves ({ctx.kind})", started)
 
 
+def _rabbit_env(key: str, value: object) -> object:
+    """Set a RabbitMQ application setting at runtime; return its previous value."""
+    out = subprocess.run(["rabbitmqctl", "eval", f"application:get_env(rabbit, {key})."],
+                         check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    subprocess.run(["rabbitmqctl", "eval", f"application:set_env(rabbit, {key}, {value})."],
+                   check=True, capture_output=True, timeout=60)
+    return out.removeprefix("{ok,").removesuffix("}") if out.startswith("{ok,") else None
+
+
+def consumer_timeout(ctx: Ctx, calls: int = 200) -> object:
+    """A call longer than RabbitMQ's consumer_timeout keeps its worker's channel and runs once.
+
+    The broker's timeout is lowered to 2 s (checked every 0.5 s) only while the workers open
+    their channels (a channel reads it when it opens), then put back; the workers hand off
+    deliveries held over 1 s (EC_ACK_DEADLINE)."""
+    from ectool.store.models import Call, Worker
+
+    assert ctx.kind == "amqp"
+    started = time.monotonic()
+    c = client()
+    env = dict(ctx.env, EC_ACK_DEADLINE="1")
+    tick = _rabbit_env("channel_tick_interval", 500)
+    timeout = _rabbit_env("consumer_timeout", 2000)
+    try:
+        with workers(env, ctx.proc, 2) as w:
+            try:
+                wait_for(lambda: Worker.select().where(Worker.status == "running").count() == 2, timeout=60,
+                         what="workers consuming")
+            finally:
+                _rabbit_env("consumer_timeout", timeout or 1800000)
+            long = c.submit("mark", [([str(ctx.history.marks), "long", 6.0], {})], reply=False)[0]
+            ctx.history.confirmed[long] = "long"
+            ctx.history.submit(c, "mark", keys("t", calls), 0.01)
+            settle(ctx.history, 120)
+            log = w.stderr_log
+            log.flush()
+            log.seek(0)
+            lost = [line for line in log.read().splitlines() if "lost RabbitMQ" in line or "timed out" in line]
+    finally:
+        _rabbit_env("consumer_timeout", timeout or 1800000)
+        _rabbit_env("channel_tick_interval", tick or 60000)
+        c.close()
+    assert not lost, f"a worker lost its channel: {lost[:3]}"
+    assert Call.get_by_id(long).attempts == 1
+    return check(ctx.history, "call > consumer_timeout (amqp)", started)
+
+
 SCENARIOS = {
     "worker_kill9": (worker_kill9, ("sqlite", "amqp")),
     "agent_kill9": (agent_kill9, ("sqlite", "amqp")),
@@ -274,5 +349,7 @@ SCENARIOS = {
     "poison": (poison, ("sqlite", "amqp")),
     "self_end": (self_end, ("sqlite", "amqp")),
     "rabbitmq_restart": (rabbitmq_restart, ("amqp",)),
+    "consumer_timeout": (consumer_timeout, ("amqp",)),
     "postgres_restart": (postgres_restart, ("amqp+pg",)),
+    "postgres_restart_agent": (postgres_restart_agent, ("sqlite+pg",)),
 }
