@@ -91,6 +91,15 @@ def require(privilege: str) -> None:
                            f"ec add user -n {current_user()} -r NAME)")
 
 
+def allowed(privilege: str) -> bool:
+    """Does the current user hold ``privilege``? (:func:`require` without raising.)"""
+    try:
+        require(privilege)
+    except PermissionDenied:
+        return False
+    return True
+
+
 def bootstrap() -> None:
     """Create the ``admin`` role and make the current user an admin (on a new store)."""
     from .store.models import Role, User, UserRole

@@ -92,6 +92,35 @@ def test_dash_shows_processors_and_counts(config):
     run(scenario)
 
 
+def test_dash_shows_only_what_the_user_may_read(config):
+    """The dashboard checks READ_ privileges like ``ec ls``: a user who may read processors
+    and sockets but not calls sees the processors, no calls or counts, and a banner."""
+    import dataclasses
+
+    from textual.widgets import DataTable
+
+    from ectool import network
+    from ectool.dash import make_app
+    from ectool.dash.banner import Banner
+
+    network.add_role("viewer", ["READ_PROCESSOR", "READ_SOCKET"])
+    network.add_user("mallory", ["viewer"])
+
+    async def scenario():
+        app = make_app(dataclasses.replace(config, user="mallory"), refresh=0.5, follow=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.loads > 0)
+            table = app.query_one("#processors-table", DataTable)
+            assert [table.get_row_at(i)[0] for i in range(table.row_count)] == ["alpha", "beta"]
+            assert app.snapshot.calls == [] and app.snapshot.counts == {}
+            assert sum(app.snapshot.processors[0]["out"]) == 0
+            assert app.query_one("#queues-table", DataTable).row_count == 0
+            banner = str(app.query_one(Banner).render())
+            assert "READ_CALL" in banner and "READ_QUEUE" in banner and "READ_PROCESSOR" not in banner
+
+    run(scenario)
+
+
 def test_dash_pauses_a_processor_after_confirming(config):
     from textual.widgets import DataTable
 
@@ -286,7 +315,14 @@ def test_run_dialog_shows_bad_input_and_denials_on_one_line(config):
         ("1", "x", "UsageError: expected NAME=VALUE, got 'x'"),
         ("1", "2x=1", "UsageError: bad keyword argument name '2x'"),
     ]))
-    # the library checks privileges: a user without RUN_TASK is refused, nothing is sent
+    # the library checks privileges: a user who may read the network but lacks RUN_TASK is
+    # refused, nothing is sent
+    from ectool import network
+    from ectool.store import open_store
+
+    open_store(config.db)
+    network.add_role("viewer", ["READ_PROCESSOR", "READ_SOCKET"])
+    network.add_user("mallory", ["viewer"])
     run(lambda: scenario(dataclasses.replace(config, user="mallory"), [
         ("1 2", "", "PermissionDenied: user 'mallory' lacks RUN_TASK (an admin can grant it: "
                     "ec add role -n NAME -p RUN_TASK; ec add user -n mallory -r NAME)"),

@@ -150,6 +150,7 @@ class DashApp(App):
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         snap = message.snapshot
         self.snapshot = snap
+        self.on_problem(Problem("access", f"not shown: you lack {', '.join(snap.denied)}" if snap.denied else None))
         self.query_one(DashHeader).show(snap)
         self.query_one(StatusBar).show(snap.counts)
         self.query_one(ProcessorsView).show(snap.processors)

@@ -16,5 +16,6 @@ class Banner(Static):
             self.problems.pop(source, None)
         else:
             self.problems[source] = text
-        self.update("  ".join(f"{s} unreachable: {t} (retrying)" for s, t in self.problems.items()))
+        self.update("  ".join(t if s == "access" else f"{s} unreachable: {t} (retrying)"
+                              for s, t in self.problems.items()))
         self.display = bool(self.problems)

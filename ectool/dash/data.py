@@ -3,6 +3,9 @@
 :func:`load` builds a :class:`Snapshot` from the bound store (and, for queue depths, a
 transport); the app calls it in a worker thread every refresh. Every count comes from the
 store, so the dashboard agrees with ``ec ls calls`` after any restart.
+
+Reads are checked like the CLI's (``READ_<KIND>``): what the user may not read is left out
+and named in :attr:`Snapshot.denied`, so ``ec dash`` never shows more than ``ec ls``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from peewee import fn
 
 from .. import metrics
+from ..security import allowed
 from ..store.models import (
     CALL_STATUS,
     Agent,
@@ -46,6 +50,7 @@ class Snapshot:
     calls: list[dict[str, Any]]
     plugs: list[dict[str, Any]]
     host: dict[str, Any] = field(default_factory=dict)
+    denied: list[str] = field(default_factory=list)  # READ_ privileges the user lacks
 
 
 def parse_filter(text: str) -> tuple[str | None, str | None]:
@@ -88,6 +93,44 @@ def _sum(lists: list[list[int]], n: int) -> list[int]:
 def load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
          calls_filter: str = "") -> Snapshot:
     """Everything the views show, from the store (depths from ``transport`` when given)."""
+    may = {kind: allowed(f"READ_{kind}") for kind in READS}
+    snap = _load(usage, transport, namespace, calls_filter if may["CALL"] else "")
+    return snap if all(may.values()) else _restricted(snap, may)
+
+
+#: the object kinds the dashboard reads
+READS = ("PROCESSOR", "QUEUE", "SOCKET", "AGENT", "WORKER", "CALL", "PLUG")
+
+
+def _restricted(snap: Snapshot, may: dict[str, bool]) -> Snapshot:
+    """``snap`` without what the user may not read."""
+    if not may["CALL"]:
+        snap.counts, snap.calls = {}, []
+        for row in snap.processors + snap.queues:
+            for key in ("in", "out"):
+                if key in row:
+                    row[key] = [0] * len(row[key])
+            for key in ("rate", "running", "in_per_min", "out_per_min", "queued"):
+                if key in row:
+                    row[key] = 0
+    if not may["PROCESSOR"] or not may["SOCKET"]:
+        snap.processors = []
+    if not may["QUEUE"]:
+        snap.queues = []
+    if not may["AGENT"]:
+        snap.agents = []
+    if not may["WORKER"]:
+        snap.workers = []
+    if not may["AGENT"] and not may["WORKER"]:
+        snap.hosts = []
+    if not may["PLUG"]:
+        snap.plugs = []
+    snap.denied = [f"READ_{kind}" for kind, ok in may.items() if not ok]
+    return snap
+
+
+def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
+          calls_filter: str = "") -> Snapshot:
     at = now()
     series = metrics.series(at - dt.timedelta(minutes=HISTORY), at)
     sockets = list(Socket.select(Socket.name, Socket.processor, Socket.queue))
