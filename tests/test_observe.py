@@ -97,6 +97,17 @@ def test_encode_decodes_short_results_only():
     assert long == {"kind": "call.done", "result_truncated": True}
 
 
+def test_a_flush_is_packed_into_one_message_per_kind_in_order():
+    batch = [{"kind": "call.started", "call": "a"}, {"kind": "call.done", "call": "a"},
+             {"kind": "call.started", "call": "b"}, {"kind": "worker.heartbeat", "pid": 1}]
+    wire = events.pack(batch)
+    assert [kind for kind, _ in wire] == ["call.started", "call.done", "worker.heartbeat"]
+    assert [e["call"] for e in events.unpack(wire[0][1])] == ["a", "b"]
+    assert json.loads(wire[1][1]) == {"kind": "call.done", "call": "a"}  # one event: a plain object
+    assert [e for _, body in wire for e in events.unpack(body)] == [batch[0], batch[2], batch[1], batch[3]]
+    assert events.unpack(b"not json") == [] and events.unpack(b"[1, {}]") == [{}]
+
+
 # -- the bus -----------------------------------------------------------------------------
 
 
