@@ -30,11 +30,14 @@ import logging
 import os
 import signal
 import socket as _socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from peewee import SqliteDatabase
 
 from . import events, loader, retry
 from .calls import broker_queue
@@ -200,12 +203,26 @@ class WorkerRuntime:
                 self.bury(d, peek_id(d.body), f"undecodable message: {exc}", "BadMessage")
         if not good:
             return
-        ids = [m.id for _, m in good]
+        # first deliveries of queued calls: claimed (marked running) in one statement
+        fresh = [m.id for d, m in good if d.redeliveries == 0]
+        claimed = self.store(lambda _: claim_calls(fresh, self.pid), "claiming calls") if fresh else {}
+        ids = [m.id for _, m in good if m.id not in claimed]
         rows = self.store(lambda _: {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts,
                                                                   Call.host, Call.worker_pid)
-                                     .where(Call.id.in_(ids))}, "reading calls")
-        runnable, suspects = [], []
+                                     .where(Call.id.in_(ids))}, "reading calls") if ids else {}
+        marked, runnable, suspects = [], [], []
         for d, m in good:
+            if m.id in claimed:
+                prior = claimed[m.id] - m.attempt  # attempts that died before this one
+                if prior >= self.config.delivery_limit:
+                    self.bury(d, m.id, f"delivery limit: its worker died {prior} times running it",
+                              "DeliveryLimit", reply_to=m.reply_to, msg=m)
+                elif m.socket not in self.sockets:
+                    self.bury(d, m.id, f"socket {m.socket!r} is not served by processor {self.processor.name!r}",
+                              "UnknownSocket", reply_to=m.reply_to, msg=m)
+                else:
+                    (suspects if prior > 0 else marked).append((d, m, CLAIMED))
+                continue
             row = rows.get(m.id)
             if row is not None and row.status in FINAL_CALL_STATUS:
                 if d.redeliveries > 0:
@@ -229,13 +246,17 @@ class WorkerRuntime:
             (suspects if (prior > 0 or d.redeliveries > 0 or row is None) else runnable).append((d, m, row))
         # a redelivered call may be the one that killed the last worker: run it alone, so a
         # crash charges only it
+        if marked:
+            self.run_batch(marked, marked=True)
         if runnable:
             self.run_batch(runnable)
         for item in suspects:
             if self.stopping:
+                if item[2] is CLAIMED:
+                    self.unclaim([item[1].id])
                 self.consumer.nack([item[0]])
                 continue
-            self.run_batch([item])
+            self.run_batch([item], marked=item[2] is CLAIMED)
 
     def running_elsewhere(self, row: Any) -> bool:
         """Is ``row`` (a running call) being run right now by another live worker?"""
@@ -259,7 +280,17 @@ class WorkerRuntime:
             self.engine.on_outcome(m, out, recovering=recovering)
         self.engine.on_plugs(m, out)
 
-    def run_batch(self, items: list[tuple[Delivery, CallMessage, Any]]) -> None:
+    def unclaim(self, ids: list[str]) -> None:
+        """Calls marked running that will not run here after all: queued again, uncharged."""
+        try:
+            Call.update(status="queued", attempts=Call.attempts - 1).where(
+                Call.id.in_(ids) & (Call.status == "running")).execute()
+        except Exception as exc:  # noqa: BLE001 - the attempt stays charged; still give them back
+            if not transient(exc):
+                raise
+
+    def run_batch(self, items: list[tuple[Delivery, CallMessage, Any]], marked: bool = False) -> None:
+        """Run ``items`` (delivery, message, row) in order; ``marked``: already claimed."""
         missing = [m for _, m, row in items if row is None]
         ids = [m.id for _, m, _ in items]
 
@@ -273,7 +304,8 @@ class WorkerRuntime:
                         host=HOST, worker_pid=self.pid).where(
                 Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
 
-        self.store(start, "marking calls running")
+        if not marked:
+            self.store(start, "marking calls running")
         for _, m, _ in items:
             events.emit("call.started", call=m.id, socket=m.socket, attempt=m.attempt)
         results: list[tuple[Delivery, Result]] = []
@@ -292,13 +324,7 @@ class WorkerRuntime:
         self.record(results)
         if returned:
             back = {d.tag for d in returned}
-            try:
-                Call.update(status="queued", attempts=Call.attempts - 1).where(
-                    Call.id.in_([m.id for d, m, _ in items if d.tag in back]) & (Call.status == "running")
-                ).execute()
-            except Exception as exc:  # noqa: BLE001 - the attempt stays charged; still give them back
-                if not transient(exc):
-                    raise
+            self.unclaim([m.id for d, m, _ in items if d.tag in back])
             self.consumer.nack(returned)
         if crashed is not None:
             # the call stays charged with the attempt that killed its executor: after
@@ -387,6 +413,30 @@ class WorkerRuntime:
         self.consumer.dead_letter(d, reason)
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))
+
+
+CLAIMED = object()  # the row of a call this worker marked running with claim_calls
+#: UPDATE ... RETURNING needs SQLite 3.35 (PostgreSQL has it)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+
+
+def claim_calls(ids: list[str], pid: int) -> dict[str, int]:
+    """Mark the queued (or retrying) calls among ``ids`` running here, in one statement;
+    return {id: attempts} of those claimed. Others (final, running, not yet in the store)
+    need a closer look.
+
+    On PostgreSQL the commit is asynchronous: losing it in a database crash only loses the
+    attempt count of a call that then runs again, never an outcome."""
+    if not _RETURNING and isinstance(db.obj, SqliteDatabase):
+        return {}
+    p = db.obj.param
+    sql = (f"UPDATE \"call\" SET status = 'running', attempts = attempts + 1, started = {p}, updated = {p}, "
+           f"host = {p}, worker_pid = {p} WHERE id IN ({', '.join([p] * len(ids))}) "
+           f"AND status IN ('queued', 'retrying') RETURNING id, attempts")
+    if not isinstance(db.obj, SqliteDatabase) and not db.in_transaction():
+        sql = "SET LOCAL synchronous_commit TO OFF; " + sql
+    stamp = now()
+    return dict(db.execute_sql(sql, [stamp, stamp, HOST, pid, *ids]).fetchall())
 
 
 def _pid_alive(pid: int | None) -> bool:
