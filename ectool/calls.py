@@ -54,9 +54,16 @@ QUIET, QUIET_MAX, FORCED = 0.5, 2.0, 5.0
 
 
 class Client:
-    """Submits calls and collects outcomes over one transport connection."""
+    """Submits calls and collects outcomes over one transport connection.
 
-    def __init__(self, config: Config) -> None:
+    ``single_connection`` (for a short-lived process such as ``ec run``): on RabbitMQ the
+    inbox and the ``call.queued`` events ride the producer's connection instead of a
+    connection each (the inbox's and the event thread's). Only for a process that keeps
+    waiting while its calls run: a producer connection left idle loses its heartbeats and,
+    with them, the inbox (outcomes then come from the store, later).
+    """
+
+    def __init__(self, config: Config, *, single_connection: bool = False) -> None:
         from .store import open_store
         from .transport import open_transport
 
@@ -68,20 +75,38 @@ class Client:
         self._declared: set[str] = set()
         self._targets: dict[str, Target] = {}
         self._replies: dict[str, Outcome] = {}
+        # a transport whose publish hands back unroutable messages (QueueMissing) lets a
+        # queue be declared only when it turns out to be missing: no declare per process
+        self._declare_on_miss = bool(getattr(self.transport, "returns_unroutable", False))
+        self._single = single_connection and hasattr(self.transport, "producer_inbox")
 
     def target(self, socket_name: str) -> Target:
         t = self._targets.get(socket_name)
         if t is None:
             t = self._targets[socket_name] = resolve(socket_name, self.config.namespace)
-        if t.queue not in self._declared:
-            self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
-            self._declared.add(t.queue)
+        if t.queue not in self._declared and not self._declare_on_miss:
+            self._declare(t)
         return t
+
+    def _declare(self, t: Target) -> None:
+        self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
+        self._declared.add(t.queue)
+
+    def _publish(self, t: Target, messages: list[bytes]) -> None:
+        """Publish durably to ``t``'s queue, declaring it first if it turns out to be missing."""
+        try:
+            self.transport.publish(t.queue, messages)
+        except UsageError as exc:
+            returned = getattr(exc, "returned", None)
+            if not returned or not self._declare_on_miss:
+                raise
+            self._declare(t)  # the returned messages were not enqueued: send them again
+            self.transport.publish(t.queue, returned)
 
     @property
     def inbox(self):
         if self._inbox is None:
-            self._inbox = self.transport.inbox()
+            self._inbox = self.transport.producer_inbox() if self._single else self.transport.inbox()
         return self._inbox
 
     def submit(self, socket_name: str, calls: Sequence[tuple[list[Any], dict[str, Any]]], *,
@@ -109,16 +134,42 @@ class Client:
             params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp))
         insert_calls(params)
         try:
-            self.transport.publish(t.queue, messages)
+            self._publish(t, messages)
         except Exception as exc:
             # nothing was confirmed: say so in the store rather than leave phantom queued calls
             Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],
                         finished=now()).where(Call.id.in_(ids)).execute()
             raise
-        emit = events.emit
-        for cid in ids:
-            emit("call.queued", call=cid, socket=t.socket, root=root or cid, parent=parent, flow=flow)
+        if self._single:
+            self._queued_events(t, ids, root, parent, flow)
+        else:
+            emit = events.emit
+            for cid in ids:
+                emit("call.queued", call=cid, socket=t.socket, root=root or cid, parent=parent, flow=flow)
         return ids
+
+    def _queued_events(self, t: Target, ids: list[str], root: str | None, parent: str | None,
+                       flow: str | None) -> None:
+        """``call.queued`` for ``ids`` on the producer's connection, now, best-effort (no
+        event thread, no connection of its own); the same events :func:`events.emit` makes."""
+        bus = events.bus()
+        if not bus.enabled:
+            return
+        stamp, pid = round(time.time(), 3), os.getpid()
+        wire = []
+        for cid in ids:
+            event = {"time": stamp, "kind": "call.queued", "host": events.HOST, "pid": pid, "call": cid,
+                     "socket": t.socket, "root": root or cid}
+            if parent is not None:
+                event["parent"] = parent
+            if flow is not None:
+                event["flow"] = flow
+            wire.append(("call.queued", events.encode(event)))
+        try:
+            self.transport.publish_events(events.exchange_name(self.config.namespace), wire)
+            bus.sent += len(wire)
+        except Exception:  # noqa: BLE001 - events are best-effort
+            bus.dropped += len(wire)
 
     def wait(self, ids: Iterable[str], timeout: float | None = None) -> dict[str, Outcome]:
         """Wait until every call in ``ids`` is final; :class:`CallTimeout` lists those that are not.

@@ -171,6 +171,130 @@ def test_wait_times_out_with_the_pending_ids(client, monkeypatch):
     assert info.value.call_ids == [cid]
 
 
+# -- RabbitMQ: declare on a miss, one connection for ec run ---------------------------------
+
+
+@pytest.fixture
+def amqp_client(tmp_path, amqp_url):
+    """A sample network on SQLite and RabbitMQ whose queue does not exist yet; yields a
+    factory of clients; every client is closed and the queue deleted afterwards."""
+    import os
+
+    from ectool import network
+    from ectool.config import load
+    from ectool.store import open_store
+    from ectool.transport import connect
+
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
+    open_store(db_url)
+    network.add_queue("q", "direct")
+    network.add_processor("p", "file:///nowhere", "mod")
+    network.add_socket("s", "q", "p", "f")
+    opened = []
+
+    def make(**kwargs):
+        c = calls.Client(load(db=db_url, broker=amqp_url), **kwargs)
+        opened.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in opened:
+            c.close()
+        with connect(amqp_url) as t:
+            t.delete_queue(calls.broker_queue("s", os.environ["EC_NAMESPACE"]))
+
+
+def reply_to_all(client, queue: str, count: int) -> list[dict]:
+    """Play the worker: take ``count`` messages off ``queue``, record each outcome in the
+    store, reply to its inbox, ack; the decoded messages."""
+    from ectool.outcome import Outcome
+    from ectool.transport import connect
+
+    seen = []
+    with connect(client.transport.url) as t:
+        consumer = t.consumer([queue], prefetch=count)
+        try:
+            while len(seen) < count:
+                d = consumer.get(timeout=10)
+                assert d is not None, f"only {len(seen)} of {count} messages arrived"
+                msg = json.loads(d.body)
+                seen.append(msg)
+                finish_in_store(msg["id"])
+                t.reply(msg["reply_to"], Outcome(msg["id"], "done", result_json="42", attempts=1).encode())
+                consumer.ack([d])
+        finally:
+            consumer.close()
+    return seen
+
+
+def test_amqp_publish_to_a_missing_queue_hands_back_the_bodies(amqp_url, queue_name):
+    from ectool.transport import connect
+    from ectool.transport.amqp import QueueMissing
+
+    with connect(amqp_url) as t:
+        with pytest.raises(QueueMissing) as info:
+            t.publish(queue_name, [b"one", b"two"])
+        assert sorted(info.value.returned) == [b"one", b"two"]
+        assert info.value.queue == queue_name
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_amqp_client_declares_a_missing_queue_once_and_delivers_once(amqp_client, single):
+    client = amqp_client(single_connection=single)
+    ids = client.submit("s", [([i], {}) for i in range(3)])  # the queue does not exist yet
+    queue = client.target("s").queue
+    assert client.transport.depth(queue) == 3  # the returned messages were sent again, once each
+    seen = reply_to_all(client, queue, 3)
+    assert [m["id"] for m in seen] == ids
+    out = client.wait(ids, timeout=10)
+    assert all(o.ok and o.result == 42 for o in out.values())
+    assert client.transport.depth(queue) == 0
+    more = client.submit("s", [([9], {})])  # the queue exists now: published straight away
+    assert client.transport.depth(queue) == 1
+    reply_to_all(client, queue, 1)
+    assert client.wait(more, timeout=10)[more[0]].ok
+
+
+def test_amqp_single_connection_client_sends_events_and_gets_replies_on_its_own_connection(amqp_client,
+                                                                                           monkeypatch):
+    from ectool import events
+    from ectool.transport.amqp import ProducerInbox
+
+    client = amqp_client(single_connection=True)
+    # not through the event thread (and its connection of its own)
+    monkeypatch.setattr(events, "emit", lambda *a, **k: pytest.fail("events.emit used"))
+    stream = client.transport.subscribe_events(events.exchange_name(client.config.namespace), ["call.*"])
+    try:
+        cid = client.submit("s", [([1], {})], parent="p-1")[0]
+        assert isinstance(client.inbox, ProducerInbox)
+        body = stream.get(timeout=5)
+        assert body is not None
+        event = json.loads(body)
+        assert {k: event[k] for k in ("kind", "call", "socket", "root", "parent")} == \
+            {"kind": "call.queued", "call": cid, "socket": "s", "root": cid, "parent": "p-1"}
+        assert "flow" not in event and event["host"] == events.HOST
+    finally:
+        stream.close()
+    reply_to_all(client, client.target("s").queue, 1)
+    started = time.monotonic()
+    out = client.wait([cid], timeout=10)[cid]
+    assert out.ok and out.result == 42
+    assert time.monotonic() - started < calls.QUIET  # from the reply, not from the store
+
+
+def test_amqp_producer_inbox_outlived_by_its_connection_leaves_the_outcome_to_the_store(amqp_client,
+                                                                                     monkeypatch):
+    monkeypatch.setattr(calls, "QUIET", 0.2)
+    client = amqp_client(single_connection=True)
+    cid = client.submit("s", [([1], {})])[0]
+    client.transport._discard()  # the connection (and with it the inbox's queue) is gone
+    assert client.inbox.get(timeout=0.1) is None  # no error: it only waits
+    finish_in_store(cid)
+    assert client.wait([cid], timeout=10)[cid].ok
+
+
 def test_bench_client_smoke(tmp_path):
     """``python -m bench client`` runs end to end on the embedded backend (tiny sizes)."""
     done = subprocess.run([sys.executable, "-m", "bench", "client", "--only", "embedded", "--calls", "30",

@@ -67,7 +67,7 @@ def run_one(env: Env, socket: str, args: list, kwargs: dict, no_wait: bool, time
     from .. import flows
     from ..calls import Client
 
-    client = Client(env.config)
+    client = Client(env.config, single_connection=True)  # one broker connection for the whole process
     try:
         flow, parent, root = flows.lineage(stdin_used)
         cid = client.submit(socket, [(args, kwargs)], reply=not no_wait, parent=parent, root=root, flow=flow)[0]

@@ -29,6 +29,7 @@ import os
 import ssl
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -237,7 +238,7 @@ class _Batch:
         self.pending: set[int] = set()
         self.sent = 0
         self.nacked = 0
-        self.returned = 0
+        self.returned: list[bytes] = []  # bodies that came back unroutable (not enqueued)
 
     def on_confirm(self, method: Basic.Ack | Basic.Nack) -> None:
         tag = method.delivery_tag
@@ -261,14 +262,84 @@ def _noop() -> None:
     pass
 
 
+class QueueMissing(UsageError):
+    """Messages came back unroutable: ``queue`` does not exist. ``returned`` are those
+    bodies (not enqueued); the rest of the batch is durable. A caller that may create the
+    queue declares it and publishes ``returned`` again."""
+
+    def __init__(self, queue: str, returned: list[bytes]):
+        super().__init__(f"queue {queue!r} does not exist (declare it first)")
+        self.queue = queue
+        self.returned = returned
+
+
 EVENT_PROPERTIES = BasicProperties(delivery_mode=1, content_type="application/json")
 
 
 # -- the transport -----------------------------------------------------------------------
 
 
+class ProducerInbox(Inbox):
+    """An inbox on its transport's own connection: an exclusive, auto-delete, server-named
+    queue consumed (auto-ack) on a channel of its own. One connection fewer than
+    :class:`~ectool.transport.amqp_consumer.AmqpInbox`, for a short-lived client that keeps
+    talking to RabbitMQ while its calls run (``ec run``). Replies are best-effort: the
+    producer connection has heartbeats, which only flow while this process publishes or
+    waits here, and when that connection is lost and reopened the queue is gone with it;
+    :meth:`get` then only waits out its timeout and the caller reads the store (the truth).
+    """
+
+    def __init__(self, transport: AmqpTransport):
+        self._transport = transport
+        self._received: deque[bytes] = deque()
+
+        def open_inbox() -> tuple[BlockingConnection, BlockingChannel, str]:
+            conn = transport._connect()
+            channel = conn.channel()
+            address = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.basic_consume(address, self._on_message, auto_ack=True)
+            return conn, channel, address
+
+        self._conn, self._channel, self.address = transport._retrying("opening an inbox", open_inbox)
+
+    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        self._received.append(body)
+
+    def _alive(self) -> bool:
+        return self._conn is self._transport._conn and self._conn.is_open and self._channel.is_open
+
+    def get(self, timeout: float | None = None) -> bytes | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._received:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not self._alive():  # the queue went with its connection: nothing comes here now
+                time.sleep(max(0.0, min(remaining, 1.0)) if remaining is not None else 1.0)
+                break
+            try:
+                if remaining is not None and remaining <= 0:
+                    self._conn.process_data_events(0)
+                    break
+                self._conn.process_data_events(time_limit=remaining)
+            except LOST as exc:
+                log.debug("inbox %s lost its connection (%s)", self.address, describe(exc))
+                self._transport._discard()
+        return self._received.popleft() if self._received else None
+
+    def close(self) -> None:
+        if self._alive():
+            try:
+                self._channel.close()
+            except (px.AMQPError, OSError):
+                pass
+
+
 class AmqpTransport(Transport):
-    """A producer-side connection to RabbitMQ; consumers and inboxes open their own."""
+    """A producer-side connection to RabbitMQ; consumers and inboxes open their own
+    (except :meth:`producer_inbox`)."""
+
+    #: publish raises QueueMissing with the bodies that came back unroutable (a client may
+    #: then declare the queue and send them again instead of declaring before every use)
+    returns_unroutable = True
 
     def __init__(self, url: str, *, delivery_limit: int = 5):
         self.url = url
@@ -363,9 +434,9 @@ class AmqpTransport(Transport):
         if not batch.pending and self._conn is not None:
             self._conn.call_later(0, _noop)  # wake up process_data_events()
 
-    def _on_return(self, _channel: Any, _method: Any, _properties: Any, _body: bytes) -> None:
+    def _on_return(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
         if self._batch is not None:  # Basic.Return precedes the Basic.Ack of that message
-            self._batch.returned += 1
+            self._batch.returned.append(body)
 
     def _on_queue(self, queue: str, operation: Callable[[BlockingChannel], T],
                   missing: Callable[[], T] | None = None) -> T:
@@ -419,23 +490,29 @@ class AmqpTransport(Transport):
         if not todo:
             return
         properties = BasicProperties(delivery_mode=2, headers=dict(headers) if headers else None)
+        returned: list[bytes] = []  # settled but not enqueued, over every attempt
+        nacked = 0
 
         def attempt() -> None:
-            nonlocal todo
+            nonlocal todo, nacked
             target = self._delay_queue(queue, delay) if delay > 0 else queue
             try:
                 batch = self._publish_batch(target, todo, properties)
             except LOST:
                 if self._batch is not None:
+                    returned.extend(self._batch.returned)
+                    nacked += self._batch.nacked
                     todo = self._batch.unconfirmed(todo)
                 raise
             finally:
                 self._batch = None
-            if batch.returned:
-                raise UsageError(f"queue {queue!r} does not exist (declare it first)")
-            if batch.nacked:
-                raise EcError(f"RabbitMQ refused {batch.nacked} of {len(todo)} messages "
+            returned.extend(batch.returned)
+            nacked += batch.nacked
+            if nacked:  # first: a caller that resends what QueueMissing returns must not lose these
+                raise EcError(f"RabbitMQ refused {nacked} of {len(bodies)} messages "
                               f"for {queue!r} (is the queue full?)")
+            if returned:
+                raise QueueMissing(queue, returned)
 
         self._retrying(f"publishing to {queue!r}", attempt)
 
@@ -473,6 +550,10 @@ class AmqpTransport(Transport):
         from .amqp_consumer import AmqpInbox
 
         return AmqpInbox(self.url)
+
+    def producer_inbox(self) -> Inbox:
+        """An inbox on this producer's own connection (see :class:`ProducerInbox`)."""
+        return ProducerInbox(self)
 
     def reply(self, address: str, body: bytes) -> None:
         """Best effort: one attempt (with one reconnect); failures are logged, not raised."""
