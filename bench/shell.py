@@ -12,6 +12,9 @@ On the embedded default (SQLite store and queue under a temporary EC_HOME; add
     of RUNS, on a warm worker; and ``ec --help``, median of RUNS;
   * ``seq N | parallel -j2 echo`` where GNU parallel is installed (skipped with a note if
     not): the same number of lines through a process per line, for scale.
+First the ``ectool`` package is byte-compiled (``compileall``), as ``pip install`` does for
+users: an editable checkout under ``PYTHONDONTWRITEBYTECODE=1`` would otherwise compile
+every module it imports in every ``ec`` process (``--no-compile`` measures that).
 Prints a table and one JSON line.
 """
 
@@ -98,6 +101,18 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float)
     return res
 
 
+def compile_package() -> str:
+    """Byte-compile the ``ectool`` package the ``ec`` processes import (``__pycache__``
+    next to the sources, as ``pip install`` leaves them); says where."""
+    import compileall
+
+    import ectool
+
+    where = Path(ectool.__file__).resolve().parent
+    compileall.compile_dir(str(where), quiet=1)
+    return f"compiled ({where})"
+
+
 def stopped(r: dict) -> str:
     return " (stopped at --limit)" if r.get("stopped_at_limit") else ""
 
@@ -114,13 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-parallel", action="store_true")
     ap.add_argument("--limit", type=float, default=240.0,
                     help="stop a pipeline after this many seconds and count the lines done (default 240)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="do not byte-compile the ectool package first (see above)")
     args = ap.parse_args(argv)
     backends = [b for b in args.backends.split(",") if b]
     if set(backends) - {"embedded", "distributed"}:
         ap.error("--backends: embedded and/or distributed")
 
     ec = ec_argv()
-    results: dict = {}
+    results: dict = {"bytecode": "as found" if args.no_compile else compile_package()}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         os.environ["EC_HOME"] = str(tmp / "home")
@@ -152,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
             results["parallel"] = pipe(par_lines, ["parallel", "--will-cite", "-j2", "echo"], None,
                                        tmp / "parallel.out", args.limit)
 
-    print(f"ec in a shell: {args.workers} workers, prefetch {args.prefetch}, {os.cpu_count()} CPUs ({' '.join(ec)})")
+    print(f"ec in a shell: {args.workers} workers, prefetch {args.prefetch}, {os.cpu_count()} CPUs ({' '.join(ec)}); "
+          f"bytecode {results['bytecode']}")
     rows = []
     for name in backends:
         r = results[name]

@@ -8,7 +8,6 @@ anything connects.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -101,6 +100,8 @@ def mask_url(url: str) -> str:
 def _read_file(path) -> dict:
     if not path.exists():
         return {}
+    import tomllib  # here: without a config file (the default) every command would pay for it
+
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)

@@ -303,3 +303,16 @@ def test_bench_client_smoke(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["bench"] == "client"
     assert result["embedded"]["submit_batch_calls_s"] > 0
+
+
+def test_bench_shell_smoke():
+    """``python -m bench shell`` runs end to end on the embedded backend (tiny sizes; the
+    source tree is left as it is: --no-compile)."""
+    done = subprocess.run([sys.executable, "-m", "bench", "shell", "--backends", "embedded", "--lines", "20",
+                           "--runs", "1", "--no-parallel", "--no-compile", "--limit", "60"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["bench"] == "shell" and result["bytecode"] == "as found"
+    assert result["embedded"]["ec_map"]["lines"] == 20
+    assert result["embedded"]["ec_run"]["runs"] == 1

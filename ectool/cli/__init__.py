@@ -96,4 +96,13 @@ def cli(ctx: click.Context, db_url: str | None, broker_url: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the ``ec`` console script."""
-    cli.main(args=argv, prog_name="ec")
+    try:
+        cli.main(args=argv, prog_name="ec")
+    finally:
+        # The process ends here. Leave what it built (modules, the store's and the broker's
+        # objects) out of the interpreter's last garbage collections: on a small machine
+        # they walked it for ~40-80 ms of every `ec run`. atexit handlers, stdio flushing
+        # and objects made from now on are unaffected.
+        import gc
+
+        gc.freeze()

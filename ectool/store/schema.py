@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from peewee import Database, TextField
-from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
 from ..errors import UsageError
 from .models import MODELS, Call, JoinSlot, MinuteStat, Processor, SchemaVersion, Workflow
@@ -20,15 +19,24 @@ CURRENT = 4
 
 
 def _migrator(database: Database):
+    # imported here: every command opens the store, few of them migrate it
+    from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+
     if database.__class__.__name__.startswith("Sqlite"):
         return SqliteMigrator(database)
     return PostgresqlMigrator(database)
 
 
+def _migrate(*operations) -> None:
+    from playhouse.migrate import migrate
+
+    migrate(*operations)
+
+
 def _v1_to_v2(database: Database) -> None:
     """v2 records why a processor is in its status and which shell flow a call belongs to."""
     m = _migrator(database)
-    migrate(
+    _migrate(
         m.add_column("processor", "status_reason", TextField(null=True)),
         m.add_column("call", "flow", Call.flow),  # indexed, as the field says
     )
@@ -43,7 +51,7 @@ def _v3_to_v4(database: Database) -> None:
     """v4 keeps per-minute call statistics (``ec stats`` history) and indexes
     ``call.finished`` for the stats windows."""
     database.create_tables([MinuteStat])
-    migrate(_migrator(database).add_index("call", ("finished",), False))  # named call_finished, as the field's
+    _migrate(_migrator(database).add_index("call", ("finished",), False))  # named call_finished, as the field's
 
 
 MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
