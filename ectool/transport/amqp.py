@@ -52,6 +52,7 @@ T = TypeVar("T")
 HEARTBEAT = 30  # seconds
 RECONNECT_WINDOW = 30.0  # how long a producer keeps trying to get a lost connection back
 CONFIRM_TIMEOUT = 30.0  # no publisher confirm for this long: give up
+IDLE_CHECK = 5.0  # a producer connection used more recently than this (s) is not checked first
 PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
 DELAY_EXPIRY_MS = 60_000  # an unused delay queue vanishes this long after its delay
 NOT_FOUND, PRECONDITION_FAILED = 404, 406
@@ -353,6 +354,7 @@ class AmqpTransport(Transport):
         self._seq = 0  # publish sequence number on self._pub
         self._batch: _Batch | None = None
         self._dead_declared = False
+        self._last_io = 0.0  # monotonic time of the last operation that went through
         self._connect()
 
     # connection management
@@ -365,8 +367,12 @@ class AmqpTransport(Transport):
 
     def _check_idle_connection(self) -> None:
         """Notice, quietly, a connection the broker closed while we were idle (missed
-        heartbeats), so the next operation does not fail on it first; then connect."""
-        if self._conn is not None and self._conn.is_open:
+        heartbeats), so the next operation does not fail on it first; then connect. A
+        connection that did I/O within :data:`IDLE_CHECK` seconds cannot have missed two
+        heartbeats: no extra poll per publish (if it was lost anyway, the operation fails
+        on it and is retried on a new one, as for a loss mid-operation)."""
+        if (self._conn is not None and self._conn.is_open
+                and time.monotonic() - self._last_io >= IDLE_CHECK):
             try:
                 self._conn.process_data_events(0)
             except LOST as exc:
@@ -395,7 +401,9 @@ class AmqpTransport(Transport):
         while True:
             try:
                 self._check_idle_connection()
-                return operation()
+                result = operation()
+                self._last_io = time.monotonic()
+                return result
             except (*LOST, Unreachable) as exc:
                 self._discard()
                 detail = str(exc) if isinstance(exc, Unreachable) else describe(exc)
