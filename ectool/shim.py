@@ -130,17 +130,41 @@ def run_call(module, task: str, args: list, kwargs: dict, timeout: float | None)
     return res
 
 
+_NO_SIGNATURE = object()
+_signatures: dict = {}  # function -> its inspect.Signature (or _NO_SIGNATURE), computed once
+
+
+def _signature(fn):
+    """``inspect.signature(fn)``, cached per function (a worker calls the same few tasks over
+    and over); None for a callable without one (some builtins)."""
+    try:
+        sig = _signatures.get(fn)
+    except TypeError:  # an unhashable callable: no caching
+        sig = None
+    if sig is None:
+        try:
+            sig = inspect.signature(fn)
+        except (ValueError, TypeError):  # none to be had: the call itself will check
+            sig = _NO_SIGNATURE
+        try:
+            if len(_signatures) < 1024:
+                _signatures[fn] = sig
+        except TypeError:
+            pass
+    return None if sig is _NO_SIGNATURE else sig
+
+
 def _run_call(module, task: str, args: list, kwargs: dict, timeout: float | None) -> dict:
     fn = getattr(module, task, None)
     if fn is None or not callable(fn):
         return failure("FunctionNotFound", f"function {task!r} not found in module {module.__name__!r}",
                        final=True)
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as exc:
-        return failure("TypeError", f"arguments do not match {task}{inspect.signature(fn)}: {exc}", final=True)
-    except ValueError:
-        pass  # no signature (some builtins): let the call decide
+    sig = _signature(fn)
+    if sig is not None:  # no signature (some builtins): let the call decide
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            return failure("TypeError", f"arguments do not match {task}{sig}: {exc}", final=True)
     try:
         if timeout:
             signal.signal(signal.SIGALRM, _on_alarm)

@@ -305,6 +305,36 @@ def test_bench_client_smoke(tmp_path):
     assert result["embedded"]["submit_batch_calls_s"] > 0
 
 
+def test_shim_signature_check_is_cached_and_unchanged():
+    import functools
+    import types
+
+    from ectool import shim
+
+    m = types.ModuleType("m")
+
+    def add(a, b=1):
+        return a + b
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, x):
+            return x
+
+    m.add, m.len, m.part, m.unhashable = add, len, functools.partial(add, 1), Unhashable()
+    for _ in range(2):  # the second time from the cache
+        assert shim.run_call(m, "add", [1], {}, None) == {"status": "done", "result": "2"}
+        bad = shim.run_call(m, "add", [], {"c": 1}, None)
+        assert (bad["error_type"], bad["final"]) == ("TypeError", True)
+        assert bad["error_message"].startswith("arguments do not match add(a, b=1):")
+        assert shim.run_call(m, "len", [[1, 2]], {}, None)["result"] == "2"
+        assert shim.run_call(m, "part", [], {"b": 5}, None)["result"] == "6"
+        assert shim.run_call(m, "unhashable", [3], {}, None)["result"] == "3"
+        assert shim.run_call(m, "unhashable", [], {}, None)["error_type"] == "TypeError"
+    assert shim._signatures[add] is not None
+
+
 def test_bench_shell_smoke():
     """``python -m bench shell`` runs end to end on the embedded backend (tiny sizes; the
     source tree is left as it is: --no-compile)."""
