@@ -13,6 +13,11 @@ from ectool.cli.args import parse_data, parse_word, stdin_value
 from ectool.errors import UsageError
 from ectool.messages import BadMessage, CallMessage, decode
 
+# a busy CI machine makes input generation slow now and then: a property test must not
+# fail for that (deadline and too_slow are about speed, not about what is asserted)
+settings.register_profile("ec", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ec")
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
     | st.binary(max_size=20),
@@ -59,7 +64,7 @@ def test_stdin_is_text_or_bytes(raw):
     assert isinstance(value, str | bytes)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                         max_size=12), max_size=5))
 def test_cli_never_prints_a_traceback(tmp_path_factory, words):
