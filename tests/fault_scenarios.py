@@ -221,8 +221,12 @@ conn.execute("COMMIT")
 """
 
 
-def store_lock(ctx: Ctx, calls: int = 300, seconds: float = 30.0) -> object:
-    """Lock the SQLite store exclusively for SECONDS mid-flow: workers wait, then catch up."""
+def store_lock(ctx: Ctx, calls: int = 300, seconds: float | None = None) -> object:
+    """Lock the SQLite store exclusively for SECONDS mid-flow: workers wait, then catch up.
+
+    30 s on the embedded default (SQLite queue too), 10 s with RabbitMQ (the store is the
+    same SQLite file: the longer lock adds nothing there but time)."""
+    seconds = seconds or (30.0 if ctx.kind == "sqlite" else 10.0)
     started = time.monotonic()
     c = client()
     try:
@@ -244,19 +248,19 @@ def store_lock(ctx: Ctx, calls: int = 300, seconds: float = 30.0) -> object:
     return check(ctx.history, f"store locked {seconds:.0f}s ({ctx.kind})", started)
 
 
-def poison(ctx: Ctx, calls: int = 300) -> object:
-    """Calls that always kill their worker, among normal ones: dead after the limit, the
-    rest keep flowing."""
+def poison(ctx: Ctx, calls: int = 300, limit: int = 3) -> object:
+    """Calls that always kill their worker, among normal ones: dead after the delivery
+    limit (3 here, so the workers' restart backoff stays short), the rest keep flowing."""
     from ectool.store.models import Call
 
     started = time.monotonic()
     c = client()
     try:
-        bad = c.submit("crash", [(["kill"], {})] * 3, reply=False)
+        bad = c.submit("crash", [(["kill"], {})] * 2, reply=False)
         ctx.history.submit(c, "mark", keys("p", calls), 0.001)
-        with workers(ctx.env, ctx.proc, 2):
+        with workers(dict(ctx.env, EC_DELIVERY_LIMIT=str(limit)), ctx.proc, 2):
             settle(ctx.history, 120)
-            wait_for(lambda: Call.select().where(Call.id.in_(bad) & (Call.status == "dead")).count() == 3,
+            wait_for(lambda: Call.select().where(Call.id.in_(bad) & (Call.status == "dead")).count() == 2,
                      timeout=120, what="poison calls dead")
     finally:
         c.close()
@@ -295,13 +299,18 @@ def self_end(ctx: Ctx, calls: int = 300) -> object:
     return check(ctx.history, f"tasks ending themselves ({ctx.kind})", started)
 
 
-def _rabbit_env(key: str, value: object) -> object:
-    """Set a RabbitMQ application setting at runtime; return its previous value."""
-    out = subprocess.run(["rabbitmqctl", "eval", f"application:get_env(rabbit, {key})."],
-                         check=True, capture_output=True, text=True, timeout=60).stdout.strip()
-    subprocess.run(["rabbitmqctl", "eval", f"application:set_env(rabbit, {key}, {value})."],
-                   check=True, capture_output=True, timeout=60)
-    return out.removeprefix("{ok,").removesuffix("}") if out.startswith("{ok,") else None
+def _rabbit_env(**settings: int) -> dict[str, int | None]:
+    """Set RabbitMQ application settings at runtime (one rabbitmqctl call, each costs about
+    a second); return their previous values (None: unset)."""
+    keys = list(settings)
+    sets = ", ".join(f"application:set_env(rabbit, {k}, {v})" for k, v in settings.items())
+    code = f"Old = [application:get_env(rabbit, K) || K <- [{', '.join(keys)}]], {sets}, Old."
+    out = subprocess.run(["rabbitmqctl", "eval", code], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    old = [int(n) if n else None for n in
+           [part.split(",")[1].rstrip("}") if part.startswith("{ok,") else "" for part in
+            out.strip().strip("[]").replace(" ", "").replace("\n", "").replace("},{", "}|{").split("|")]]
+    return dict(zip(keys, old, strict=True))
 
 
 def consumer_timeout(ctx: Ctx, calls: int = 200) -> object:
@@ -316,15 +325,15 @@ def consumer_timeout(ctx: Ctx, calls: int = 200) -> object:
     started = time.monotonic()
     c = client()
     env = dict(ctx.env, EC_ACK_DEADLINE="1")
-    tick = _rabbit_env("channel_tick_interval", 500)
-    timeout = _rabbit_env("consumer_timeout", 2000)
+    old = _rabbit_env(channel_tick_interval=500, consumer_timeout=2000)
+    restored = False
     try:
         with workers(env, ctx.proc, 2) as w:
             try:
                 wait_for(lambda: Worker.select().where(Worker.status == "running").count() == 2, timeout=60,
                          what="workers consuming")
             finally:
-                _rabbit_env("consumer_timeout", timeout or 1800000)
+                _rabbit_env(consumer_timeout=old["consumer_timeout"] or 1800000)
             long = c.submit("mark", [([str(ctx.history.marks), "long", 6.0], {})], reply=False)[0]
             ctx.history.confirmed[long] = "long"
             ctx.history.submit(c, "mark", keys("t", calls), 0.01)
@@ -333,9 +342,12 @@ def consumer_timeout(ctx: Ctx, calls: int = 200) -> object:
             log.flush()
             log.seek(0)
             lost = [line for line in log.read().splitlines() if "lost RabbitMQ" in line or "timed out" in line]
+        _rabbit_env(channel_tick_interval=old["channel_tick_interval"] or 60000)
+        restored = True
     finally:
-        _rabbit_env("consumer_timeout", timeout or 1800000)
-        _rabbit_env("channel_tick_interval", tick or 60000)
+        if not restored:
+            _rabbit_env(consumer_timeout=old["consumer_timeout"] or 1800000,
+                        channel_tick_interval=old["channel_tick_interval"] or 60000)
         c.close()
     assert not lost, f"a worker lost its channel: {lost[:3]}"
     assert Call.get_by_id(long).attempts == 1
