@@ -203,12 +203,13 @@ class Engine:
             row = (query if sqlite else query.for_update()).first()
             JoinSlot.insert(workflow=wf, node=node, slot=nxt.index, value=dumps(nxt.value)) \
                 .on_conflict_ignore().execute()
-            slots = list(JoinSlot.select(JoinSlot.slot, JoinSlot.value).where(JoinSlot.node == node))
-            if len(slots) < nxt.size:
+            # count first: the values are read once, by the member that completes the join
+            if JoinSlot.select().where(JoinSlot.node == node).count() < nxt.size:
                 return None
             if row is not None and row.status == "done" and not recovering:
                 return None  # fired before: a duplicate member must not fire it again
-            values = [from_json_value(json.loads(s.value)) for s in sorted(slots, key=lambda s: s.slot)]
+            slots = JoinSlot.select(JoinSlot.slot, JoinSlot.value).where(JoinSlot.node == node).order_by(JoinSlot.slot)
+            values = [from_json_value(json.loads(s.value)) for s in slots]
             self._close(wf, node, values)
         return values
 
