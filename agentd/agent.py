@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ectool import events, network
 from ectool.agents import control_queue
 from ectool.config import Config, load
-from ectool.store import reconnect, transient
+from ectool.store import reconnect, retrying, transient
 from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
 
 from . import sdnotify
@@ -246,7 +246,7 @@ class AgentDaemon:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGHUP, self.request_reload)
-        self.register()
+        retrying(lambda _: self.register(), what="registering the agent", stop=lambda: self.stopping)
         transport = open_transport(self.config)
         queue = control_queue(self.name, self.config.namespace)
         transport.declare(queue, kind="classic")

@@ -27,6 +27,19 @@ SQLITE_PRAGMAS = {
 }
 
 
+class SqliteImmediateDatabase(SqliteDatabase):
+    """Transactions take SQLite's write lock as they begin (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes, after another connection committed
+    in between, fails at once with "database is locked": SQLite cannot wait for it, so the
+    busy timeout does not help (an agent registering while ``ec run`` inserted a call died
+    of it). Taking the lock up front makes every transaction wait its turn instead."""
+
+    def transaction(self, *args, **kwargs):
+        kwargs.setdefault("lock_type", "IMMEDIATE")
+        return super().transaction(*args, **kwargs)
+
+
 def sqlite_path(url: str) -> Path:
     """The file of a SQLite URL: ``sqlite:///rel.db`` is relative, ``sqlite:////abs.db`` absolute."""
     rest = url.split("://", 1)[1]
@@ -39,7 +52,7 @@ def make_database(url: str) -> Database:
     if scheme == "sqlite":
         path = sqlite_path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, timeout=60)
+        return SqliteImmediateDatabase(str(path), pragmas=SQLITE_PRAGMAS, timeout=60)
     if scheme in ("postgresql", "postgres"):
         parts = urlsplit(url)
         params = dict(parse_qsl(parts.query))
