@@ -190,7 +190,8 @@ def seed(db_url: str) -> dt.datetime:
     network.add_processor("proc1", "file:///nowhere", "mod")
     network.add_socket("s1", "q", "proc1", "f")
     network.add_socket("s2", "q", "proc1", "g")
-    t = now() - dt.timedelta(minutes=30)
+    # 10 s into a minute: every call below submits and finishes within that one minute
+    t = (now() - dt.timedelta(minutes=30)).replace(second=10, microsecond=0)
     ms = dt.timedelta(milliseconds=1)
     rows = []
     for i, took in enumerate((100, 200, 300, 400)):
