@@ -128,9 +128,11 @@ def agent_kill9(ctx: Ctx, calls: int = 1000) -> object:
 
 
 def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[str], down: float,
-                     serve=None) -> None:
+                     serve=None, workers_kept: int | None = None) -> None:
     """Producers and workers running (``serve()``, default ``ec worker -c 2``); run STOP_CMD,
-    wait DOWN seconds, run START_CMD; settle; check the server survived."""
+    wait DOWN seconds, run START_CMD; settle; check the server survived and, with
+    WORKERS_KEPT, that no worker was replaced (checked while the server runs, so a failure
+    shows its log)."""
     c = client()
     stop = threading.Event()
 
@@ -141,8 +143,14 @@ def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[
             if stop.is_set():
                 return
 
+    from ectool.store.models import Worker
+
     try:
         with (serve or (lambda: workers(ctx.env, ctx.proc, 2)))() as server:
+            # the outage is to come mid-flow, not while a worker starts (one that cannot reach
+            # the store at startup exits and is restarted with backoff: it might miss the flow)
+            wait_for(lambda: Worker.select().where(Worker.status == "running").count() >= 2, timeout=60,
+                     what="workers registered")
             t = threading.Thread(target=produce)
             t.start()
             time.sleep(0.5)
@@ -154,6 +162,12 @@ def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[
             t.join(180)
             settle(ctx.history, 180)
             assert server.poll() is None, "the worker supervisor or agent died"
+            if workers_kept is not None:
+                from ectool.store import close_store
+
+                close_store()  # our own connection died with the server
+                rows = [(w.pid, w.status) for w in Worker.select()]
+                assert len(rows) == workers_kept, f"a worker was replaced during the store outage: {rows}"
     finally:
         stop.set()
         c.close()
@@ -177,13 +191,9 @@ def postgres_restart(ctx: Ctx, calls: int = 600) -> object:
     """Stop PostgreSQL (the store) for a few seconds mid-flow: workers wait, then catch up."""
     assert ctx.store == "postgresql"
     started = time.monotonic()
-    _restart_midflow(ctx, calls, [*pg_cluster(), "stop", "-m", "fast"], [*pg_cluster(), "start"], 6.0)
-    from ectool.store import close_store
-    from ectool.store.models import Worker
-
-    close_store()  # our own connection died with the server
-    # the workers waited the outage out: no crash, so no replacement worker rows
-    assert Worker.select().count() == 2, "a worker crashed during the store outage instead of waiting"
+    # the workers wait the outage out: no crash, so no replacement worker rows
+    _restart_midflow(ctx, calls, [*pg_cluster(), "stop", "-m", "fast"], [*pg_cluster(), "start"], 6.0,
+                     workers_kept=2)
     return check(ctx.history, f"PostgreSQL restart ({ctx.kind})", started)
 
 
@@ -201,12 +211,8 @@ def postgres_restart_agent(ctx: Ctx, calls: int = 600) -> object:
             wait_for(lambda: len(psutil.Process(proc.pid).children()) >= 2, timeout=60, what="agent workers")
             yield proc
 
-    _restart_midflow(ctx, calls, [*pg_cluster(), "stop", "-m", "fast"], [*pg_cluster(), "start"], 6.0, serve)
-    from ectool.store import close_store
-    from ectool.store.models import Worker
-
-    close_store()
-    assert Worker.select().count() == 2, "a worker restarted during the store outage instead of waiting"
+    _restart_midflow(ctx, calls, [*pg_cluster(), "stop", "-m", "fast"], [*pg_cluster(), "start"], 6.0, serve,
+                     workers_kept=2)
     return check(ctx.history, f"PostgreSQL restart, agent ({ctx.kind})", started)
 
 
