@@ -240,6 +240,24 @@ class AgentDaemon:
     def request_reload(self, *_: object) -> None:
         self.reload = True
 
+    def wait_for_wake(self, control, timeout: float) -> None:
+        """Sleep until a control message, ``timeout`` or a stop request (checked every
+        half second, so SIGTERM is acted on at once whatever the interval); ack the
+        messages."""
+        deadline = time.monotonic() + timeout
+        wake = None
+        while wake is None and not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            wake = control.get(timeout=min(left, 0.5))
+        woken = []
+        while wake is not None:
+            woken.append(wake)
+            wake = control.get(timeout=0)
+        if woken:
+            control.ack(woken)
+
     def run(self) -> None:
         from ectool.transport import open_transport
 
@@ -283,14 +301,8 @@ class AgentDaemon:
                     next_rollup = time.monotonic() + ROLLUP_EVERY
                     self.roll_up_stats()
                 sdnotify.notify("WATCHDOG=1")
-                wake = control.get(timeout=0.5 if self.pool.slots and any(
+                self.wait_for_wake(control, 0.5 if self.pool.slots and any(
                     s.proc is None for s in self.pool.slots) else self.interval)
-                woken = []
-                while wake is not None:
-                    woken.append(wake)
-                    wake = control.get(timeout=0)
-                if woken:
-                    control.ack(woken)
         finally:
             sdnotify.notify("STOPPING=1")
             log("stopping: draining workers")

@@ -231,3 +231,19 @@ def test_agent_name_clash_is_refused(setup):
 
 
 _ = uuid
+
+
+def test_sigterm_stops_the_agent_at_once_whatever_its_interval(setup):
+    env, repo = setup
+    add(env, "add", "queue", "-n", "q")
+    add(env, "trust", "add", str(repo))
+    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample")
+    add(env, "add", "socket", "-n", "up", "-q", "q", "-pn", "p1", "-t", "upper")
+    with agent(env, "--interval", "60") as a:
+        assert ec("run", "up", "x", "--timeout", "60", env=env).stdout == "X\n"
+        t = time.monotonic()
+        a.send_signal(signal.SIGTERM)
+        a.wait(30)
+        assert time.monotonic() - t < 10, "the agent slept out its interval before stopping"
+        assert a.returncode == 0
+    assert not live_workers(env, "p1")
