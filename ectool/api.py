@@ -169,13 +169,10 @@ class Node:
 
     def delay(self) -> Handle:
         """Submit this workflow durably; returns its handle."""
-        c = client()
-        from .engine import Engine
-
-        engine = Engine(c.transport, c.config.max_message_bytes, c.config.namespace)
         import os
 
-        return Handle(engine.submit(self.plan(), reply_to=c.inbox.address, flow=os.environ.get("EC_FLOW")))
+        c = client()
+        return Handle(c.engine.submit(self.plan(), reply_to=c.inbox.address, flow=os.environ.get("EC_FLOW")))
 
     def get(self, timeout: float | None = None) -> Any:
         """Submit and wait for the result."""

@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import events
@@ -21,32 +20,9 @@ from .config import Config
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
 from .messages import CallEncoder, from_json_value, new_id
 from .outcome import Outcome
+from .publisher import Publisher, Target, broker_queue, resolve
 from .security import require
-from .store.models import FINAL_CALL_STATUS, Call, Processor, Socket, Worker, db, now
-
-
-def broker_queue(socket_name: str, namespace: str = "") -> str:
-    """The transport queue that fronts a socket (``ec.[NAMESPACE.]s.SOCKET``)."""
-    return f"ec.{namespace}.s.{socket_name}" if namespace else f"ec.s.{socket_name}"
-
-
-@dataclass(frozen=True)
-class Target:
-    socket: str
-    task: str
-    queue: str
-    kind: str
-    max_length: int | None
-
-
-def resolve(socket_name: str, namespace: str = "") -> Target:
-    """Look a socket up in the store; an unknown socket is a usage error (exit 2)."""
-    sock = Socket.get_or_none(Socket.name == socket_name)
-    if sock is None:
-        raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
-    q = sock.queue
-    return Target(sock.name, sock.task, broker_queue(sock.name, namespace), q.queue_type, q.max_length)
-
+from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
 
 #: Client.wait reads the store once replies have been quiet this long (seconds), backing
 #: off to QUIET_MAX between reads, and at least every FORCED seconds while replies flow
@@ -72,36 +48,23 @@ class Client:
         self.transport = open_transport(config)
         events.configure(config)
         self._inbox = None
-        self._declared: set[str] = set()
-        self._targets: dict[str, Target] = {}
+        self.publisher = Publisher(self.transport, config.namespace)
+        self._engine = None
         self._replies: dict[str, Outcome] = {}
-        # a transport whose publish hands back unroutable messages (QueueMissing) lets a
-        # queue be declared only when it turns out to be missing: no declare per process
-        self._declare_on_miss = bool(getattr(self.transport, "returns_unroutable", False))
         self._single = single_connection and hasattr(self.transport, "producer_inbox")
 
     def target(self, socket_name: str) -> Target:
-        t = self._targets.get(socket_name)
-        if t is None:
-            t = self._targets[socket_name] = resolve(socket_name, self.config.namespace)
-        if t.queue not in self._declared and not self._declare_on_miss:
-            self._declare(t)
-        return t
+        return self.publisher.target(socket_name)
 
-    def _declare(self, t: Target) -> None:
-        self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
-        self._declared.add(t.queue)
+    @property
+    def engine(self):
+        """The workflow engine this client starts workflows with (sharing its lookups)."""
+        if self._engine is None:
+            from .engine import Engine
 
-    def _publish(self, t: Target, messages: list[bytes]) -> None:
-        """Publish durably to ``t``'s queue, declaring it first if it turns out to be missing."""
-        try:
-            self.transport.publish(t.queue, messages)
-        except UsageError as exc:
-            returned = getattr(exc, "returned", None)
-            if not returned or not self._declare_on_miss:
-                raise
-            self._declare(t)  # the returned messages were not enqueued: send them again
-            self.transport.publish(t.queue, returned)
+            self._engine = Engine(self.transport, self.config.max_message_bytes, self.config.namespace,
+                                  publisher=self.publisher)
+        return self._engine
 
     @property
     def inbox(self):
@@ -134,7 +97,7 @@ class Client:
             params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp))
         insert_calls(params)
         try:
-            self._publish(t, messages)
+            self.publisher.publish(t, messages)
         except Exception as exc:
             # nothing was confirmed: say so in the store rather than leave phantom queued calls
             Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],
@@ -235,33 +198,38 @@ class Client:
         self.transport.close()
 
 
-#: the columns :func:`insert_calls` writes, in the order of its parameter tuples
+#: the columns :func:`insert_calls` writes by default, in the order of its parameter tuples
 INSERT_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "status", "attempts", "args",
                   "submitted")
-QUOTED_COLUMNS = tuple(f'"{c}"' for c in INSERT_COLUMNS)
 INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32766 parameters, PostgreSQL 65535)
-_insert_sql: dict[tuple[str, int], str] = {}
+_insert_sql: dict[tuple, str] = {}
 
 
-def insert_sql(param: str, n: int) -> str:
-    """``INSERT INTO "call" (INSERT_COLUMNS) VALUES (...) x n``, built once per size."""
-    sql = _insert_sql.get((param, n))
+def insert_sql(param: str, n: int, columns: Sequence[str] = INSERT_COLUMNS, ignore_existing: bool = False) -> str:
+    """``INSERT INTO "call" (columns) VALUES (...) x n [ON CONFLICT DO NOTHING]``, built
+    once per shape."""
+    key = (param, n, tuple(columns), ignore_existing)
+    sql = _insert_sql.get(key)
     if sql is None:
-        row = "(" + ", ".join([param] * len(INSERT_COLUMNS)) + ")"
-        sql = _insert_sql[(param, n)] = (
-            f'INSERT INTO "call" ({", ".join(QUOTED_COLUMNS)}) VALUES {", ".join([row] * n)}')
+        row = "(" + ", ".join([param] * len(columns)) + ")"
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        sql = _insert_sql[key] = (f'INSERT INTO "call" ({quoted}) VALUES {", ".join([row] * n)}'
+                                  + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
     return sql
 
 
-def insert_calls(rows: list[tuple]) -> None:
-    """Commit new call rows (tuples of :data:`INSERT_COLUMNS`): one autocommitted statement
-    (one round trip) for up to :data:`INSERT_ROWS` rows, else one transaction. The SQL is
-    built once per batch size rather than by the query builder for every submit."""
+def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
+                 ignore_existing: bool = False) -> None:
+    """Commit new call rows (tuples of ``columns``): one autocommitted statement (one
+    round trip) for up to :data:`INSERT_ROWS` rows, else one transaction. The SQL is built
+    once per shape rather than by the query builder for every submit. ``ignore_existing``
+    leaves rows whose id exists alone (re-sent workflow steps)."""
     database = db.obj
     param = database.param
 
     def execute(chunk: list[tuple]) -> None:
-        database.execute_sql(insert_sql(param, len(chunk)), [v for row in chunk for v in row])
+        database.execute_sql(insert_sql(param, len(chunk), columns, ignore_existing),
+                             [v for row in chunk for v in row])
 
     if len(rows) <= INSERT_ROWS:
         execute(rows)
@@ -475,4 +443,4 @@ def list_runtime(kind: str, everything: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
-_ = Unreachable
+_ = (Unreachable, broker_queue, resolve)  # re-exported: ectool.calls.broker_queue, ...

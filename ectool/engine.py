@@ -7,6 +7,10 @@ locked while its slots are counted, so a join fires exactly once even when membe
 retried or redelivered. A worker that dies between committing a join and starting what
 follows is covered by redelivery: the member comes back already final and the engine
 re-sends the next step (``recovering``), which the deterministic ids make harmless.
+
+Members that finish together (a worker's batch) are advanced together: the slots they
+fill in one parallel node are written, counted and (when complete) read in one locked
+transaction, so a funnel of N members costs a few joins rather than N.
 """
 
 from __future__ import annotations
@@ -16,20 +20,24 @@ from collections import defaultdict
 from typing import Any
 
 from . import workflow as wfp
-from .calls import Target, resolve
+from .calls import INSERT_COLUMNS, insert_calls
 from .messages import CallMessage, dumps, from_json_value, new_id
 from .outcome import Outcome
+from .publisher import Publisher, Target
 from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
+
+#: the columns of the rows :meth:`Engine.begin` writes (composite nodes have ``started``)
+BEGIN_COLUMNS = (*INSERT_COLUMNS, "started")
 
 
 class Engine:
-    def __init__(self, transport, max_message_bytes: int | None = None, namespace: str = "") -> None:
+    def __init__(self, transport, max_message_bytes: int | None = None, namespace: str = "",
+                 publisher: Publisher | None = None) -> None:
         self.transport = transport
         self.namespace = namespace
         self.max_bytes = max_message_bytes
+        self.publisher = publisher or Publisher(transport, namespace)
         self._plans: dict[str, tuple[dict, str | None]] = {}
-        self._targets: dict[str, Target] = {}
-        self._declared: set[str] = set()
 
     # -- lookups ---------------------------------------------------------------------
     def plan(self, wf: str) -> tuple[dict, str | None]:
@@ -39,13 +47,7 @@ class Engine:
         return self._plans[wf]
 
     def target(self, socket: str) -> Target:
-        t = self._targets.get(socket)
-        if t is None:
-            t = self._targets[socket] = resolve(socket, self.namespace)
-        if t.queue not in self._declared:
-            self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
-            self._declared.add(t.queue)
-        return t
+        return self.publisher.target(socket)
 
     # -- starting --------------------------------------------------------------------
     def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None) -> str:
@@ -70,24 +72,21 @@ class Engine:
         """Start the node at ``path``: composite rows, then leaf calls (published durably)."""
         st = wfp.start(plan, path, has_input, value)
         stamp = now()
-        rows = [{"id": wfp.node_id(wf, p), "socket": wfp.label(n), "root": wf, "flow": flow,
-                 "parent": wfp.node_id(wf, p[:-1]) if p else None, "status": "running",
-                 "started": stamp} for p, n in st.nodes if p]
-        messages: dict[str, list[bytes]] = defaultdict(list)
+        rows = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]) if p else None, wf, flow,
+                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]
+        messages: dict[Target, list[bytes]] = defaultdict(list)
         for p, node, args in st.calls:
             cid = wfp.node_id(wf, p)
             t = self.target(node["socket"])
             msg = CallMessage(id=cid, socket=t.socket, task=t.task, args=args, kwargs=node.get("kwargs", {}),
                               root=wf, parent=wfp.node_id(wf, p[:-1]), flow=flow, cont={"wf": wf, "path": p})
-            messages[t.queue].append(msg.encode(self.max_bytes))
-            rows.append({"id": cid, "socket": t.socket, "root": wf, "flow": flow, "parent": msg.parent,
-                         "status": "queued", "args": dumps({"args": args, "kwargs": msg.kwargs})})
-        with db.atomic():
-            for i in range(0, len(rows), 200):
-                Call.insert_many([{**r, "submitted": stamp, "created": stamp, "updated": stamp}
-                                  for r in rows[i:i + 200]]).on_conflict_ignore().execute()
-        for queue, bodies in messages.items():
-            self.transport.publish(queue, bodies)
+            messages[t].append(msg.encode(self.max_bytes))
+            rows.append((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "queued", 0,
+                         dumps({"args": args, "kwargs": msg.kwargs}), stamp, None))
+        if rows:
+            insert_calls(rows, BEGIN_COLUMNS, ignore_existing=True)
+        for t, bodies in messages.items():
+            self.publisher.publish(t, bodies)
         for p, v in st.done:
             self.finished(wf, p, v)
 
@@ -132,7 +131,7 @@ class Engine:
         Call.insert(id=call_id, socket=t.socket, root=msg.root, parent=msg.parent, flow=msg.flow,
                     status="queued", args=dumps({"args": args, "kwargs": kwargs}), submitted=stamp,
                     created=stamp, updated=stamp).on_conflict_ignore().execute()
-        self.transport.publish(t.queue, [body])
+        self.publisher.publish(t, [body])
 
     def _fan_in(self, edges, edge, scope: str, src: CallMessage, value: Any) -> None:
         """Record one bound argument; the arrival that completes the set fires the target once."""
@@ -160,51 +159,93 @@ class Engine:
                         created=stamp, updated=stamp).execute()
             msg = CallMessage(id=call_id, socket=t.socket, task=t.task, args=[], kwargs=kwargs,
                               root=src.root or src.id, parent=src.id, flow=src.flow)
-            self.transport.publish(t.queue, [msg.encode(self.max_bytes)])
+            self.publisher.publish(t, [msg.encode(self.max_bytes)])
 
     # -- advancing -------------------------------------------------------------------
     def on_outcome(self, msg: CallMessage, out: Outcome, recovering: bool = False) -> None:
         """A member call of a workflow is final: advance, or fail the workflow."""
-        wf, path = msg.cont["wf"], list(msg.cont["path"])
-        if out.status == "done":
-            self.finished(wf, path, out.result, recovering)
-        else:
-            self.fail(wf, out)
+        self.on_outcomes([(msg, out)], recovering)
+
+    def on_outcomes(self, items: list[tuple[CallMessage, Outcome]], recovering: bool = False) -> None:
+        """Member calls of workflows are final (a batch, in any mix of workflows): a failed
+        member fails its workflow; the others advance together (see :meth:`advance`)."""
+        done = []
+        for msg, out in items:
+            wf, path = msg.cont["wf"], list(msg.cont["path"])
+            if out.status == "done":
+                done.append((wf, path, out.result))
+            else:
+                self.fail(wf, out)
+        if done:
+            self.advance(done, recovering)
 
     def finished(self, wf: str, path: list[int], value: Any, recovering: bool = False) -> None:
+        self.advance([(wf, path, value)], recovering)
+
+    def advance(self, done: list[tuple[str, list[int], Any]], recovering: bool = False) -> None:
+        """Nodes finished, as (workflow, path, value): start what follows each, and fill the
+        joins they reach, every member of one join at once; a join that completes
+        finishes its parallel node, which advances in the next round."""
+        while done:
+            roots = {r.id: r for r in Call.select(Call.id, Call.status, Call.flow)
+                     .where(Call.id.in_(list({wf for wf, _, _ in done})))}
+            joins: dict[tuple[str, tuple[int, ...]], dict[int, wfp.Next]] = {}
+            seen: set[tuple[str, tuple[int, ...]]] = set()
+            for wf, path, value in done:
+                root = roots.get(wf)
+                if root is None or (root.status in FINAL_CALL_STATUS and not recovering):
+                    continue  # failed or cancelled already: nothing more to start
+                if (wf, tuple(path)) in seen:
+                    continue  # the same node twice in one batch (a duplicate delivery)
+                seen.add((wf, tuple(path)))
+                nxt = self._walk(wf, path, value, root)
+                if nxt is not None:
+                    joins.setdefault((wf, tuple(nxt.path)), {}).setdefault(nxt.index, nxt)
+            done = []
+            for (wf, node_path), members in joins.items():
+                values = self._join(wf, list(members.values()), recovering)
+                if values is not None:
+                    done.append((wf, list(node_path), values))
+
+    def _walk(self, wf: str, path: list[int], value: Any, root: Call) -> wfp.Next | None:
+        """Follow the node at ``path`` finishing with ``value`` up the plan: close finished
+        pipelines, start the next step or finish the workflow; a join to fill is returned
+        to the caller instead (who fills it with the other members that reached it)."""
         plan, _ = self.plan(wf)
-        root = Call.get_or_none(Call.id == wf)
-        if root is None or (root.status in FINAL_CALL_STATUS and not recovering):
-            return  # failed or cancelled already: nothing more to start
         while True:
             nxt = wfp.after(plan, path, value)
             if nxt.kind == "finish":
                 self._close(wf, wf, value)
+                root.status = "done"  # for the rest of this batch
                 self.notify(wf)
-                return
+                return None
             if nxt.kind == "start":
                 self.begin(wf, plan, nxt.path, True, nxt.value, root.flow)
-                return
+                return None
             if nxt.kind == "complete":
                 self._close(wf, wfp.node_id(wf, nxt.path), value)
                 path = nxt.path
                 continue
-            joined = self._join(wf, nxt, recovering)
-            if joined is None:
-                return
-            path, value = nxt.path, joined
+            return nxt
 
-    def _join(self, wf: str, nxt: wfp.Next, recovering: bool) -> list | None:
-        """Fill a slot; the member that completes the join gets the list (exactly once)."""
-        node = wfp.node_id(wf, nxt.path)
+    def _join(self, wf: str, members: list[wfp.Next], recovering: bool) -> list | None:
+        """Fill the slots of ``members`` (one parallel node); the batch that completes the
+        join gets the list of values (exactly once)."""
+        node = wfp.node_id(wf, members[0].path)
+        size = members[0].size
         sqlite = db.obj.__class__.__name__.startswith("Sqlite")
         with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
             query = Call.select(Call.id, Call.status).where(Call.id == node)
             row = (query if sqlite else query.for_update()).first()
-            JoinSlot.insert(workflow=wf, node=node, slot=nxt.index, value=dumps(nxt.value)) \
-                .on_conflict_ignore().execute()
-            # count first: the values are read once, by the member that completes the join
-            if JoinSlot.select().where(JoinSlot.node == node).count() < nxt.size:
+            p = db.obj.param
+            params: list[Any] = []
+            for m in members:
+                params += [wf, node, m.index, dumps(m.value)]
+            db.execute_sql(f'INSERT INTO "{JoinSlot._meta.table_name}" (workflow, node, slot, value) VALUES '
+                           + ", ".join([f"({p}, {p}, {p}, {p})"] * len(members)) + " ON CONFLICT DO NOTHING",
+                           params)
+            # count first: the values are read once, by the batch that completes the join
+            if JoinSlot.select().where(JoinSlot.node == node).count() < size:
                 return None
             if row is not None and row.status == "done" and not recovering:
                 return None  # fired before: a duplicate member must not fire it again

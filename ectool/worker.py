@@ -276,9 +276,16 @@ class WorkerRuntime:
 
     def follow_on(self, m: CallMessage, out: Outcome, recovering: bool) -> None:
         """Advance the call's workflow (if any) and fire its plugs; safe to repeat."""
-        if m.cont:
-            self.engine.on_outcome(m, out, recovering=recovering)
-        self.engine.on_plugs(m, out)
+        self.follow_on_many([(m, out)], recovering)
+
+    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool) -> None:
+        """:meth:`follow_on` for a batch: the workflow members advance together (their joins
+        in one transaction per parallel node), then every call's plugs fire."""
+        members = [(m, out) for m, out in pairs if m.cont]
+        if members:
+            self.engine.on_outcomes(members, recovering=recovering)
+        for m, out in pairs:
+            self.engine.on_plugs(m, out)
 
     def unclaim(self, ids: list[str]) -> None:
         """Calls marked running that will not run here after all: queued again, uncharged."""
@@ -361,6 +368,7 @@ class WorkerRuntime:
                         error_type=r.error_type,
                         result_json=r.result_json if r.result_json is None or len(r.result_json) <= 4096 else None,
                         retry_in=r.retry_delay if r.status == "retrying" else None)
+        final = []
         for _, r in results:
             if r.status == "retrying":
                 continue
@@ -368,7 +376,9 @@ class WorkerRuntime:
                           traceback=r.traceback, result_json=r.result_json)
             if r.result_json is not None:
                 out.result = from_json_value(json.loads(r.result_json))
-            self.store(lambda attempt, r=r, out=out: self.follow_on(r.msg, out, attempt > 0), "advancing a flow")
+            final.append((r.msg, out))
+        if final:
+            self.store(lambda attempt: self.follow_on_many(final, attempt > 0), "advancing flows")
         replies = [(r.msg.reply_to, self.reply_body(Outcome(
             r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
             result_json=r.result_json, attempts=r.msg.attempt)))

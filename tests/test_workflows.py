@@ -152,3 +152,49 @@ def test_unknown_socket_in_a_workflow_is_refused_before_submitting(net):
     with pytest.raises(NotFound):
         pipeline([Signature("add_two", [1, 2]), Signature("nope")]).delay()
     assert Call.select().count() == 0
+
+
+def test_members_of_one_batch_join_together_and_fire_once(db_url, tmp_path, monkeypatch):
+    """The engine fills a join with a whole batch of members at once: duplicates within a
+    batch and across batches fill nothing twice, the final step is sent exactly once, with
+    the values in member order."""
+    from helpers import build_network, make_repo
+
+    from ectool.calls import broker_queue
+    from ectool.config import load
+    from ectool.engine import Engine
+    from ectool.messages import decode
+    from ectool.outcome import Outcome
+    from ectool.store.models import Call
+    from ectool.transport import open_transport
+    from ectool.workflow import node_id
+
+    build_network(db_url, make_repo(tmp_path / "repo"))
+    monkeypatch.setenv("EC_DB", db_url)
+    monkeypatch.setenv("EC_BROKER", f"sqlite:///{tmp_path / 'queue.db'}")
+    config = load()
+    transport = open_transport(config)
+    engine = Engine(transport, namespace=config.namespace)
+    members = [{"t": "call", "socket": "noop", "args": [], "kwargs": {}} for _ in range(6)]
+    wf = engine.submit({"t": "pipe", "steps": [{"t": "par", "members": members},
+                                               {"t": "call", "socket": "total", "args": [], "kwargs": {}}]})
+    consumer = transport.consumer([broker_queue("noop", config.namespace)], prefetch=10)
+    msgs = sorted((decode(consumer.get(5).body) for _ in range(6)), key=lambda m: m.cont["path"])
+    final_queue = broker_queue("total", config.namespace)
+
+    def done(i):
+        return msgs[i], Outcome(msgs[i].id, "done", result=i * 10)
+
+    engine.on_outcomes([done(0), done(1), done(2), done(0)])
+    assert transport.depth(final_queue) == 0
+    assert Call.get_by_id(node_id(wf, [0])).status == "running"
+    engine.on_outcomes([done(3), done(4), done(5), done(1)])
+    assert transport.depth(final_queue) == 1
+    par = Call.get_by_id(node_id(wf, [0]))
+    assert (par.status, json.loads(par.result)) == ("done", [0, 10, 20, 30, 40, 50])
+    engine.on_outcomes([done(5)])  # a late redelivery of a member: the join fired already
+    assert transport.depth(final_queue) == 1
+    final = decode(transport.consumer([final_queue]).get(5).body)
+    assert (final.id, final.args) == (node_id(wf, [1]), [[0, 10, 20, 30, 40, 50]])
+    consumer.close()
+    transport.close()
