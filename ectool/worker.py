@@ -383,7 +383,8 @@ class WorkerRuntime:
             r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
             result_json=r.result_json, attempts=r.msg.attempt)))
             for _, r in results if r.status != "retrying" and r.msg.reply_to]
-        self.consumer.ack([d for d, _ in results], replies)
+        self.transport.replies(replies)
+        self.consumer.ack([d for d, _ in results])
 
     @property
     def engine(self):
@@ -426,8 +427,9 @@ class WorkerRuntime:
 
 
 CLAIMED = object()  # the row of a call this worker marked running with claim_calls
-#: UPDATE ... RETURNING needs SQLite 3.35 (PostgreSQL has it)
+#: UPDATE ... RETURNING needs SQLite 3.35, UPDATE ... FROM 3.33 (PostgreSQL has both)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
 
 
 def claim_calls(ids: list[str], pid: int) -> dict[str, int]:
@@ -473,11 +475,17 @@ def record_outcomes(results: list[Result]) -> None:
     for r in results:
         params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log]
     final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
-    sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:])
-    sql = (f"WITH v({', '.join(cols)}) AS (VALUES {rows}) "
-           f"UPDATE \"call\" SET {sets}, "
-           f"finished = CASE WHEN (SELECT v.status FROM v WHERE v.id = \"call\".id) = 'retrying' "
-           f"THEN NULL ELSE {p} END, updated = {p} "
-           f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
+    head = f"WITH v({', '.join(cols)}) AS (VALUES {rows}) UPDATE \"call\" SET "
+    tail = f"updated = {p} "
+    if _UPDATE_FROM or not isinstance(db.obj, SqliteDatabase):
+        # a join with the values (one lookup per row) rather than a subquery per column
+        sets = ", ".join(f"{c} = v.{c}" for c in cols[1:])
+        sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE {p} END, {tail}"
+               f"FROM v WHERE \"call\".id = v.id AND \"call\".status NOT IN ({final})")
+    else:
+        sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:])
+        sql = (f"{head}{sets}, finished = CASE WHEN (SELECT v.status FROM v WHERE v.id = \"call\".id) = "
+               f"'retrying' THEN NULL ELSE {p} END, {tail}"
+               f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
     stamp = now()
     db.execute_sql(sql, [*params, stamp, stamp])  # one statement: atomic on its own

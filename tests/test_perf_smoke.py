@@ -96,6 +96,37 @@ def test_outcomes_reads_final_calls_only(db_url):
     assert bad.result is None and bad.result_json is None
 
 
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "subqueries"])
+def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatch):
+    """A batch's outcomes in one statement (UPDATE ... FROM, or a subquery per column where
+    SQLite is older than 3.33): final calls are left alone, a retry clears ``finished``."""
+    from ectool import worker
+    from ectool.messages import CallMessage
+    from ectool.store.models import Call, now
+
+    monkeypatch.setattr(worker, "_UPDATE_FROM", update_from)
+    _open(db_url)
+    stamp = now()
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    calls.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp) for cid in ids])
+    Call.update(status="done", result="1", finished=stamp).where(Call.id == ids[3]).execute()
+
+    def result(cid, status, **fields):
+        return worker.Result(CallMessage(id=cid, socket="s", task="t"), status, **fields)
+
+    worker.record_outcomes([result(ids[0], "done", result_json='"ok"', log="printed"),
+                            result(ids[1], "failed", error_type="ValueError", error_message="boom", traceback="tb"),
+                            result(ids[2], "retrying", error_type="KeyError"),
+                            result(ids[3], "done", result_json="2")])
+    rows = {r.id: r for r in Call.select().where(Call.id.in_(ids))}
+    assert (rows[ids[0]].status, rows[ids[0]].result, rows[ids[0]].log) == ("done", '"ok"', "printed")
+    assert rows[ids[0]].finished is not None
+    assert (rows[ids[1]].status, rows[ids[1]].error_type, rows[ids[1]].error_message, rows[ids[1]].traceback) == \
+        ("failed", "ValueError", "boom", "tb")
+    assert (rows[ids[2]].status, rows[ids[2]].error_type, rows[ids[2]].finished) == ("retrying", "KeyError", None)
+    assert (rows[ids[3]].status, rows[ids[3]].result) == ("done", "1")  # its first outcome stays
+
+
 @pytest.fixture
 def client(tmp_path):
     from ectool import network

@@ -275,6 +275,7 @@ class QueueMissing(UsageError):
 
 
 EVENT_PROPERTIES = BasicProperties(delivery_mode=1, content_type="application/json")
+REPLY_PROPERTIES = BasicProperties(delivery_mode=1)  # replies are best-effort (the store has outcomes)
 
 
 # -- the transport -----------------------------------------------------------------------
@@ -564,21 +565,32 @@ class AmqpTransport(Transport):
         return ProducerInbox(self)
 
     def reply(self, address: str, body: bytes) -> None:
-        """Best effort: one attempt (with one reconnect); failures are logged, not raised."""
+        self.replies([(address, body)])
+
+    def replies(self, replies: list[tuple[str, bytes]]) -> None:
+        """Best effort, pipelined (one flush, no confirms): one attempt with one reconnect;
+        failures are logged, not raised. A worker sends its batch's replies here, from
+        its own thread, before it acks the batch: no hop through the consumer's I/O thread."""
+        if not replies:
+            return
         for attempt in (1, 2):
             try:
                 self._check_idle_connection()
                 conn = self._connect()
                 if self._replies is None or not self._replies.is_open:
                     self._replies = conn.channel()
-                self._replies.basic_publish("", address, body, BasicProperties(delivery_mode=1))
+                for address, body in replies:
+                    self._replies._impl.basic_publish("", address, body, REPLY_PROPERTIES)
+                conn.process_data_events(0)
+                self._last_io = time.monotonic()
                 return
             except (px.AMQPError, Unreachable, OSError, ValueError) as exc:
                 self._replies = None
                 if isinstance(exc, LOST):
                     self._discard()
                 if attempt == 2 or not isinstance(exc, LOST):
-                    log.warning("reply to %.80s dropped: %s", address, describe(exc))
+                    log.warning("%d repl%s dropped: %s", len(replies), "y" if len(replies) == 1 else "ies",
+                                describe(exc))
                     return
 
     def publish_events(self, exchange: str, events: list[tuple[str, bytes]]) -> None:

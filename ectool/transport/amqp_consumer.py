@@ -109,8 +109,8 @@ class AmqpConsumer(Consumer):
             # from a lost connection: the broker delivers it again
         return None
 
-    def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
-        self._settle(deliveries, requeue=None, replies=replies or [], wait=False)
+    def ack(self, deliveries: list[Delivery]) -> None:
+        self._settle(deliveries, requeue=None, wait=False)
 
     def nack(self, deliveries: list[Delivery]) -> None:
         self._settle(deliveries, requeue=True)
@@ -128,12 +128,11 @@ class AmqpConsumer(Consumer):
         self._wake()
         self._thread.join(timeout=15)
 
-    def _settle(self, deliveries: list[Delivery], requeue: bool | None,
-                replies: list[tuple[str, bytes]] = (), wait: bool = True) -> None:
+    def _settle(self, deliveries: list[Delivery], requeue: bool | None, wait: bool = True) -> None:
         tags = [d.tag[1] for d in deliveries if d.tag[0] == self._generation]
-        if tags or replies:
+        if tags:
             generation = self._generation
-            self._call(lambda: self._do_settle(generation, tags, requeue, replies), wait=wait)
+            self._call(lambda: self._do_settle(generation, tags, requeue), wait=wait)
 
     def _call(self, command: Command, wait: bool = True) -> Any:
         """Run ``command`` on the I/O thread and (unless not ``wait``) wait for it; a no-op
@@ -309,16 +308,10 @@ class AmqpConsumer(Consumer):
         if conn is not None and conn.is_open:  # _discard closed it already, normally
             conn.close()
 
-    def _do_settle(self, generation: int, tags: list[int], requeue: bool | None,
-                   replies: list[tuple[str, bytes]] = ()) -> None:
+    def _do_settle(self, generation: int, tags: list[int], requeue: bool | None) -> None:
         channel = self._channel
         if generation != self._generation or channel is None:
             return
-        for address, body in replies:
-            try:
-                channel.basic_publish("", address, body, REPLY_PROPERTIES)
-            except (px.AMQPError, OSError, ValueError) as exc:
-                log.debug("reply to %.80s dropped: %s", address, describe(exc))
         for tag in set(tags) & self._handed.keys():
             delivery = self._handed.pop(tag)
             if requeue:  # handed back: the copy goes back to its queue now, not after the delay
@@ -391,9 +384,6 @@ class AmqpConsumer(Consumer):
         except (px.UnroutableError, px.NackError) as exc:
             raise EcError(f"RabbitMQ did not take a parked copy for {delivery.queue!r}: "
                           f"{type(exc).__name__}") from None
-
-
-REPLY_PROPERTIES = BasicProperties(delivery_mode=1)
 
 
 def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties,

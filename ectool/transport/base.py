@@ -56,12 +56,11 @@ class Consumer(ABC):
         """The next delivery, waiting up to ``timeout`` seconds (None: forever, 0: no wait)."""
 
     @abstractmethod
-    def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
+    def ack(self, deliveries: list[Delivery]) -> None:
         """Acknowledge: the messages are done and will not be delivered again.
 
-        ``replies`` (inbox address, body) are sent first, best-effort, on the consumer's own
-        connection: one round trip for a whole batch. An ack may be lost with a connection;
-        the message is then redelivered (at-least-once) and recognised as done.
+        An ack may be lost with a connection; the message is then redelivered
+        (at-least-once) and recognised as done.
         """
 
     @abstractmethod
@@ -148,6 +147,12 @@ class Transport(ABC):
     @abstractmethod
     def reply(self, address: str, body: bytes) -> None:
         """Best-effort: send ``body`` to an inbox address; never raises for a gone inbox."""
+
+    def replies(self, replies: list[tuple[str, bytes]]) -> None:
+        """Best-effort: :meth:`reply` for each (address, body) of a batch, sent together
+        where the transport can (a worker sends its batch's replies, then acks it)."""
+        for address, body in replies:
+            self.reply(address, body)
 
     @abstractmethod
     def depth(self, queue: str) -> int:

@@ -184,6 +184,9 @@ class SqliteTransport(Transport):
     def reply(self, address: str, body: bytes) -> None:
         send_replies([(address, body)])
 
+    def replies(self, replies: list[tuple[str, bytes]]) -> None:
+        send_replies(replies)
+
     def depth(self, queue: str) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM messages WHERE queue=? AND owner IS NULL",
                                  (queue,)).fetchone()[0]
@@ -337,8 +340,7 @@ class SqliteConsumer(Consumer):
     def _ids(self, deliveries: list[Delivery]) -> list[int]:
         return [d.tag for d in deliveries if d.tag in self.unacked]
 
-    def ack(self, deliveries: list[Delivery], replies: list[tuple[str, bytes]] | None = None) -> None:
-        send_replies(replies or [])
+    def ack(self, deliveries: list[Delivery]) -> None:
         ids = self._ids(deliveries)
         if not ids:
             return
