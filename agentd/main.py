@@ -44,6 +44,9 @@ def cli(db, broker, name, cpus, interval, grace) -> None:
 
 
 def main() -> None:
+    from ectool import pika_lean
+
+    pika_lean.lean = True  # this process only uses pika's BlockingConnection
     try:
         cli.main(prog_name="ec-agentd")
     except EcError as exc:

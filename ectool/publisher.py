@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import NotFound, UsageError
-from .store.models import Socket
+from .store.models import Queue, Socket
 
 
 def broker_queue(socket_name: str, namespace: str = "") -> str:
@@ -29,11 +29,12 @@ class Target:
 
 def resolve(socket_name: str, namespace: str = "") -> Target:
     """Look a socket up in the store; an unknown socket is a usage error (exit 2)."""
-    sock = Socket.get_or_none(Socket.name == socket_name)
-    if sock is None:
+    row = (Socket.select(Socket.name, Socket.task, Queue.queue_type, Queue.max_length).join(Queue)
+           .where(Socket.name == socket_name).tuples().first())  # one query, not two
+    if row is None:
         raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
-    q = sock.queue
-    return Target(sock.name, sock.task, broker_queue(sock.name, namespace), q.queue_type, q.max_length)
+    name, task, queue_type, max_length = row
+    return Target(name, task, broker_queue(name, namespace), queue_type, max_length)
 
 
 class Publisher:

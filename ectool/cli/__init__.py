@@ -96,6 +96,9 @@ def cli(ctx: click.Context, db_url: str | None, broker_url: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the ``ec`` console script."""
+    from .. import pika_lean
+
+    pika_lean.lean = True  # this process only uses pika's BlockingConnection
     try:
         cli.main(args=argv, prog_name="ec")
     finally:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from peewee import Database, TextField
+from peewee import Database, OperationalError, ProgrammingError, TextField
 
 from ..errors import UsageError
 from .models import MODELS, Call, JoinSlot, MinuteStat, Processor, SchemaVersion, Workflow
@@ -59,10 +59,23 @@ _ = Processor  # the v2 column is declared on the model
 
 
 def version(database: Database) -> int | None:
-    """The store's schema version, or None when it has no ElasticCode tables."""
-    if not database.table_exists(SchemaVersion._meta.table_name):
-        return None
-    row = SchemaVersion.select().order_by(SchemaVersion.version.desc()).first()
+    """The store's schema version, or None when it has no ElasticCode tables.
+
+    Every command asks, so the version is read straight away; only when that fails is the
+    catalogue consulted (listing tables costs PostgreSQL a catalogue scan). Inside a
+    transaction, which a failed statement would abort on PostgreSQL, the catalogue first."""
+    query = SchemaVersion.select(SchemaVersion.version).order_by(SchemaVersion.version.desc())
+    if database.in_transaction():
+        if not database.table_exists(SchemaVersion._meta.table_name):
+            return None
+        row = query.first()
+    else:
+        try:
+            row = query.first()
+        except (ProgrammingError, OperationalError):
+            if database.table_exists(SchemaVersion._meta.table_name):
+                raise  # the table is there: a real problem (or the connection went)
+            return None
     return row.version if row else None
 
 

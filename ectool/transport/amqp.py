@@ -33,7 +33,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import pika
+from ..pika_lean import import_pika
+
+pika = import_pika()
 from pika import exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties

@@ -34,6 +34,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from ..pika_lean import import_pika
+
+import_pika()
 from pika import exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
