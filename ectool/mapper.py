@@ -27,6 +27,7 @@ from .streaming import (
     JobEntry,
     Release,
     SeqSet,
+    StoreFallback,
     decode_line,
     format_joblog,
     job_command,
@@ -35,10 +36,6 @@ from .streaming import (
 
 _EOF = object()
 BATCH = 500  # lines per submit (one store transaction, one publish)
-# Replies are best-effort (the embedded transport's datagrams drop when the receiver lags):
-# when none arrive, the store is asked for finished calls, first after CHECK_MIN seconds,
-# backing off to CHECK_MAX while the store has nothing new either.
-CHECK_MIN, CHECK_MAX = 0.005, 0.5
 GULP_WAIT = 0.02  # while calls are in flight, lines wait this long to gather a larger batch
 
 
@@ -147,8 +144,7 @@ class Mapper:
         reader.start()
         eof = False
         last_progress = last_send = time.monotonic()
-        check_every = CHECK_MIN
-        next_check = last_progress + check_every
+        fallback = StoreFallback(now=last_progress)
         try:
             while self.pending or (not eof and self.stats.halted is None):
                 if self.stats.halted == "now":
@@ -165,19 +161,20 @@ class Mapper:
                 if self.pending:
                     full = self.release.outstanding >= self.window
                     wait = 0.0 if items else (0.05 if not (eof or full or self.stats.halted) else 0.5)
-                    wait = max(0.0, min(wait, next_check - time.monotonic()))
+                    wait = max(0.0, min(wait, fallback.next - time.monotonic()))
                     outcomes = self.backend.poll(wait)
                     now = time.monotonic()
-                    if now >= next_check:
-                        stale = [cid for cid, job in self.pending.items() if now - job.submitted > CHECK_MIN]
-                        found = self.backend.check(stale) if stale else []
-                        check_every = CHECK_MIN if found else min(CHECK_MAX, check_every * 2)
+                    for out in outcomes:
+                        job = self.pending.get(out.id)
+                        if job is not None:
+                            fallback.replied(now - job.submitted)
+                    if fallback.due(now):
+                        found = self._overdue(now - fallback.overdue_after)
+                        fallback.checked(now, bool(found))
                         outcomes += found
-                        next_check = now + check_every
                     if outcomes:
                         last_progress = now
-                        if check_every > CHECK_MIN:  # things move: look at the store soon again
-                            check_every, next_check = CHECK_MIN, min(next_check, now + CHECK_MIN)
+                        fallback.moving(now)
                         self._receive(outcomes, reader)
                     elif self.timeout is not None and now - last_progress > self.timeout:
                         head = self.release.head()
@@ -227,6 +224,16 @@ class Mapper:
             self.stats.sent += len(ids)
             self.stats.read = jobs[-1].seq
         return eof
+
+    def _overdue(self, before: float) -> list[Outcome]:
+        """Outcomes in the store of calls submitted before ``before`` still without one
+        (``pending`` is in submission order: the overdue ones come first)."""
+        stale = []
+        for cid, job in self.pending.items():
+            if job.submitted > before:
+                break
+            stale.append(cid)
+        return self.backend.check(stale) if stale else []
 
     def _receive(self, outcomes: list[Outcome], reader: Reader) -> None:
         released: list[tuple[int, Outcome]] = []

@@ -4,6 +4,7 @@ in-memory backend: order, the window, halting, the joblog and --resume, flat mem
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 import pytest
@@ -17,6 +18,7 @@ from ectool.streaming import (
     JobEntry,
     Release,
     SeqSet,
+    StoreFallback,
     decode_line,
     default_window,
     format_joblog,
@@ -132,7 +134,9 @@ def test_seqset_of_a_million_lines_is_one_range():
     assert s.ranges() == [(1, 1_000_000)] and 1_000_000 in s and 1_000_001 not in s
 
 
-@pytest.mark.parametrize("concurrency, workers, window", [(None, 0, 1), (0, 3, 1), (1, 0, 2), (1, 2, 4), (5, 2, 20)])
+@pytest.mark.parametrize("concurrency, workers, window",
+                         [(None, 0, 256), (0, 3, 256), (1, 2, 256), (64, 2, 256), (64, 3, 384), (100, 0, 256),
+                          (200, 0, 400)])
 def test_default_window(concurrency, workers, window):
     assert default_window(concurrency, workers) == window
 
@@ -297,3 +301,62 @@ def run_map_discarding(n):
         return 0
 
     return Mapper(FakeBackend(seed=4), "S", window=64, emit=emit).run(lines(n, state, 64))
+
+
+# ---------------------------------------------------------------- the store fallback
+
+def test_store_fallback_waits_for_overdue_calls_only():
+    f = StoreFallback(floor=0.02, factor=4.0, first=0.005, most=0.5, now=100.0)
+    assert f.overdue_after == 0.02  # no reply seen yet: the floor
+    for _ in range(50):
+        f.replied(0.1)
+    assert f.overdue_after == pytest.approx(0.4)  # four times the usual reply latency
+    assert not f.due(100.004) and f.due(100.005)
+    f.checked(100.005, found=False)
+    f.checked(100.015, found=False)
+    assert f.every == 0.02 and f.next == pytest.approx(100.035)  # nothing found: backing off
+    for _ in range(10):
+        f.checked(f.next, found=False)
+    assert f.every == 0.5  # ... up to `most`
+    f.checked(200.0, found=False)
+    assert f.next == 200.5
+    f.moving(200.1)
+    assert f.every == 0.005 and f.next == pytest.approx(200.105)  # outcomes arrive: soon again
+    f.checked(200.105, found=True)
+    assert f.every == 0.005
+
+
+def test_map_asks_the_store_only_about_calls_whose_reply_is_late():
+    class Prompt(FakeBackend):
+        """Replies to every call 20 ms after it was sent, except the calls of every 50th
+        line (their replies are lost; the store has their outcomes)."""
+
+        checked: list[str] = []
+        sent: dict[str, float] = {}
+
+        def submit(self, values):
+            ids = super().submit(values)
+            self.sent.update((cid, time.monotonic()) for cid in ids)
+            return ids
+
+        def poll(self, timeout):
+            time.sleep(min(timeout, 0.002))
+            outs = []
+            for cid in list(self.inflight):
+                if cid in self.lost or time.monotonic() - self.sent[cid] < 0.02:
+                    continue
+                if int(self.inflight[cid]) % 50 == 0:
+                    self.lost.add(cid)
+                else:
+                    outs.append(self._outcome(cid))
+            return outs
+
+        def check(self, ids):
+            self.checked += ids
+            return super().check(ids)
+
+    backend = Prompt()
+    stats, out = run_map(backend, 1000, window=64)
+    assert [s for s, _ in out] == list(range(1, 1001)) and stats.succeeded == 1000
+    lost_lines = {str(i) for i in range(50, 1001, 50)}
+    assert len(backend.checked) < 10 * len(lost_lines)  # not every call in flight, again and again (~2000)

@@ -158,8 +158,6 @@ def test_members_of_one_batch_join_together_and_fire_once(db_url, tmp_path, monk
     """The engine fills a join with a whole batch of members at once: duplicates within a
     batch and across batches fill nothing twice, the final step is sent exactly once, with
     the values in member order."""
-    from helpers import build_network, make_repo
-
     from ectool.calls import broker_queue
     from ectool.config import load
     from ectool.engine import Engine
@@ -168,6 +166,7 @@ def test_members_of_one_batch_join_together_and_fire_once(db_url, tmp_path, monk
     from ectool.store.models import Call
     from ectool.transport import open_transport
     from ectool.workflow import node_id
+    from helpers import build_network, make_repo
 
     build_network(db_url, make_repo(tmp_path / "repo"))
     monkeypatch.setenv("EC_DB", db_url)

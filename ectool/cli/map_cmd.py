@@ -14,7 +14,7 @@ from .env import Env
 
 map_options = [
     click.option("-j", "--jobs", type=int, help="Lines read but not yet written at most (default: twice "
-                 "the socket's concurrency times its live workers). Reading pauses when full."),
+                 "the socket's concurrency times its live workers, at least 256). Reading pauses when full."),
     click.option("--unordered", is_flag=True, help="Write each result as soon as it arrives, not in input order."),
     click.option("--halt", "halt", default="never", show_default=True, metavar="WHEN,WHAT=N",
                  help="Stop early, like GNU parallel: now,fail=1 (cancel the rest), soon,fail=N "
