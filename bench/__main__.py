@@ -12,6 +12,7 @@ BENCHES = {
     "ec": ("bench.ec", "ElasticCode: throughput, round trips, funnel, pipeline; both transports"),
     "core": ("bench.core", "ElasticCode: throughput and round trips only"),
     "client": ("bench.client", "ElasticCode's client alone: submit latency and rate, store poll, encode"),
+    "phases": ("bench.phases", "where a round trip and a funnel spend their time (store timestamps)"),
     "shell": ("bench.shell", "seq N | ec map noop, ec run round trip, GNU parallel"),
     "compare": ("bench.compare", "ceiling, celery and ec alternately; medians and pairwise ratios"),
     "profile": ("bench.profile", "py-spy profiles of an ec client and worker under throughput load"),

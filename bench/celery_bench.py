@@ -45,9 +45,9 @@ from bench.common import (  # noqa: E402
     machine,
     pg_schema,
     rss_mb,
-    stop_pid_tree,
     table,
 )
+from helpers import stop_tree  # noqa: E402
 
 
 def backend_url(schema: str | None) -> str:
@@ -72,7 +72,7 @@ def celery_worker(queue: str, queue_type: str, concurrency: int, schema: str | N
     try:
         yield proc
     finally:
-        stop_pid_tree(proc, grace=10)
+        stop_tree(proc, grace=10)
 
 
 def delete_queue(queue: str) -> None:

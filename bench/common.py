@@ -1,15 +1,12 @@
-"""Shared bits of the benchmarks: service URLs, statistics, PostgreSQL schemas, process
-trees stopped by pid, a small table printer and the one-JSON-line convention."""
+"""Shared bits of the benchmarks: service URLs, statistics, PostgreSQL schemas, a small
+table printer and the one-JSON-line convention."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,36 +77,7 @@ def drop_schema(schema: str) -> None:
 
 
 # -- processes --------------------------------------------------------------------------------
-
-
-def stop_pid_tree(proc: subprocess.Popen, grace: float = 15.0) -> None:
-    """SIGTERM ``proc`` (by its pid), wait ``grace``, then SIGKILL it and every descendant
-    seen before or after (descendants are listed first: a dying parent orphans them)."""
-    import psutil
-
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        kids = []
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    deadline = time.monotonic() + 5
-    for k in kids:
-        try:
-            k.wait(max(0.0, deadline - time.monotonic()))
-        except psutil.TimeoutExpired:
-            pass
-        except psutil.NoSuchProcess:
-            continue
-        try:
-            k.kill()
-        except psutil.NoSuchProcess:
-            pass
+# (a process tree is stopped by pid with tests/helpers.py's stop_tree)
 
 
 def rss_mb(pids: Sequence[int]) -> list[float | None]:

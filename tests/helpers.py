@@ -142,8 +142,13 @@ def wait_children(proc: subprocess.Popen, count: int, timeout: float = 20) -> li
 
 
 def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM the supervisor (it stops its children); SIGKILL everything left after ``grace``."""
-    kids = children(proc)
+    """SIGTERM ``proc`` by its pid (a supervisor stops its children), wait ``grace``, then
+    SIGKILL it; every descendant seen before it stopped gets 5 s more, then SIGKILL too
+    (they are listed first: a dying parent orphans them). Used by the benchmarks as well."""
+    try:
+        kids = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        kids = []
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -151,7 +156,14 @@ def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    deadline = time.monotonic() + 5
     for k in kids:
+        try:
+            k.wait(max(0.0, deadline - time.monotonic()))
+        except psutil.TimeoutExpired:
+            pass
+        except psutil.NoSuchProcess:
+            continue
         try:
             k.kill()
         except psutil.NoSuchProcess:

@@ -336,6 +336,18 @@ def test_bench_client_smoke(tmp_path):
     assert result["embedded"]["submit_batch_calls_s"] > 0
 
 
+def test_bench_phases_smoke():
+    """``python -m bench phases`` runs end to end on the embedded backend (tiny sizes)."""
+    done = subprocess.run([sys.executable, "-m", "bench", "phases", "--only", "embedded", "--seq", "3",
+                           "--funnels", "1", "--members", "3"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    seq, fun = result["embedded"]["seq"], result["embedded"]["funnel"]
+    assert seq["total"] >= seq["submit"] > 0 and {"queued", "running", "reply"} <= set(seq)
+    assert fun["total"] > 0 and "join" in fun
+
+
 def test_shim_signature_check_is_cached_and_unchanged():
     import functools
     import types
