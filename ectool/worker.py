@@ -214,13 +214,7 @@ class WorkerRuntime:
         for d, m in good:
             if m.id in claimed:
                 prior = claimed[m.id] - m.attempt  # attempts that died before this one
-                if prior >= self.config.delivery_limit:
-                    self.bury(d, m.id, f"delivery limit: its worker died {prior} times running it",
-                              "DeliveryLimit", reply_to=m.reply_to, msg=m)
-                elif m.socket not in self.sockets:
-                    self.bury(d, m.id, f"socket {m.socket!r} is not served by processor {self.processor.name!r}",
-                              "UnknownSocket", reply_to=m.reply_to, msg=m)
-                else:
+                if not self.refused(d, m, prior):
                     (suspects if prior > 0 else marked).append((d, m, CLAIMED))
                 continue
             row = rows.get(m.id)
@@ -235,13 +229,7 @@ class WorkerRuntime:
                 self.park(d)
                 continue
             prior = (row.attempts - (m.attempt - 1)) if row is not None else 0
-            if prior >= self.config.delivery_limit:
-                self.bury(d, m.id, f"delivery limit: its worker died {prior} times running it", "DeliveryLimit",
-                          reply_to=m.reply_to, msg=m)
-                continue
-            if m.socket not in self.sockets:
-                self.bury(d, m.id, f"socket {m.socket!r} is not served by processor {self.processor.name!r}",
-                          "UnknownSocket", reply_to=m.reply_to, msg=m)
+            if self.refused(d, m, prior):
                 continue
             (suspects if (prior > 0 or d.redeliveries > 0 or row is None) else runnable).append((d, m, row))
         # a redelivered call may be the one that killed the last worker: run it alone, so a
@@ -257,6 +245,19 @@ class WorkerRuntime:
                 self.consumer.nack([item[0]])
                 continue
             self.run_batch([item], marked=item[2] is CLAIMED)
+
+    def refused(self, d: Delivery, m: CallMessage, prior: int) -> bool:
+        """Bury a call whose workers died running it ``prior`` >= delivery_limit times, or
+        that names a socket this worker does not serve; True if it was buried."""
+        if prior >= self.config.delivery_limit:
+            self.bury(d, m.id, f"delivery limit: its worker died {prior} times running it", "DeliveryLimit",
+                      reply_to=m.reply_to, msg=m)
+            return True
+        if m.socket not in self.sockets:
+            self.bury(d, m.id, f"socket {m.socket!r} is not served by processor {self.processor.name!r}",
+                      "UnknownSocket", reply_to=m.reply_to, msg=m)
+            return True
+        return False
 
     def running_elsewhere(self, row: Any) -> bool:
         """Is ``row`` (a running call) being run right now by another live worker?"""
