@@ -31,6 +31,15 @@ def add(env, *args):
     return done
 
 
+def network(env, repo, socket, task, *processor_options):
+    """What most tests here start from, made with ``ec``: queue q, the repo trusted,
+    processor p1 from it (with ``processor_options``) and SOCKET calling TASK."""
+    add(env, "add", "queue", "-n", "q")
+    add(env, "trust", "add", str(repo))
+    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample", *processor_options)
+    add(env, "add", "socket", "-n", socket, "-q", "q", "-pn", "p1", "-t", task)
+
+
 def processor(env, name):
     rows = json.loads(ec("ls", "processors", "--json", env=env).stdout)
     return next(r for r in rows if r["name"] == name)
@@ -51,10 +60,7 @@ def commit(repo, path, text, message):
 
 def test_empty_store_to_working_calls(setup):
     env, repo = setup
-    add(env, "add", "queue", "-n", "q")
-    add(env, "trust", "add", f"{repo}")
-    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample", "-c", "2")
-    add(env, "add", "socket", "-n", "up", "-q", "q", "-pn", "p1", "-t", "upper")
+    network(env, repo, "up", "upper", "-c", "2")
     with agent(env, "--cpus", "2") as a:
         done = ec("run", "up", "hello", "--timeout", "60", env=env)
         assert (done.returncode, done.stdout) == (0, "HELLO\n"), done.stderr
@@ -120,10 +126,7 @@ def test_untrusted_repo_is_refused_with_reason(setup):
 
 def test_pause_resume_restart_act_within_seconds(setup):
     env, repo = setup
-    add(env, "add", "queue", "-n", "q")
-    add(env, "trust", "add", str(repo))
-    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample")
-    add(env, "add", "socket", "-n", "pid", "-q", "q", "-pn", "p1", "-t", "whoami")
+    network(env, repo, "pid", "whoami")
     with agent(env, "--interval", "30"):  # only the wake-up can make it quick
         first = json.loads(ec("run", "pid", "--json", "--timeout", "60", env=env).stdout)["result"]
         t = time.monotonic()
@@ -142,10 +145,7 @@ def test_pause_resume_restart_act_within_seconds(setup):
 
 def test_update_to_new_commit_switches_workers(setup):
     env, repo = setup
-    add(env, "add", "queue", "-n", "q")
-    add(env, "trust", "add", str(repo))
-    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample")
-    add(env, "add", "socket", "-n", "v", "-q", "q", "-pn", "p1", "-t", "version")
+    network(env, repo, "v", "version")
     new = commit(repo, "pyfi/processors/sample.py",
                  (repo / "pyfi/processors/sample.py").read_text() + "\n\ndef version():\n    return 2\n", "v2")
     with agent(env):
@@ -157,10 +157,7 @@ def test_update_to_new_commit_switches_workers(setup):
 
 def test_kill_9_agent_workers_exit_and_restart_loses_nothing(setup):
     env, repo = setup
-    add(env, "add", "queue", "-n", "q")
-    add(env, "trust", "add", str(repo))
-    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample", "-c", "2")
-    add(env, "add", "socket", "-n", "sleep", "-q", "q", "-pn", "p1", "-t", "sleep")
+    network(env, repo, "sleep", "sleep", "-c", "2")
     ids = [ec("run", "--no-wait", "sleep", "0.05", str(i), env=env).stdout.strip() for i in range(30)]
     with agent(env, "--cpus", "2") as a:
         kids = wait_for(lambda: len(psutil.Process(a.pid).children()) >= 2 and psutil.Process(a.pid).children(),
@@ -178,10 +175,7 @@ def test_kill_9_agent_workers_exit_and_restart_loses_nothing(setup):
 
 def test_stale_agent_work_is_replaced_on_a_live_agent(setup):
     env, repo = setup
-    add(env, "add", "queue", "-n", "q")
-    add(env, "trust", "add", str(repo))
-    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample", "-c", "1")
-    add(env, "add", "socket", "-n", "add", "-q", "q", "-pn", "p1", "-t", "add_two")
+    network(env, repo, "add", "add_two", "-c", "1")
     with agent(env, "--name", "a1", "--cpus", "1") as a1:
         assert ec("run", "add", "1", "2", "--timeout", "60", env=env).stdout == "3\n"
         with agent(env, "--name", "a2", "--cpus", "1"):
@@ -235,10 +229,7 @@ _ = uuid
 
 def test_sigterm_stops_the_agent_at_once_whatever_its_interval(setup):
     env, repo = setup
-    add(env, "add", "queue", "-n", "q")
-    add(env, "trust", "add", str(repo))
-    add(env, "add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample")
-    add(env, "add", "socket", "-n", "up", "-q", "q", "-pn", "p1", "-t", "upper")
+    network(env, repo, "up", "upper")
     with agent(env, "--interval", "60") as a:
         assert ec("run", "up", "x", "--timeout", "60", env=env).stdout == "X\n"
         t = time.monotonic()
