@@ -9,6 +9,7 @@ source for ``ec wait`` in a later process).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import time
@@ -202,20 +203,16 @@ class Client:
 INSERT_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "status", "attempts", "args",
                   "submitted")
 INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32766 parameters, PostgreSQL 65535)
-_insert_sql: dict[tuple, str] = {}
 
 
+@functools.lru_cache(maxsize=64)  # the common batch sizes; a long map sees hundreds of sizes
 def insert_sql(param: str, n: int, columns: Sequence[str] = INSERT_COLUMNS, ignore_existing: bool = False) -> str:
     """``INSERT INTO "call" (columns) VALUES (...) x n [ON CONFLICT DO NOTHING]``, built
-    once per shape."""
-    key = (param, n, tuple(columns), ignore_existing)
-    sql = _insert_sql.get(key)
-    if sql is None:
-        row = "(" + ", ".join([param] * len(columns)) + ")"
-        quoted = ", ".join(f'"{c}"' for c in columns)
-        sql = _insert_sql[key] = (f'INSERT INTO "call" ({quoted}) VALUES {", ".join([row] * n)}'
-                                  + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
-    return sql
+    once per shape (``columns`` a tuple)."""
+    row = "(" + ", ".join([param] * len(columns)) + ")"
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    return (f'INSERT INTO "call" ({quoted}) VALUES {", ".join([row] * n)}'
+            + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
 
 
 def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
@@ -228,7 +225,7 @@ def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
     param = database.param
 
     def execute(chunk: list[tuple]) -> None:
-        database.execute_sql(insert_sql(param, len(chunk), columns, ignore_existing),
+        database.execute_sql(insert_sql(param, len(chunk), tuple(columns), ignore_existing),
                              [v for row in chunk for v in row])
 
     if len(rows) <= INSERT_ROWS:
@@ -242,16 +239,10 @@ def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
 #: what an outcome needs from a call's row (not its arguments or log), in this order
 OUTCOME_COLUMNS = ("id", "status", "result", "error_type", "error_message", "traceback", "attempts")
 QUOTED_OUTCOME_COLUMNS = tuple(f'"{c}"' for c in OUTCOME_COLUMNS)
-_outcome_sql: dict[tuple[str, int], str] = {}
-
-
+@functools.lru_cache(maxsize=64)
 def outcome_sql(param: str, n: int) -> str:
     """``SELECT OUTCOME_COLUMNS FROM "call" WHERE id IN (n parameters)``, built once per size."""
-    sql = _outcome_sql.get((param, n))
-    if sql is None:
-        sql = _outcome_sql[(param, n)] = (
-            f'SELECT {", ".join(QUOTED_OUTCOME_COLUMNS)} FROM "call" WHERE "id" IN ({", ".join([param] * n)})')
-    return sql
+    return f'SELECT {", ".join(QUOTED_OUTCOME_COLUMNS)} FROM "call" WHERE "id" IN ({", ".join([param] * n)})'
 
 
 def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
