@@ -72,8 +72,8 @@ class Engine:
         """Start the node at ``path``: composite rows, then leaf calls (published durably)."""
         st = wfp.start(plan, path, has_input, value)
         stamp = now()
-        rows = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]) if p else None, wf, flow,
-                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]
+        rows = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]), wf, flow,
+                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]  # the root row exists
         messages: dict[Target, list[bytes]] = defaultdict(list)
         for p, node, args in st.calls:
             cid = wfp.node_id(wf, p)
@@ -189,7 +189,7 @@ class Engine:
         while done:
             roots = {r.id: r for r in Call.select(Call.id, Call.status, Call.flow)
                      .where(Call.id.in_(list({wf for wf, _, _ in done})))}
-            joins: dict[tuple[str, tuple[int, ...]], dict[int, wfp.Next]] = {}
+            joins: dict[tuple[str, tuple[int, ...]], list[wfp.Next]] = {}
             seen: set[tuple[str, tuple[int, ...]]] = set()
             for wf, path, value in done:
                 root = roots.get(wf)
@@ -200,10 +200,10 @@ class Engine:
                 seen.add((wf, tuple(path)))
                 nxt = self._walk(wf, path, value, root)
                 if nxt is not None:
-                    joins.setdefault((wf, tuple(nxt.path)), {}).setdefault(nxt.index, nxt)
+                    joins.setdefault((wf, tuple(nxt.path)), []).append(nxt)
             done = []
             for (wf, node_path), members in joins.items():
-                values = self._join(wf, list(members.values()), recovering)
+                values = self._join(wf, members, recovering)
                 if values is not None:
                     done.append((wf, list(node_path), values))
 

@@ -570,54 +570,57 @@ class AmqpTransport(Transport):
         self.replies([(address, body)])
 
     def replies(self, replies: list[tuple[str, bytes]]) -> None:
-        """Best effort, pipelined (one flush, no confirms): one attempt with one reconnect;
-        failures are logged, not raised. A worker sends its batch's replies here, from
-        its own thread, before it acks the batch: no hop through the consumer's I/O thread."""
+        """Best effort, pipelined, no confirms; failures are logged, not raised. A worker
+        sends its batch's replies here, from its own thread, before it acks the batch: no
+        hop through the consumer's I/O thread."""
         if not replies:
             return
+
+        def send(conn: BlockingConnection) -> None:
+            if self._replies is None or not self._replies.is_open:
+                self._replies = conn.channel()
+            for address, body in replies:
+                self._replies._impl.basic_publish("", address, body, REPLY_PROPERTIES)
+
+        try:
+            self._unconfirmed("send replies", send)
+        except Unreachable as exc:
+            log.warning("%d repl%s dropped: %s", len(replies), "y" if len(replies) == 1 else "ies", exc)
+
+    def publish_events(self, exchange: str, events: list[tuple[str, bytes]]) -> None:
+        """Pipeline the events without confirms (one flush); Unreachable if that fails."""
+        if not events:
+            return
+
+        def send(conn: BlockingConnection) -> None:
+            if self._events is None or not self._events.is_open:
+                self._events, self._exchanges = conn.channel(), set()
+            if exchange not in self._exchanges:
+                self._events.exchange_declare(exchange, exchange_type="topic", durable=True)
+                self._exchanges.add(exchange)
+            for key, body in events:
+                self._events._impl.basic_publish(exchange, key, body, EVENT_PROPERTIES)
+
+        self._unconfirmed("publish events", send)
+
+    def _unconfirmed(self, what: str, send: Callable[[BlockingConnection], None]) -> None:
+        """``send(connection)`` (publishes without confirms, on a channel it keeps), then one
+        flush; after a lost connection one more try on a new one, then Unreachable. The
+        best-effort channels are forgotten on any failure (they may be in any state)."""
         for attempt in (1, 2):
             try:
                 self._check_idle_connection()
                 conn = self._connect()
-                if self._replies is None or not self._replies.is_open:
-                    self._replies = conn.channel()
-                for address, body in replies:
-                    self._replies._impl.basic_publish("", address, body, REPLY_PROPERTIES)
+                send(conn)
                 conn.process_data_events(0)
                 self._last_io = time.monotonic()
                 return
             except (px.AMQPError, Unreachable, OSError, ValueError) as exc:
-                self._replies = None
+                self._replies = self._events = None
                 if isinstance(exc, LOST):
                     self._discard()
                 if attempt == 2 or not isinstance(exc, LOST):
-                    log.warning("%d repl%s dropped: %s", len(replies), "y" if len(replies) == 1 else "ies",
-                                describe(exc))
-                    return
-
-    def publish_events(self, exchange: str, events: list[tuple[str, bytes]]) -> None:
-        """Pipeline the events without confirms (one flush); one reconnect, then give up."""
-        if not events:
-            return
-        for attempt in (1, 2):
-            try:
-                self._check_idle_connection()
-                conn = self._connect()
-                if self._events is None or not self._events.is_open:
-                    self._events, self._exchanges = conn.channel(), set()
-                if exchange not in self._exchanges:
-                    self._events.exchange_declare(exchange, exchange_type="topic", durable=True)
-                    self._exchanges.add(exchange)
-                for key, body in events:
-                    self._events._impl.basic_publish(exchange, key, body, EVENT_PROPERTIES)
-                conn.process_data_events(0)
-                return
-            except (px.AMQPError, Unreachable, OSError, ValueError) as exc:
-                self._events = None
-                if isinstance(exc, LOST):
-                    self._discard()
-                if attempt == 2 or not isinstance(exc, LOST):
-                    raise Unreachable(f"cannot publish events to RabbitMQ: {describe(exc)}") from None
+                    raise Unreachable(f"cannot {what} on RabbitMQ: {describe(exc)}") from None
 
     def subscribe_events(self, exchange: str, patterns: list[str] | None = None) -> EventStream:
         from .amqp_consumer import AmqpEventStream
