@@ -88,6 +88,42 @@ def test_unreachable_store_exit_3_as_subprocess():
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("path", ["/proc/no-such-dir/ec.db", "/proc/ec.db"])
+def test_unusable_sqlite_path_exit_3_on_one_line(path):
+    done = subprocess.run([sys.executable, "-m", "ectool", "--db", f"sqlite:///{path}", "ls", "processors"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("ec: store unreachable") and done.stderr.count("\n") == 1, done.stderr
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("CREATE TABLE other (x)")
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("INSERT INTO other VALUES (1)")
+print("locked", flush=True)
+time.sleep(1.5)
+conn.execute("COMMIT")
+"""
+
+
+def test_first_open_of_a_store_another_process_is_writing_waits(tmp_path):
+    """Switching a new SQLite file to WAL fails at once while another connection writes it
+    (no busy timeout applies); ec waits for the lock instead of exiting 3."""
+    path = tmp_path / "ec.db"
+    locker = subprocess.Popen([sys.executable, "-c", HOLD_WRITE_LOCK, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout.readline().strip() == "locked"
+        done = subprocess.run([sys.executable, "-m", "ectool", "--db", f"sqlite:///{path}", "ls", "processors"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    finally:
+        locker.kill()
+        locker.wait()
+        locker.stdout.close()
+
+
 def test_bad_url_flag_exit_2():
     result = CliRunner().invoke(cli, ["--db", "mysql://x", "ls", "processors"])
     assert result.exit_code == 2 and "scheme must be one of" in result.output

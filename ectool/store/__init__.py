@@ -51,7 +51,11 @@ def make_database(url: str) -> Database:
     scheme = url.split("://", 1)[0].lower()
     if scheme == "sqlite":
         path = sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise Unreachable(f"store unreachable ({_describe(url)}): cannot create {path.parent}: "
+                              f"{exc.strerror or exc}") from None
         # a small statement cache: the batch statements (a multi-row INSERT, an IN list)
         # come in as many shapes as batch sizes, and sqlite3 keeps 128 compiled by default:
         # ~20 MB of a long `ec map` (62 -> 44 MB peak RSS over 200k lines with 16)
@@ -86,11 +90,21 @@ def open_store(url: str, *, create: bool = True, user: str | None = None) -> Dat
     security.set_user(security.identify(url, user))
     database = make_database(url)
     db.initialize(database)
-    try:
-        database.connect(reuse_if_open=True)
-    except OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unreachable(f"store unreachable ({_describe(url)}): {first}") from None
+    # Connecting to SQLite sets its pragmas: switching a new file to WAL takes the file's
+    # lock, and SQLite refuses at once (its busy timeout does not apply) while another
+    # process is creating the schema in it. Such a lock passes: try again for a while.
+    deadline = time.monotonic() + SQLITE_PRAGMAS["busy_timeout"] / 1000
+    while True:
+        try:
+            database.connect(reuse_if_open=True)
+            break
+        except OperationalError as exc:
+            busy = any(word in str(exc).lower() for word in ("locked", "busy"))
+            if isinstance(database, SqliteDatabase) and busy and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Unreachable(f"store unreachable ({_describe(url)}): {first}") from None
     if create:
         schema.ensure(database)
     return database
