@@ -33,6 +33,18 @@ def need_service(name: str, host: str, port: int) -> None:
     pytest.skip(f"SKIPPED, SERVICE DOWN: {message}")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The fault suite restarts RabbitMQ and PostgreSQL under every test sharing them, so it
+    never runs beside other tests: under pytest-xdist with more than one worker it skips."""
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) <= 1:
+        return
+    alone = pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the fault suite restarts services; "
+                                    "run it with a plain `pytest -m faults`, not under -n")
+    for item in items:
+        if item.get_closest_marker("faults"):
+            item.add_marker(alone)
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path, monkeypatch) -> Path:
     """Every test gets its own EC_HOME (config, data, cache) and NO_COLOR."""
