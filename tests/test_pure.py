@@ -104,3 +104,30 @@ def test_decode_rejects_garbage(body):
 def test_peek_id():
     assert peek_id(b'{"id": "abc"}') == "abc"
     assert peek_id(b"garbage") is None
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "add_two", "3", "10"], ("add_two", ["3", "10"])),
+    (["run", "echo"], ("echo", [])),
+    (["run", "echo", "-"], ("echo", ["-"])),
+    (["run", "s", "a b", "[1, 2]"], ("s", ["a b", "[1, 2]"])),
+    (["run"], None),                                   # click says what is missing
+    (["run", "--help"], None),
+    (["run", "s", "--json"], None),
+    (["run", "s", "--", "-5"], None),
+    (["run", "s", "-k", "a=1"], None),
+    (["--db", "sqlite:///x", "run", "s"], None),
+    (["map", "s"], None),
+    ([], None),
+    (["run", "", "x"], None),
+])
+def test_the_fast_path_takes_only_the_plain_run_form(argv, expected):
+    from ectool.cli.fast import simple_run
+
+    assert simple_run(argv, {}) == expected
+
+
+def test_the_fast_path_leaves_completion_to_click():
+    from ectool.cli.fast import simple_run
+
+    assert simple_run(["run", "s"], {"_EC_COMPLETE": "bash_complete"}) is None

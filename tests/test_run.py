@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 
-from helpers import ec, sample_network, workers
+from helpers import ec, sample_network, stop_tree, workers
 
 
 @pytest.fixture
@@ -107,6 +111,50 @@ def test_no_worker_waits_durably_then_completes(net):
         waited = ec("wait", call_id, "--timeout", "30", env=env)
     assert (waited.returncode, waited.stdout) == (0, "4\n")
     assert ec("result", call_id, env=env).stdout == "4\n"
+
+
+def test_interrupted_run_says_the_call_goes_on_and_it_does(net):
+    """Ctrl-C while `ec run` waits: exit 130, one line naming the call (no traceback); the
+    call stays durable and finishes once a worker comes."""
+    env, proc = net
+    run = subprocess.Popen([sys.executable, "-m", "ectool", "run", "add_two", "20", "22"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not json.loads(ec("ls", "calls", "--json", env=env).stdout) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)  # past the submit, into the wait
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=30)
+    finally:
+        stop_tree(run)
+    assert run.returncode == 130 and out == "" and "Traceback" not in err, err
+    assert "keeps running (ec wait " in err, err
+    call_id = err.split("call ")[1].split()[0]
+    with workers(env, proc):
+        waited = ec("wait", call_id, "--timeout", "30", env=env)
+    assert (waited.returncode, waited.stdout) == (0, "42\n"), waited.stderr
+
+
+def test_plain_run_skips_click_and_agrees_with_the_click_path(net):
+    """`ec run SOCKET WORD...` takes the click-free path; the same call with an option
+    goes through click; both print the same result, and errors the same way."""
+    env, proc = net
+    probe = ("import sys\nfrom ectool.cli import main\ntry:\n    main(sys.argv[1:])\n"
+             "finally:\n    print('click' in sys.modules, file=sys.stderr)\n")
+
+    def ec_probe(*args):
+        return subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    with workers(env, proc):
+        fast, slow = ec_probe("run", "add_two", "3", "10"), ec_probe("run", "add_two", "3", "10", "--timeout", "30")
+    assert (fast.returncode, fast.stdout, fast.stderr) == (0, "13\n", "False\n")
+    assert (slow.returncode, slow.stdout, slow.stderr) == (0, "13\n", "True\n")
+    fast, slow = ec_probe("run", "nope", "x"), ec_probe("run", "nope", "x", "--timeout", "1")
+    assert fast.returncode == slow.returncode == 2
+    assert fast.stderr.splitlines()[0] == slow.stderr.splitlines()[0] == \
+        "ec: unknown socket 'nope' (see 'ec ls sockets')"
 
 
 def test_no_wait_prints_id_and_call_graph(net):

@@ -1,17 +1,18 @@
 """The ``ec`` command: a thin layer over the ``ectool`` library.
 
-Subcommands load lazily so that ``ec --help`` and ``ec run`` import only what they use.
-Expected failures (:class:`~ectool.errors.EcError`) print one line and exit with their code.
+Subcommands load lazily so that ``ec --help`` and ``ec run`` import only what they use; the
+commonest command line, ``ec run SOCKET [WORD...]``, runs without click at all
+(:mod:`ectool.cli.fast`). Expected failures (:class:`~ectool.errors.EcError`) print one
+line and exit with their code. The click group is ``ectool.cli.cli``
+(:mod:`ectool.cli.group`, imported on first use).
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 import sys
+from typing import NoReturn
 
-import click
-
-from .. import __version__
 from ..errors import EcError
 
 #: command name -> ("module:attribute", one-line help), in the order --help shows them
@@ -47,51 +48,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when invoked, and which turns expected
-    errors (:class:`EcError`) into one line on stderr and their exit code."""
 
-    def main(self, *args, **kwargs):
-        try:
-            return super().main(*args, **kwargs)
-        except EcError as exc:
-            click.echo(f"ec: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except BrokenPipeError:
-            # the reader went away (| head): not an error worth a traceback
-            sys.stderr.close()
-            sys.exit(0)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module), attr)
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+def fail(exc: EcError | BrokenPipeError) -> NoReturn:
+    """End the process for an expected error: one line on stderr and its exit code. A
+    reader that went away (``| head``) is not an error worth a word."""
+    if isinstance(exc, BrokenPipeError):
+        sys.stderr.close()
+        sys.exit(0)
+    sys.stderr.write(f"ec: {exc}\n")
+    sys.stderr.flush()
+    sys.exit(exc.exit_code)
 
 
-@click.group(cls=LazyGroup, context_settings={"max_content_width": 100})
-@click.option("--db", "db_url", envvar=None, help="Store URL (sqlite:///... or postgresql://...). [env: EC_DB]")
-@click.option("--broker", "broker_url", help="Broker URL (sqlite:///... or amqp://...). [env: EC_BROKER]")
-@click.version_option(__version__, prog_name="ec")
-@click.pass_context
-def cli(ctx: click.Context, db_url: str | None, broker_url: str | None) -> None:
-    """ElasticCode: durable, distributed function calls from your shell.
+def __getattr__(name: str):
+    if name in ("cli", "LazyGroup", "pass_env"):  # click, only for the commands that use it
+        from . import group
 
-    Build a network of queues, processors (Python modules in git repositories) and sockets
-    (functions behind durable queues); agents run workers; anyone calls sockets with
-    `ec run`. Exit status: 0 ok, 1 task failed, 2 usage, 3 store/broker unreachable,
-    4 timed out, 5 permission denied. See ec(1).
-    """
-    from .env import Env
-
-    ctx.obj = Env(db=db_url, broker=broker_url)
+        return getattr(group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,8 +73,20 @@ def main(argv: list[str] | None = None) -> None:
     from .. import pika_lean
 
     pika_lean.lean = True  # this process only uses pika's BlockingConnection
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="ec")
+        from . import fast
+
+        simple = fast.simple_run(args, os.environ)
+        if simple is not None:
+            try:
+                fast.run(*simple)
+            except (EcError, BrokenPipeError) as exc:
+                fail(exc)
+        else:
+            from .group import cli
+
+            cli.main(args=args, prog_name="ec")
     finally:
         # The process ends here. Leave what it built (modules, the store's and the broker's
         # objects) out of the interpreter's last garbage collections: on a small machine

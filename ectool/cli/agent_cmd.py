@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..output import render
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 @click.group()

@@ -6,7 +6,8 @@ import click
 
 from ..config import mask_url
 from ..errors import UsageError
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 CTL_HELP = "The rabbitmqctl command to run, e.g. 'sudo rabbitmqctl'. [default: rabbitmqctl]"
 

@@ -9,7 +9,8 @@ import click
 from .. import calls
 from ..errors import TaskFailed, UsageError
 from ..output import render, render_one, use_color
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 @click.command()
@@ -21,7 +22,7 @@ def result(env: Env, call_id, as_json, verbose) -> None:
     """Print the result of CALL_ID (exit 4 if it has not finished, 1 if it failed)."""
     from ..errors import CallTimeout
     from ..outcome import Outcome
-    from .run_cmd import report
+    from .runner import report
 
     env.store()
     row = calls.get_call(call_id)
@@ -56,7 +57,7 @@ def logs(env: Env, call_id) -> None:
 @pass_env
 def wait(env: Env, call_ids, timeout, as_json) -> None:
     """Wait for CALL_IDS to finish and print their results in order (exit 1 if any failed)."""
-    from .run_cmd import report
+    from .runner import report
 
     env.store()
     if call_ids == ("-",):

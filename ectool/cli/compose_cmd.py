@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 @click.group()

@@ -7,7 +7,8 @@ import click
 from .. import config as config_lib
 from .. import paths
 from ..output import render_one
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 @click.group()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 @click.command()

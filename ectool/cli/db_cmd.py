@@ -6,7 +6,8 @@ import click
 
 from ..config import mask_url
 from ..errors import UsageError
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 def _database(env: Env):

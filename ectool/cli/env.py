@@ -1,10 +1,9 @@
-"""The CLI's shared context: resolved configuration and lazily opened store/transport."""
+"""The CLI's shared context: resolved configuration and lazily opened store/transport
+(click-free: the fast ``ec run`` path uses it too; ``pass_env`` is in :mod:`.group`)."""
 
 from __future__ import annotations
 
 from functools import cached_property
-
-import click
 
 from ..config import Config, load
 
@@ -32,5 +31,3 @@ class Env:
 
         return open_transport(self.config)
 
-
-pass_env = click.make_pass_decorator(Env)

@@ -9,7 +9,8 @@ import sys
 import click
 
 from ..errors import UsageError
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 from .shell_cmd import SHELLS, login_shell
 
 shell_option = click.option("--shell", "shell_name", type=click.Choice(SHELLS),

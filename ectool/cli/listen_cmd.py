@@ -10,7 +10,8 @@ import click
 
 from ..errors import NotFound
 from ..output import dumps
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 def matcher(name: str):

@@ -126,7 +126,7 @@ def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None,
         def emit(seq: int, outcome) -> int:
             data = line_result(outcome, seq, as_json)
             if stderr:
-                from .run_cmd import show_log
+                from .runner import show_log
 
                 out.flush()
                 show_log(outcome.id)

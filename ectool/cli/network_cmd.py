@@ -8,7 +8,8 @@ from .. import network
 from ..errors import UsageError
 from ..output import render, render_one
 from . import complete
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 

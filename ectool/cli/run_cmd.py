@@ -2,90 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from ..errors import CallTimeout, TaskFailed, UsageError
+from ..errors import UsageError
 from . import complete
-from .args import parse_data, parse_kwargs, parse_word, stdin_value
-from .env import Env, pass_env
+from .args import parse_data, parse_kwargs
+from .env import Env
+from .group import pass_env
 from .map_cmd import with_map_options
-
-
-def read_stdin(explicit: bool) -> list:
-    """Stdin as the call's one argument; no argument for empty stdin or an interactive tty
-    (unless ``-`` asked for it explicitly)."""
-    if sys.stdin is None or (sys.stdin.isatty() and not explicit):
-        return []
-    raw = sys.stdin.buffer.read()
-    return [stdin_value(raw)] if raw or explicit else []
-
-
-def write_result(value) -> None:
-    """stdout carries results only: text as text, bytes raw, anything else as JSON."""
-    if isinstance(value, bytes):
-        sys.stdout.flush()
-        sys.stdout.buffer.write(value)
-        sys.stdout.buffer.flush()
-        return
-    from ..output import result_text
-
-    sys.stdout.write(result_text(value) + "\n")
-
-
-def report(outcome, as_json: bool, verbose: bool = False) -> None:
-    """Print an outcome; raise TaskFailed (exit 1) if the call did not succeed."""
-    if as_json:
-        from ..output import dumps
-
-        sys.stdout.write(dumps({"id": outcome.id, "status": outcome.status, "result": outcome.result
-                                if not isinstance(outcome.result, bytes) else outcome.result_json,
-                                "error_type": outcome.error_type, "error_message": outcome.error_message,
-                                "attempts": outcome.attempts}) + "\n")
-    elif outcome.ok:
-        write_result(outcome.result)
-    if not outcome.ok:
-        if verbose and outcome.traceback:
-            sys.stderr.write(outcome.traceback)
-        raise TaskFailed(outcome.error_line())
-
-
-def show_log(call_id: str) -> None:
-    """``--stderr``: write what the call printed remotely to our stderr."""
-    from ..calls import call_log
-
-    text = call_log(call_id)
-    if text:
-        sys.stdout.flush()
-        sys.stderr.write(text if text.endswith("\n") else text + "\n")
-        sys.stderr.flush()
-
-
-def run_one(env: Env, socket: str, args: list, kwargs: dict, no_wait: bool, timeout: float | None,
-            as_json: bool, verbose: bool, stdin_used: bool = False, stderr: bool = False) -> None:
-    from .. import flows
-    from ..calls import Client
-
-    client = Client(env.config, single_connection=True)  # one broker connection for the whole process
-    try:
-        flow, parent, root = flows.lineage(stdin_used)
-        cid = client.submit(socket, [(args, kwargs)], reply=not no_wait, parent=parent, root=root, flow=flow)[0]
-        if flow:
-            flows.record_output(flow, cid)  # the next `ec` in the pipe takes this call as parent
-        if no_wait:
-            click.echo(cid)
-            return
-        try:
-            outcome = client.wait([cid], timeout)[cid]
-        except CallTimeout:
-            raise CallTimeout(f"timed out; call {cid} is still queued or running (ec wait {cid})") from None
-        if stderr:
-            show_log(cid)
-        report(outcome, as_json, verbose)
-    finally:
-        client.close()
-
+from .runner import call_values, read_stdin, run_one
 
 common = [
     click.option("--no-wait", is_flag=True, help="Print the call id and exit once the call is durable."),
@@ -138,13 +63,7 @@ def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, re
     if any(x is not None and x is not False for x in (jobs, joblog)) or unordered or resume or resume_failed \
             or halt != "never":
         raise UsageError("-j, --unordered, --halt, --joblog and --resume go with --lines (or ec map)")
-    stdin_used = args == ("-",) or (not args and not kwargs)
-    if stdin_used:
-        values = read_stdin(explicit=args == ("-",))
-    elif not args:
-        values = []
-    else:
-        values = [parse_word(a) for a in args]
+    values, stdin_used = call_values(args, bool(kwargs))
     run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose, stdin_used,
             show_stderr)
 

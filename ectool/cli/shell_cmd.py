@@ -7,7 +7,8 @@ import re
 
 import click
 
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 SHELLS = ["bash", "zsh", "fish"]
 #: socket names that are safe as shell function names (the seed's are dotted)

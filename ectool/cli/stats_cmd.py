@@ -6,7 +6,8 @@ import click
 
 from ..errors import EcError, NotFound
 from ..output import dumps, render
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 COLUMNS = ["socket", "in", "out", "in_per_min", "out_per_min", "p50_ms", "p95_ms", "p99_ms",
            "wait_p50_ms", "failure_rate", "queued", "running", "depth"]

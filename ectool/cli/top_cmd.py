@@ -8,7 +8,8 @@ import time
 
 import click
 
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 def frame(since: dt.timedelta, limit: int, usage, transport=None, namespace: str = ""):

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from .env import Env, pass_env
+from .env import Env
+from .group import pass_env
 
 
 @click.command()
