@@ -65,8 +65,8 @@ def patterns(kinds: list[str] | None) -> list[str] | None:
     return out or None
 
 
-def encode(event: Event) -> bytes:
-    """The wire form of an event; a short ``result_json`` becomes a decoded ``result``."""
+def _wire(event: Event) -> Event:
+    """``event`` ready for JSON: a short ``result_json`` becomes a decoded ``result``."""
     raw = event.pop("result_json", None)
     if isinstance(raw, str):
         if len(raw) <= MAX_RESULT:
@@ -76,18 +76,27 @@ def encode(event: Event) -> bytes:
                 pass
         else:
             event["result_truncated"] = True
-    return json.dumps(event, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+    return event
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+
+
+def encode(event: Event) -> bytes:
+    """The wire form of one event."""
+    return _dumps(_wire(event))
 
 
 def pack(batch: list[Event]) -> list[tuple[str, bytes]]:
     """A flush of events as messages: one per kind (so the topic exchange still routes by
     kind), a JSON object for a single event and an array for several. Under load this
     turns two broker messages per call into two per flush."""
-    groups: dict[str, list[bytes]] = {}
+    groups: dict[str, list[Event]] = {}
     for event in batch:
-        groups.setdefault(event["kind"], []).append(encode(event))
-    return [(kind, bodies[0] if len(bodies) == 1 else b"[" + b",".join(bodies) + b"]")
-            for kind, bodies in groups.items()]
+        groups.setdefault(event["kind"], []).append(_wire(event))
+    return [(kind, _dumps(events[0] if len(events) == 1 else events))  # one dumps per message
+            for kind, events in groups.items()]
 
 
 def unpack(body: bytes) -> list[Event]:

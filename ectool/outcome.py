@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .messages import from_json_value
@@ -34,9 +34,12 @@ class Outcome:
         return f"call {self.id} {self.status}: {what}"
 
     def encode(self) -> bytes:
-        data = {k: v for k, v in asdict(self).items() if k not in ("result", "result_json")}
-        data["result"] = self.result_json
-        return json.dumps(data, separators=(",", ":")).encode()
+        """The reply's wire form; the result travels as its stored JSON text. (Not
+        dataclasses.asdict: it would deep-copy the decoded result only to drop it.)"""
+        return json.dumps({"id": self.id, "status": self.status, "error_type": self.error_type,
+                           "error_message": self.error_message, "traceback": self.traceback,
+                           "attempts": self.attempts, "result": self.result_json},
+                          separators=(",", ":")).encode()
 
     result_json: str | None = None  # the stored JSON text of the result
 
