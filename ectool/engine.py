@@ -24,7 +24,7 @@ from .calls import INSERT_COLUMNS, insert_calls
 from .messages import CallMessage, dumps, from_json_value, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target
-from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
+from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now, on_sqlite
 
 #: the columns of the rows :meth:`Engine.begin` writes (composite nodes have ``started``)
 BEGIN_COLUMNS = (*INSERT_COLUMNS, "started")
@@ -139,7 +139,7 @@ class Engine:
 
         names = plugs.fanin_arguments(edges, edge.target)
         call_id = plugs.fanin_call_id(scope, edge.target)
-        sqlite = db.obj.__class__.__name__.startswith("Sqlite")
+        sqlite = on_sqlite()
         with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
             if not sqlite:
                 db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (call_id,))
@@ -233,7 +233,7 @@ class Engine:
         join gets the list of values (exactly once)."""
         node = wfp.node_id(wf, members[0].path)
         size = members[0].size
-        sqlite = db.obj.__class__.__name__.startswith("Sqlite")
+        sqlite = on_sqlite()
         with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
             query = Call.select(Call.id, Call.status).where(Call.id == node)
             row = (query if sqlite else query.for_update()).first()

@@ -40,6 +40,7 @@ from .store.models import (
     Worker,
     db,
     now,
+    on_sqlite,
 )
 
 #: latency percentiles are exact over at most this many calls of a window; beyond (or when
@@ -215,13 +216,9 @@ def spark(values: Sequence[float], width: int | None = None) -> str:
 # -- SQL by dialect ------------------------------------------------------------------------
 
 
-def _sqlite() -> bool:
-    return db.obj.__class__.__name__.startswith("Sqlite")
-
-
 def _epoch_sql(field):
     """SQL: seconds since the epoch of a timestamp column."""
-    if _sqlite():
+    if on_sqlite():
         # a julian day is a double: ~50 µs off at today's dates, so round to milliseconds
         return fn.round((fn.julianday(field) - 2440587.5) * 86400.0, 3)
     return fn.date_part("epoch", field)
@@ -229,7 +226,7 @@ def _epoch_sql(field):
 
 def _ms_between_sql(start, end):
     """SQL: milliseconds from timestamp ``start`` to timestamp ``end``."""
-    if _sqlite():
+    if on_sqlite():
         return (fn.julianday(end) - fn.julianday(start)) * 86_400_000.0
     return fn.date_part("epoch", end - start) * 1000.0
 
@@ -238,13 +235,13 @@ def _bucket_sql(field, since: float, width: float):
     """SQL: the index of the ``width``-second bucket after ``since`` a timestamp falls in."""
     # half a millisecond of slack: both sides are rounded to milliseconds (see _epoch_sql)
     offset = (_epoch_sql(field) - (round(since, 3) - 0.0005)) / width
-    return offset.cast("INTEGER") if _sqlite() else fn.floor(offset)
+    return offset.cast("INTEGER") if on_sqlite() else fn.floor(offset)
 
 
 def _minute_sql(field):
     """SQL: the minute a timestamp column falls in (exactly as the column compares: SQLite
     keeps 'YYYY-MM-DD HH:MM:SS.ffffff' text, so its first 16 characters)."""
-    if _sqlite():
+    if on_sqlite():
         return fn.substr(field, 1, 16)
     return fn.date_trunc("minute", field)
 

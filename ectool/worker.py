@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peewee import SqliteDatabase
-
 from . import events, loader, retry
 from .calls import broker_queue
 from .config import Config
@@ -47,7 +45,7 @@ from .executor import ExecutorDied, make_executor
 from .messages import BadMessage, CallMessage, decode, dumps, from_json_value, peek_id
 from .outcome import Outcome
 from .store import retrying, transient
-from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
+from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, on_sqlite
 from .transport import Delivery
 
 log = logging.getLogger("ec.worker")
@@ -440,13 +438,13 @@ def claim_calls(ids: list[str], pid: int) -> dict[str, int]:
 
     On PostgreSQL the commit is asynchronous: losing it in a database crash only loses the
     attempt count of a call that then runs again, never an outcome."""
-    if not _RETURNING and isinstance(db.obj, SqliteDatabase):
+    if not _RETURNING and on_sqlite():
         return {}
     p = db.obj.param
     sql = (f"UPDATE \"call\" SET status = 'running', attempts = attempts + 1, started = {p}, updated = {p}, "
            f"host = {p}, worker_pid = {p} WHERE id IN ({', '.join([p] * len(ids))}) "
            f"AND status IN ('queued', 'retrying') RETURNING id, attempts")
-    if not isinstance(db.obj, SqliteDatabase) and not db.in_transaction():
+    if not on_sqlite() and not db.in_transaction():
         sql = "SET LOCAL synchronous_commit TO OFF; " + sql
     stamp = now()
     return dict(db.execute_sql(sql, [stamp, stamp, HOST, pid, *ids]).fetchall())
@@ -478,7 +476,7 @@ def record_outcomes(results: list[Result]) -> None:
     final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
     head = f"WITH v({', '.join(cols)}) AS (VALUES {rows}) UPDATE \"call\" SET "
     tail = f"updated = {p} "
-    if _UPDATE_FROM or not isinstance(db.obj, SqliteDatabase):
+    if _UPDATE_FROM or not on_sqlite():
         # a join with the values (one lookup per row) rather than a subquery per column
         sets = ", ".join(f"{c} = v.{c}" for c in cols[1:])
         sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE {p} END, {tail}"

@@ -20,10 +20,16 @@ from peewee import (
     ForeignKeyField,
     IntegerField,
     Model,
+    SqliteDatabase,
     TextField,
 )
 
 db = DatabaseProxy()
+
+
+def on_sqlite() -> bool:
+    """Whether the open store is SQLite (where the SQL dialects differ)."""
+    return isinstance(db.obj, SqliteDatabase)
 
 QUEUE_TYPES = ("direct", "topic", "fanout")
 PROCESSOR_REQUESTED = ("running", "stopped", "paused")

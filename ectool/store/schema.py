@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from peewee import Database, OperationalError, ProgrammingError, TextField
+from peewee import Database, OperationalError, ProgrammingError, SqliteDatabase, TextField
 
 from ..errors import UsageError
 from .models import MODELS, Call, JoinSlot, MinuteStat, Processor, SchemaVersion, Workflow
@@ -22,7 +22,7 @@ def _migrator(database: Database):
     # imported here: every command opens the store, few of them migrate it
     from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 
-    if database.__class__.__name__.startswith("Sqlite"):
+    if isinstance(database, SqliteDatabase):
         return SqliteMigrator(database)
     return PostgresqlMigrator(database)
 
@@ -130,4 +130,4 @@ def drop(database: Database) -> None:
     if version(database) is not None:
         require("DB_DROP")
     with database.atomic():
-        database.drop_tables([*MODELS, SchemaVersion], safe=True, cascade=not database.__class__.__name__.startswith("Sqlite"))
+        database.drop_tables([*MODELS, SchemaVersion], safe=True, cascade=not isinstance(database, SqliteDatabase))
