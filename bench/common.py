@@ -92,6 +92,33 @@ def rss_mb(pids: Sequence[int]) -> list[float | None]:
     return out
 
 
+def cpu_seconds(pids: Sequence[int] = ()) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this host's PostgreSQL and RabbitMQ
+    processes and by ``pids`` ("workers"): take one before and one after a workload."""
+    import psutil
+
+    used = {"postgres": 0.0, "rabbitmq": 0.0, "workers": 0.0}
+    wanted = set(pids)
+    for p in psutil.process_iter(["pid", "name"]):
+        name = p.info["name"] or ""
+        group = ("workers" if p.info["pid"] in wanted else "postgres" if name.startswith("postgres")
+                 else "rabbitmq" if name.startswith(("beam", "erl")) else None)
+        if group is None:
+            continue
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        used[group] += t.user + t.system
+    return used
+
+
+def cpu_per_item(before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+    """Microseconds of CPU per item, per group, between two :func:`cpu_seconds`. A process
+    that exited meanwhile drops out of ``after``; groups that would go negative read 0."""
+    return {k: round(max(after.get(k, 0.0) - v, 0.0) / max(items, 1) * 1e6) for k, v in before.items()}
+
+
 # -- output -------------------------------------------------------------------------------------
 
 

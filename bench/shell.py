@@ -7,7 +7,8 @@
 On the embedded default (SQLite store and queue under a temporary EC_HOME; add
 ``distributed`` for PostgreSQL + RabbitMQ) with ``ec worker -c WORKERS`` running:
   * ``seq LINES | ec map noop``: wall time, lines/s, the ``ec`` process's RSS (sampled
-    every 0.1 s: first sample, peak, last) and the workers' RSS before and after;
+    every 0.1 s: first sample, peak, last), the workers' RSS before and after, and the
+    CPU per line of ``ec map``, the workers, PostgreSQL and RabbitMQ;
   * ``ec run noop`` as a whole process (start, import, submit, wait, print, exit): median
     of RUNS, on a warm worker; and ``ec --help``, median of RUNS;
   * ``seq N | parallel -j2 echo`` where GNU parallel is installed (skipped with a note if
@@ -28,12 +29,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import PREFETCH, drop_schema, ec_argv, emit, machine, pg_schema, rss_mb, table  # noqa: E402
+from bench.common import (  # noqa: E402
+    PREFETCH,
+    cpu_per_item,
+    cpu_seconds,
+    drop_schema,
+    ec_argv,
+    emit,
+    machine,
+    pg_schema,
+    rss_mb,
+    table,
+)
 from bench.core import backend_urls, ec_session  # noqa: E402
 
 
@@ -50,12 +63,18 @@ def timed_runs(argv: list[str], env: dict, runs: int) -> dict:
             "max_ms": round(times[-1] * 1000, 1), "runs": runs}
 
 
-def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float) -> dict:
+def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float, workers: Sequence[int] = ()) -> dict:
     """``seq LINES | ARGV > OUT``, sampling the consumer's RSS and output; wall time and
     lines/s. Past ``limit`` seconds the consumer is stopped (by pid) and the lines written
-    so far count (``stopped_at_limit``)."""
+    so far count (``stopped_at_limit``). Also the CPU each line cost the consumer, the
+    ``workers`` (pids), PostgreSQL and RabbitMQ (``cpu_us_per_line``): where the machine's
+    two cores went."""
+    import resource
+
     import psutil
 
+    cpu_before = cpu_seconds(workers)
+    mine = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     seq = subprocess.Popen(["seq", str(lines)], stdout=subprocess.PIPE)
     with open(out, "wb") as fh:
@@ -89,8 +108,11 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float)
         produced = sum(1 for _ in fh)
     if not stopped and (proc.returncode != 0 or produced != lines):
         raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}, {produced}/{lines} lines: {err[-800:]}")
+    cpu = cpu_per_item(cpu_before, cpu_seconds(workers), produced)
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu["consumer"] = round((done.ru_utime + done.ru_stime - mine.ru_utime - mine.ru_stime) / max(produced, 1) * 1e6)
     res = {"lines": produced, "asked": lines, "wall_s": round(wall, 2), "lines_s": round(produced / wall, 1),
-           "stopped_at_limit": stopped}
+           "stopped_at_limit": stopped, "cpu_us_per_line": cpu}
     size = out.stat().st_size
     if samples and size:
         per_line = size / max(produced, 1)
@@ -152,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                     r["worker_rss_mb_before"] = rss_mb([w.pid for w in s.workers])
                     jobs = ["-j", str(args.jobs)] if args.jobs else []
                     r["ec_map"] = pipe(args.lines, [*ec, "map", *jobs, "noop"], s.env, tmp / "map.out",
-                                       args.limit)
+                                       args.limit, [w.pid for w in s.workers])
                     r["worker_rss_mb_after"] = rss_mb([w.pid for w in s.workers])
                     print(f"[shell] {name}: {r}", file=sys.stderr, flush=True)
                     results[name] = r
@@ -178,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += [[f"seq {m['asked']} | ec map noop ({name})", f"{m['lines_s']:,.0f} lines/s",
                   f"{m['lines']} lines in {m['wall_s']} s{stopped(m)}; ec RSS {m.get('rss_mb_at_10pct')} MB at 10%, "
                   f"{m.get('rss_mb_peak')} peak; workers {r['worker_rss_mb_before']}->{r['worker_rss_mb_after']} MB"],
+                 [f"  CPU per line ({name})", f"{sum(m['cpu_us_per_line'].values()):,} us",
+                  ", ".join(f"{k} {v}" for k, v in m["cpu_us_per_line"].items())],
                  [f"ec run noop, whole process ({name})", f"{r['ec_run']['median_ms']} ms",
                   f"median of {r['ec_run']['runs']} (min {r['ec_run']['min_ms']})"],
                  [f"ec --help ({name})", f"{r['ec_help']['median_ms']} ms", f"median of {r['ec_help']['runs']}"]]

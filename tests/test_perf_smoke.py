@@ -389,3 +389,5 @@ def test_bench_shell_smoke():
     assert result["bench"] == "shell" and result["bytecode"] == "as found"
     assert result["embedded"]["ec_map"]["lines"] == 20
     assert result["embedded"]["ec_run"]["runs"] == 1
+    cpu = result["embedded"]["ec_map"]["cpu_us_per_line"]
+    assert set(cpu) == {"consumer", "workers", "postgres", "rabbitmq"} and cpu["consumer"] > 0 and cpu["workers"] > 0
