@@ -57,6 +57,8 @@ def parse(text: str, origin: str = "compose file") -> dict[str, Any]:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed {origin}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"malformed {origin}: nested too deeply") from None
     unknown = sorted(set(doc) - set(FIELDS) - {"trust"})
     if unknown:
         raise UsageError(f"{origin}: unknown section(s) {', '.join(unknown)}")

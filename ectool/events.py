@@ -103,7 +103,7 @@ def unpack(body: bytes) -> list[Event]:
     """The events in one message (see :func:`pack`); nothing for a malformed one."""
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     items = value if isinstance(value, list) else [value]
     return [e for e in items if isinstance(e, dict)]

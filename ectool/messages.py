@@ -38,6 +38,8 @@ def dumps(value: Any) -> str:
         return _json(to_json_value(value))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"value is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise UsageError("value is nested too deeply to serialise") from None
 
 
 def _check_size(body: bytes, max_bytes: int | None) -> bytes:
@@ -73,6 +75,8 @@ class CallMessage:
             body = _json(data).encode()
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
+        except RecursionError:
+            raise UsageError("call arguments are nested too deeply to serialise") from None
         return _check_size(body, max_bytes)
 
     def next_attempt(self) -> CallMessage:
@@ -106,6 +110,8 @@ class CallEncoder:
             k = _json(to_json_value(dict(kwargs)))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
+        except RecursionError:
+            raise UsageError("call arguments are nested too deeply to serialise") from None
         body = (f'{{"id":{encode_basestring(call_id)}{self.head}{a},"kwargs":{k},'
                 f'"root":{encode_basestring(root)}{self.tail}').encode()
         return _check_size(body, self.max_bytes), f'{{"args":{a},"kwargs":{k}}}'
@@ -117,6 +123,8 @@ def decode(body: bytes) -> CallMessage:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadMessage(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise BadMessage("nested too deeply") from None
     if not isinstance(data, dict):
         raise BadMessage("not a JSON object")
     if data.get("v") != VERSION:
@@ -132,6 +140,8 @@ def decode(body: bytes) -> CallMessage:
             attempt=data["attempt"], reply_to=data.get("reply_to"), cont=data.get("cont"))
     except (TypeError, ValueError) as exc:
         raise BadMessage(f"bad field: {exc}") from None
+    except RecursionError:
+        raise BadMessage("arguments nested too deeply") from None
 
 
 def peek_id(body: bytes) -> str | None:

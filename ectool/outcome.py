@@ -52,7 +52,7 @@ class Outcome:
             out.result_json = data.get("result")
             out.result = from_json_value(json.loads(out.result_json)) if out.result_json is not None else None
             return out
-        except (ValueError, TypeError, AttributeError):
+        except (ValueError, TypeError, AttributeError, RecursionError):
             return None
 
     @classmethod

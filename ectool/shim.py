@@ -184,6 +184,8 @@ def _run_call(module, task: str, args: list, kwargs: dict, timeout: float | None
         return {"status": "done", "result": dump_value(value)}
     except (TypeError, ValueError) as exc:
         return failure("TypeError", f"result is not JSON-serialisable: {exc}", final=True)
+    except RecursionError:
+        return failure("ValueError", "result is nested too deeply to serialise", final=True)
 
 
 def serve(module_name: str, src: str) -> None:

@@ -56,6 +56,7 @@ def test_passwords_are_masked():
 
 @pytest.mark.parametrize("text, message", [
     ("db = [unclosed", "malformed config file"),
+    ("db = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ('bogus = 1\n', "unknown key"),
     ('db = "mysql://x"\n', "scheme must be one of"),
     ('broker = "nothing"\n', "bad broker URL"),

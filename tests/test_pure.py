@@ -131,3 +131,48 @@ def test_the_fast_path_leaves_completion_to_click():
     from ectool.cli.fast import simple_run
 
     assert simple_run(["run", "s"], {"_EC_COMPLETE": "bash_complete"}) is None
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def test_arguments_nested_too_deeply_are_usage_errors_not_tracebacks():
+    """A hostile or careless word (100,000 brackets) is a one-line usage error, whether it
+    is too deep to parse or deep enough to parse but not to serialise."""
+    from ectool.messages import CallEncoder
+
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse_word(deep(100_000))
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse_data(deep(100_000))
+    with pytest.raises(UsageError, match="nested too deeply"):
+        CallEncoder("s", "t").encode("id", "id", [parse_word(deep(600))], {})
+    assert parse_word(deep(3)) == [[[]]]
+
+
+def test_a_message_nested_too_deeply_is_a_bad_message():
+    """A worker must bury such a message (BadMessage), not crash on it."""
+    body = b'{"v": 1, "id": "x", "socket": "s", "task": "t", "args": ' + deep(100_000).encode() + b"}"
+    with pytest.raises(BadMessage, match="nested too deeply"):
+        decode(body)
+    assert peek_id(body) is None
+
+
+def test_a_result_nested_too_deeply_fails_the_call_once():
+    import types
+
+    from ectool import shim
+
+    m = types.ModuleType("m")
+
+    def nest(n):
+        value = []
+        for _ in range(n):
+            value = [value]
+        return value
+
+    m.nest = nest
+    out = shim.run_call(m, "nest", [5000], {}, None)
+    assert out["status"] == "failed" and out["error_type"] == "ValueError" and out.get("final") is True, out
+    assert shim.run_call(m, "nest", [2], {}, None)["result"] == "[[[]]]"

@@ -49,6 +49,11 @@ def test_unknown_socket_is_usage_error(net):
     env, _ = net
     done = ec("run", "nope", "x", env=env)
     assert done.returncode == 2 and "unknown socket 'nope'" in done.stderr
+    deep = ec("run", "add_two", "[" * 100_000, "1", env=env)  # both paths: plain, and through click
+    deep_click = ec("run", "--json", "add_two", "[" * 50_000 + "]" * 50_000, "1", env=env)
+    for done in (deep, deep_click):
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and "nested too deeply" in done.stderr, \
+            done.stderr[-500:]
 
 
 def test_signature_mismatch_fails_clearly_and_worker_survives(net):
@@ -200,11 +205,13 @@ def test_garbage_message_is_dead_lettered_and_worker_keeps_going(net, broker_url
         assert ec("run", "noop", env=env, input="").returncode == 0  # queue declared, worker up
         marker = uuid.uuid4().hex
         with connect(broker_url) as t:
+            deep = b"[" * 100_000 + b"]" * 100_000  # too deep for any JSON parser in Python
             t.publish(broker_queue("noop", os.environ["EC_NAMESPACE"]), [b"\x00garbage{" + marker.encode(),
-                                             b'{"v": 1, "id": "not-a-call", "m": "%s"}' % marker.encode()])
+                                             b'{"v": 1, "id": "not-a-call", "m": "%s"}' % marker.encode(),
+                                             b'{"m": "%s", "v": 1, "args": %s}' % (marker.encode(), deep)])
         assert ec("run", "add_two", "1", "1", env=env).stdout == "2\n"
         assert ec("run", "noop", env=env, input="").returncode == 0
         assert w.poll() is None
     dead = json.loads(ec("dead", "--limit", "100000", "--json", env=env).stdout)  # ec.dead is shared
     mine = [d for d in dead if d["queue"] == broker_queue("noop", os.environ["EC_NAMESPACE"]) and marker in d["body"]]
-    assert len(mine) == 2 and all("undecodable message" in d["reason"] for d in mine)
+    assert len(mine) == 3 and all("undecodable message" in d["reason"] for d in mine), mine

@@ -9,10 +9,18 @@ from typing import Any
 from ..errors import UsageError
 
 
+def _json(text: str, what: str) -> Any:
+    """``json.loads``, with nesting too deep for this Python a usage error (not a traceback)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{what} is nested too deeply to parse") from None
+
+
 def parse_word(word: str) -> Any:
     """A JSON value when the word parses as one (``3``, ``[1,2]``, ``"x"``), else the string."""
     try:
-        return json.loads(word)
+        return _json(word, "an argument")
     except ValueError:
         return word
 
@@ -23,7 +31,7 @@ def parse_data(text: str) -> tuple[list[Any], dict[str, Any]]:
     A list gives positional arguments, a dict keyword arguments, anything else one argument.
     """
     try:
-        value = json.loads(text)
+        value = _json(text, "--data")
     except ValueError:
         try:
             value = ast.literal_eval(text)
