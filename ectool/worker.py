@@ -79,6 +79,14 @@ class Result:
     ms: float | None = None  # how long the call ran
     log: str | None = None  # what the call printed
 
+    def __post_init__(self) -> None:
+        # what a task prints or raises is anybody's text: PostgreSQL's text type cannot
+        # hold NUL, and recording it failed every attempt (the worker died, the call
+        # ended dead). Stored as U+FFFD instead, on every store alike.
+        self.error_type, self.error_message, self.traceback, self.log = (
+            v.replace("\x00", "\ufffd") if v and "\x00" in v else v
+            for v in (self.error_type, self.error_message, self.traceback, self.log))
+
 
 class WorkerRuntime:
     """One worker process serving some sockets of one processor."""

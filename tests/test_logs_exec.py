@@ -198,3 +198,24 @@ def demo_agents(before: set[int], home: str) -> list:
         except psutil.Error:  # gone meanwhile
             pass
     return found
+
+
+@pytest.mark.parametrize("broker", ["sqlite", "amqp"])
+def test_nul_in_what_a_call_prints_or_raises_is_recorded(tmp_path, db_url, broker, request):
+    """PostgreSQL's text cannot hold NUL: a call printing or raising one used to kill its
+    worker on every attempt and end dead. Now its outcome is recorded (NUL as U+FFFD in
+    the log and the error), on both stores."""
+    broker_url = f"sqlite:///{tmp_path / 'queue.db'}" if broker == "sqlite" else request.getfixturevalue("amqp_url")
+    proc = f"sample-{uuid.uuid4().hex[:6]}"
+    sockets = {**PY_SOCKETS, "boom": ("boom", {})}
+    build_network(db_url, make_repo(tmp_path / "repo"), processor=proc, sockets=sockets)
+    env = env_for(db_url, broker_url)
+    try:
+        with workers(env, proc):
+            said = ec("run", "--stderr", "say", env=env, input="a\x00b")
+            boom = ec("run", "boom", env=env, input="x\x00y")
+    finally:
+        cleanup(broker_url, sockets)
+    assert (said.returncode, said.stdout) == (0, "A\x00B\n"), said.stderr  # the result keeps its NUL (JSON)
+    assert "say: a\ufffdb" in said.stderr
+    assert boom.returncode == 1 and "x\ufffdy" in boom.stderr and "DeliveryLimit" not in boom.stderr, boom.stderr
