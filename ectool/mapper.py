@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-from .errors import CallTimeout
+from .errors import CallTimeout, UsageError
 from .outcome import Outcome
 from .streaming import (
     Halt,
@@ -214,7 +214,11 @@ class Mapper:
             jobs.append(_Job(seq, len(raw), job_command(self.socket, value) if self.joblog else None,
                              time.time()))
         if values:
-            ids = self.backend.submit(values)
+            try:
+                ids = self.backend.submit(values)
+            except UsageError as exc:  # a line over the size limit: name it (the batch was not sent)
+                longest = max(jobs, key=lambda j: j.sent_bytes)
+                raise UsageError(f"line {longest.seq}: {exc}") from None
             mono = time.monotonic()
             for cid, job in zip(ids, jobs, strict=True):
                 job.submitted = mono

@@ -124,6 +124,16 @@ def test_joblog_resume_and_resume_failed(sqlite_net, tmp_path):
     assert nolog.returncode == 2 and "--joblog" in nolog.stderr
 
 
+def test_a_line_over_the_message_limit_is_named(sqlite_net):
+    """No worker needed: the over-limit line stops the map before it is sent (exit 2),
+    and the error names it."""
+    env, _ = sqlite_net
+    done = ec("map", "echo", env=dict(env, EC_MAX_MESSAGE_BYTES="2000"), input="a\n" + "x" * 5000 + "\nb\n",
+              timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("ec: line 2: call message is "), done.stderr
+
+
 def test_bytes_empty_long_lines_and_closed_stdout(sqlite_net):
     env, proc = sqlite_net
     long_line = "x" * (1 << 20)
