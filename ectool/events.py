@@ -134,8 +134,8 @@ class Bus:
         """Queue one event; O(1), never blocks on I/O, never raises for a bus problem."""
         if not self.enabled:
             return
-        event = {"time": round(time.time(), 3), "kind": kind, "host": HOST, "pid": self.pid}
-        event.update((k, v) for k, v in fields.items() if v is not None)
+        event = {"time": round(time.time(), 3), "kind": kind, "host": HOST, "pid": self.pid,
+                 **{k: v for k, v in fields.items() if v is not None}}
         with self.lock:
             if os.getpid() != self.pid:  # forked: the thread and the connection stayed behind
                 self._reset()
@@ -144,10 +144,12 @@ class Bus:
                 self.buffer.popleft()
                 self.dropped += 1
             self.buffer.append(event)
-            self.idle.clear()
+            if self.idle.is_set():  # under the lock, as the flusher sets it: no race
+                self.idle.clear()
             if self.thread is None:
                 self._start()
-        self.wakeup.set()
+        if not self.wakeup.is_set():  # set() takes a lock and notifies: not once per event
+            self.wakeup.set()
 
     def flush(self, timeout: float = 1.0) -> bool:
         """Wait up to ``timeout`` seconds until every queued event was handed to the transport."""
