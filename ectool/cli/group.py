@@ -50,6 +50,6 @@ def cli(ctx: click.Context, db_url: str | None, broker_url: str | None) -> None:
     Build a network of queues, processors (Python modules in git repositories) and sockets
     (functions behind durable queues); agents run workers; anyone calls sockets with
     `ec run`. Exit status: 0 ok, 1 task failed, 2 usage, 3 store/broker unreachable,
-    4 timed out, 5 permission denied. See ec(1).
+    4 timed out, 5 permission denied, 130 interrupted. See ec(1).
     """
     ctx.obj = Env(db=db_url, broker=broker_url)
