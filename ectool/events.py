@@ -80,7 +80,9 @@ def _wire(event: Event) -> Event:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")).encode()
+    # backslashreplace: a lone surrogate (only ever inside a JSON string) becomes its escape
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")).encode(
+        "utf-8", "backslashreplace")
 
 
 def encode(event: Event) -> bytes:

@@ -14,7 +14,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from .errors import UsageError
-from .shim import from_json_value, to_json_value
+from .shim import from_json_value, json_text, to_json_value
 
 VERSION = 1
 
@@ -35,7 +35,7 @@ _json = _encoder.encode
 def dumps(value: Any) -> str:
     """JSON text of a payload value (bytes tagged); raises UsageError for non-JSON values."""
     try:
-        return _json(to_json_value(value))
+        return json_text(_json(to_json_value(value)))
     except (TypeError, ValueError) as exc:
         raise UsageError(f"value is not JSON-serialisable: {exc}") from None
     except RecursionError:
@@ -72,7 +72,7 @@ class CallMessage:
                 "flow": self.flow, "attempt": self.attempt, "reply_to": self.reply_to, "cont": self.cont,
                 "v": VERSION}
         try:
-            body = _json(data).encode()
+            body = _json(data).encode("utf-8", "backslashreplace")  # a lone surrogate stays an escape
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
         except RecursionError:
@@ -106,8 +106,8 @@ class CallEncoder:
         """(message body, the row's ``args`` text) of one call; UsageError for arguments
         that are not JSON or a message over ``max_bytes``."""
         try:
-            a = _json(to_json_value(list(args)))
-            k = _json(to_json_value(dict(kwargs)))
+            a = json_text(_json(to_json_value(list(args))))
+            k = json_text(_json(to_json_value(dict(kwargs))))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
         except RecursionError:

@@ -16,7 +16,10 @@ def use_color() -> bool:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+    """JSON for stdout; a lone surrogate in a string stays its escape (valid UTF-8 out)."""
+    from .shim import json_text
+
+    return json_text(json.dumps(value, ensure_ascii=False, default=str))
 
 
 def cell(value: Any) -> str:
@@ -65,3 +68,15 @@ def render_one(row: dict[str, Any], *, as_json: bool = False) -> None:
 def result_text(value: Any) -> str:
     """A call result for stdout: a string as text, anything else as JSON."""
     return value if isinstance(value, str) else dumps(value)
+
+
+def text_bytes(text: str) -> bytes:
+    """``text`` for a byte stream: UTF-8, where a lone surrogate from U+DC80 to U+DCFF is
+    the byte it stands for (surrogateescape: a non-UTF-8 line or file name comes back as
+    it was) and any other lone surrogate, which stands for nothing, is U+FFFD."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\ud800-\udc7f\udd00-\udfff]", "\ufffd", text).encode("utf-8", "surrogateescape")

@@ -52,8 +52,19 @@ def from_json_value(value):
     return value
 
 
+def json_text(text: str) -> str:
+    """JSON text that encodes as UTF-8: a lone surrogate (a file name read with
+    surrogateescape, a ``"\\udc80"`` escape), which has no UTF-8 form and which the stores
+    refuse, is kept as its JSON escape instead. Lossless: it decodes to the same value."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
 def dump_value(value) -> str:
-    return json.dumps(to_json_value(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return json_text(json.dumps(to_json_value(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
 class TaskTimeout(Exception):

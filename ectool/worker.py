@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import signal
 import socket as _socket
 import sqlite3
@@ -81,11 +82,27 @@ class Result:
 
     def __post_init__(self) -> None:
         # what a task prints or raises is anybody's text: PostgreSQL's text type cannot
-        # hold NUL, and recording it failed every attempt (the worker died, the call
-        # ended dead). Stored as U+FFFD instead, on every store alike.
+        # hold NUL, and neither store takes a lone surrogate (no UTF-8 form); recording
+        # either failed every attempt (the worker died, the call ended dead). Both are
+        # stored as U+FFFD instead, on every store alike.
         self.error_type, self.error_message, self.traceback, self.log = (
-            v.replace("\x00", "\ufffd") if v and "\x00" in v else v
-            for v in (self.error_type, self.error_message, self.traceback, self.log))
+            storable_text(v) for v in (self.error_type, self.error_message, self.traceback, self.log))
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` with NUL and lone surrogates as U+FFFD (the common case costs one scan)."""
+    if not text:
+        return text
+    if "\x00" not in text:
+        try:
+            text.encode()
+            return text
+        except UnicodeEncodeError:
+            pass
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 class WorkerRuntime:

@@ -219,3 +219,30 @@ def test_nul_in_what_a_call_prints_or_raises_is_recorded(tmp_path, db_url, broke
     assert (said.returncode, said.stdout) == (0, "A\x00B\n"), said.stderr  # the result keeps its NUL (JSON)
     assert "say: a\ufffdb" in said.stderr
     assert boom.returncode == 1 and "x\ufffdy" in boom.stderr and "DeliveryLimit" not in boom.stderr, boom.stderr
+
+
+@pytest.mark.parametrize("store, broker", [("sqlite", "sqlite"), ("postgresql", "amqp")])
+def test_lone_surrogates_in_arguments_results_and_logs_are_recorded(tmp_path, store, broker, request):
+    """A str with a lone surrogate (a file name read with surrogateescape, a "\\udc80" JSON
+    word) has no UTF-8 form: it gave ec run a traceback, and a worker that had to record,
+    retry or print one died on every attempt. Now arguments and results keep it (as a JSON
+    escape; printed, U+DC80-U+DCFF is the byte it stands for, any other U+FFFD) and logs
+    and errors store U+FFFD."""
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}" if store == "sqlite" else request.getfixturevalue("pg_url")
+    broker_url = f"sqlite:///{tmp_path / 'queue.db'}" if broker == "sqlite" else request.getfixturevalue("amqp_url")
+    proc = f"sample-{uuid.uuid4().hex[:6]}"
+    sockets = {**PY_SOCKETS, "echo": ("echo", {}), "boom": ("boom", {"retries": 1, "backoff": 0.05})}
+    build_network(db_url, make_repo(tmp_path / "repo"), processor=proc, sockets=sockets)
+    env = env_for(db_url, broker_url)
+    try:
+        with workers(env, proc):
+            echoed = ec("run", "echo", '"a\\udc80b"', env=env, input=b"")
+            other = ec("run", "echo", '["a\\ud800b"]', "--json", env=env, input=b"")
+            said = ec("run", "--stderr", "say", '"a\\udc80b"', env=env, input=b"")
+            boom = ec("run", "boom", '"x\\udc80y"', env=env, input=b"")  # retried once, then failed
+    finally:
+        cleanup(broker_url, sockets)
+    assert (echoed.returncode, echoed.stdout) == (0, b"a\x80b\n"), echoed.stderr
+    assert other.returncode == 0 and json.loads(other.stdout)["result"] == ["a\ud800b"], other.stderr
+    assert said.returncode == 0 and said.stdout == b"A\x80B\n" and "say: a\ufffdb".encode() in said.stderr
+    assert boom.returncode == 1 and "failed: ValueError: x\ufffdy".encode() in boom.stderr, boom.stderr

@@ -36,7 +36,7 @@ def with_map_options(fn):
 def line_result(outcome, seq: int, as_json: bool) -> bytes:
     """What ``ec map`` writes for one line: the result and a newline (a bytes result raw,
     then a newline), nothing for a failed call; or one JSON object with ``--json``."""
-    from ..output import dumps, result_text
+    from ..output import dumps, result_text, text_bytes
 
     if as_json:
         result = outcome.result if not isinstance(outcome.result, bytes) else outcome.result_json
@@ -47,7 +47,7 @@ def line_result(outcome, seq: int, as_json: bool) -> bytes:
         return b""
     if isinstance(outcome.result, bytes):
         return outcome.result + b"\n"
-    return (result_text(outcome.result) + "\n").encode("utf-8", "surrogateescape")
+    return text_bytes(result_text(outcome.result) + "\n")
 
 
 class ProgressLine:

@@ -36,9 +36,15 @@ def write_result(value) -> None:
         sys.stdout.buffer.write(value)
         sys.stdout.buffer.flush()
         return
-    from ..output import result_text
+    from ..output import result_text, text_bytes
 
-    sys.stdout.write(result_text(value) + "\n")
+    text = result_text(value) + "\n"
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # a lone surrogate in the result (see text_bytes)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(text_bytes(text))
+        sys.stdout.buffer.flush()
 
 
 def report(outcome, as_json: bool, verbose: bool = False) -> None:
