@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peewee import DataError, IntegrityError
+
 from . import events, loader, retry
 from .calls import broker_queue
 from .config import Config
@@ -87,6 +89,8 @@ class Result:
         # stored as U+FFFD instead, on every store alike.
         self.error_type, self.error_message, self.traceback, self.log = (
             storable_text(v) for v in (self.error_type, self.error_message, self.traceback, self.log))
+        if self.error_type and len(self.error_type) > 255:  # its column is a varchar(255)
+            self.error_type = self.error_type[:255]
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -386,7 +390,7 @@ class WorkerRuntime:
         for d, r in results:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
-        self.store(lambda _: record_outcomes([r for _, r in results]), "recording outcomes")
+        self.store(lambda _: record_or_refuse([r for _, r in results]), "recording outcomes")
         for _, r in results:
             events.emit(f"call.{r.status}", call=r.msg.id, socket=r.msg.socket, attempt=r.msg.attempt, ms=r.ms,
                         error_type=r.error_type,
@@ -483,6 +487,38 @@ def _pid_alive(pid: int | None) -> bool:
         return bool(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+#: what a store raises for content it will not hold (a bad value, not an outage)
+REFUSED = (DataError, IntegrityError, ValueError)
+
+
+def record_or_refuse(results: list[Result]) -> None:
+    """:func:`record_outcomes`, and if the store refuses the batch's content, each outcome
+    on its own; one it still refuses is recorded as ``failed`` (``RecordFailed``, with the
+    store's reason, without result or log) in its place. Otherwise the worker would die
+    on it, the call run again, and again, until it ended dead for the wrong reason."""
+    try:
+        record_outcomes(results)
+        return
+    except REFUSED as exc:
+        if len(results) == 1:
+            _refused(results[0], exc)
+            record_outcomes(results)
+            return
+    for r in results:
+        try:
+            record_outcomes([r])
+        except REFUSED as exc:
+            _refused(r, exc)
+            record_outcomes([r])
+
+
+def _refused(r: Result, exc: BaseException) -> None:
+    log.warning("the store refused the outcome of call %s: %s", r.msg.id, exc)
+    r.status, r.result_json, r.traceback, r.log, r.retry_delay = "failed", None, None, None, 0.0
+    r.error_type = "RecordFailed"
+    r.error_message = storable_text(f"the store refused this call's outcome: {type(exc).__name__}: {exc}"[:1000])
 
 
 def record_outcomes(results: list[Result]) -> None:

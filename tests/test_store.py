@@ -160,3 +160,29 @@ def test_unreachable_postgres_is_exit_3():
     with pytest.raises(Unreachable) as info:
         open_store("postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1")
     assert info.value.exit_code == 3
+
+
+def test_an_outcome_the_store_refuses_is_recorded_as_failed_not_retried(store):
+    """One bad outcome in a batch (here a status its CHECK refuses) does not take the
+    others down with it, and is recorded as failed (RecordFailed) with the store's reason:
+    the worker must not die on it and run the call again and again."""
+    from ectool.calls import INSERT_COLUMNS, insert_calls
+    from ectool.messages import CallMessage
+    from ectool.store.models import now
+    from ectool.worker import Result, record_or_refuse
+
+    stamp = now()
+    ids = ["c-good", "c-bad", "c-long"]
+    insert_calls([(cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp) for cid in ids],
+                 INSERT_COLUMNS)
+    msg = {cid: CallMessage(id=cid, socket="s", task="t") for cid in ids}
+    results = [Result(msg["c-good"], "done", result_json="1", log="fine"),
+               Result(msg["c-bad"], "bogus", result_json="2", log="lost"),
+               Result(msg["c-long"], "failed", error_type="E" * 300, error_message="long type")]
+    record_or_refuse(results)
+    rows = {c.id: c for c in Call.select().where(Call.id.in_(ids))}
+    assert (rows["c-good"].status, rows["c-good"].result, rows["c-good"].log) == ("done", "1", "fine")
+    bad = rows["c-bad"]
+    assert (bad.status, bad.error_type, bad.result, bad.log) == ("failed", "RecordFailed", None, None)
+    assert "refused" in bad.error_message and results[1].status == "failed"  # replies and events say so too
+    assert rows["c-long"].status == "failed" and rows["c-long"].error_type == "E" * 255
