@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .config import Config
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
-from .messages import CallEncoder, from_json_value, new_id
+from .messages import CallEncoder, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
 from .security import require
@@ -258,9 +258,7 @@ def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
         for cid, status, result, error_type, error_message, tb, attempts in cursor.fetchall():
             if status in FINAL_CALL_STATUS:
                 out = Outcome(cid, status, error_type=error_type, error_message=error_message, traceback=tb,
-                              attempts=attempts or 0)
-                out.result_json = result
-                out.result = from_json_value(json.loads(result)) if result is not None else None
+                              attempts=attempts or 0, result_json=result)
                 found[cid] = out
     return found
 

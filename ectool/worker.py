@@ -25,7 +25,6 @@ unacked, then the batch carries on (see :func:`ectool.store.retrying`).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import re
@@ -45,7 +44,7 @@ from .calls import broker_queue
 from .config import Config
 from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
-from .messages import BadMessage, CallMessage, decode, dumps, from_json_value, peek_id
+from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
 from .store import retrying, transient
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, on_sqlite
@@ -396,22 +395,14 @@ class WorkerRuntime:
                         error_type=r.error_type,
                         result_json=r.result_json if r.result_json is None or len(r.result_json) <= 4096 else None,
                         retry_in=r.retry_delay if r.status == "retrying" else None)
-        final = []
-        for _, r in results:
-            if r.status == "retrying":
-                continue
-            out = Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
-                          traceback=r.traceback, result_json=r.result_json)
-            if r.result_json is not None:
-                out.result = from_json_value(json.loads(r.result_json))
-            final.append((r.msg, out))
+        # one outcome per final call, for its workflow, its plugs and its reply (the result
+        # is decoded only if a workflow or a plug needs the value)
+        final = [(r.msg, Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
+                                 traceback=r.traceback, attempts=r.msg.attempt, result_json=r.result_json))
+                 for _, r in results if r.status != "retrying"]
         if final:
             self.store(lambda attempt: self.follow_on_many(final, attempt > 0), "advancing flows")
-        replies = [(r.msg.reply_to, self.reply_body(Outcome(
-            r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message, traceback=r.traceback,
-            result_json=r.result_json, attempts=r.msg.attempt)))
-            for _, r in results if r.status != "retrying" and r.msg.reply_to]
-        self.transport.replies(replies)
+        self.transport.replies([(m.reply_to, self.reply_body(out)) for m, out in final if m.reply_to])
         self.consumer.ack([d for d, _ in results])
 
     @property
@@ -426,10 +417,7 @@ class WorkerRuntime:
         """A reply, without result and traceback if it would be too big (read from the store)."""
         body = out.encode()
         limit = getattr(self.transport, "max_reply_bytes", None)
-        if limit and len(body) > limit:
-            out.result_json, out.traceback = None, None
-            body = out.encode()
-        return body
+        return out.encode(payload=False) if limit and len(body) > limit else body
 
     def reply(self, address: str, out: Outcome) -> None:
         try:
