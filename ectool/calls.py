@@ -239,6 +239,8 @@ def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
 #: what an outcome needs from a call's row (not its arguments or log), in this order
 OUTCOME_COLUMNS = ("id", "status", "result", "error_type", "error_message", "traceback", "attempts")
 QUOTED_OUTCOME_COLUMNS = tuple(f'"{c}"' for c in OUTCOME_COLUMNS)
+
+
 @functools.lru_cache(maxsize=64)
 def outcome_sql(param: str, n: int) -> str:
     """``SELECT OUTCOME_COLUMNS FROM "call" WHERE id IN (n parameters)``, built once per size."""

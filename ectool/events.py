@@ -80,9 +80,9 @@ def _wire(event: Event) -> Event:
 
 
 def _dumps(value: Any) -> bytes:
-    # backslashreplace: a lone surrogate (only ever inside a JSON string) becomes its escape
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")).encode(
-        "utf-8", "backslashreplace")
+    from .shim import json_bytes
+
+    return json_bytes(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
 
 
 def encode(event: Event) -> bytes:

@@ -14,7 +14,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from .errors import UsageError
-from .shim import from_json_value, json_text, to_json_value
+from .shim import from_json_value, json_bytes, json_text, to_json_value
 
 VERSION = 1
 
@@ -72,7 +72,7 @@ class CallMessage:
                 "flow": self.flow, "attempt": self.attempt, "reply_to": self.reply_to, "cont": self.cont,
                 "v": VERSION}
         try:
-            body = _json(data).encode("utf-8", "backslashreplace")  # a lone surrogate stays an escape
+            body = json_bytes(_json(data))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call arguments are not JSON-serialisable: {exc}") from None
         except RecursionError:

@@ -29,10 +29,10 @@ class Target:
 
 def resolve(socket_name: str, namespace: str = "") -> Target:
     """Look a socket up in the store; an unknown socket is a usage error (exit 2)."""
-    if "\x00" in socket_name:  # no name holds one (network._name), and PostgreSQL refuses it
-        raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
-    row = (Socket.select(Socket.name, Socket.task, Queue.queue_type, Queue.max_length).join(Queue)
-           .where(Socket.name == socket_name).tuples().first())  # one query, not two
+    # one query, not two; a name with NUL is nobody's (network._name) and PostgreSQL refuses it
+    row = None if "\x00" in socket_name else (
+        Socket.select(Socket.name, Socket.task, Queue.queue_type, Queue.max_length).join(Queue)
+        .where(Socket.name == socket_name).tuples().first())
     if row is None:
         raise NotFound(f"unknown socket {socket_name!r} (see 'ec ls sockets')")
     name, task, queue_type, max_length = row

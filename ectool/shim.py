@@ -52,14 +52,19 @@ def from_json_value(value):
     return value
 
 
+def json_bytes(text: str) -> bytes:
+    """JSON text as UTF-8. A lone surrogate (a file name read with surrogateescape, a
+    ``"\\udc80"`` escape) has no UTF-8 form and the stores refuse it; inside a JSON string,
+    where alone it can be, backslashreplace writes it as its JSON escape. Lossless."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def json_text(text: str) -> str:
-    """JSON text that encodes as UTF-8: a lone surrogate (a file name read with
-    surrogateescape, a ``"\\udc80"`` escape), which has no UTF-8 form and which the stores
-    refuse, is kept as its JSON escape instead. Lossless: it decodes to the same value."""
+    """:func:`json_bytes` as text (for a store's text column); the common case is a check."""
     try:
         text.encode()
     except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
+        return json_bytes(text).decode()
     return text
 
 

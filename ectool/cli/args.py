@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UsageError
 
 
-def _json(text: str, what: str) -> Any:
+def _loads(text: str, what: str) -> Any:
     """``json.loads``, with nesting too deep for this Python a usage error (not a traceback)."""
     try:
         return json.loads(text)
@@ -20,7 +20,7 @@ def _json(text: str, what: str) -> Any:
 def parse_word(word: str) -> Any:
     """A JSON value when the word parses as one (``3``, ``[1,2]``, ``"x"``), else the string."""
     try:
-        return _json(word, "an argument")
+        return _loads(word, "an argument")
     except ValueError:
         return word
 
@@ -31,7 +31,7 @@ def parse_data(text: str) -> tuple[list[Any], dict[str, Any]]:
     A list gives positional arguments, a dict keyword arguments, anything else one argument.
     """
     try:
-        value = _json(text, "--data")
+        value = _loads(text, "--data")
     except ValueError:
         try:
             value = ast.literal_eval(text)

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 
 from ..errors import ConfigError, Unreachable
-from .models import db
+from .models import db, on_sqlite
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -125,7 +125,7 @@ def transient(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, OperationalError):
         return False
-    if db.obj is not None and isinstance(db.obj, SqliteDatabase):
+    if on_sqlite():
         return any(word in str(exc).lower() for word in _SQLITE_TRANSIENT)
     return True  # psycopg2's OperationalError is the connection class (lost, refused, shutdown)
 
