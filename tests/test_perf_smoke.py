@@ -390,4 +390,7 @@ def test_bench_shell_smoke():
     assert result["embedded"]["ec_map"]["lines"] == 20
     assert result["embedded"]["ec_run"]["runs"] == 1
     cpu = result["embedded"]["ec_map"]["cpu_us_per_line"]
-    assert set(cpu) == {"consumer", "workers", "postgres", "rabbitmq"} and cpu["consumer"] > 0 and cpu["workers"] > 0
+    # the consumer's start-up alone is tens of ms over 20 lines; the workers' few ms may
+    # fall under the kernel's 10 ms tick (then 0), so only their presence is checked
+    assert set(cpu) == {"consumer", "workers", "postgres", "rabbitmq"} and cpu["consumer"] > 0
+    assert all(isinstance(v, int) and v >= 0 for v in cpu.values()), cpu
