@@ -19,7 +19,16 @@ from pathlib import Path
 
 import psutil
 
-from helpers import agent, build_network, env_for, make_repo, wait_children, wait_for, workers
+from helpers import (
+    agent,
+    build_network,
+    env_for,
+    kill_workers,
+    make_repo,
+    wait_children,
+    wait_for,
+    workers,
+)
 from history import History, check, settle
 
 SOCKETS = {"mark": ("mark", {"concurrency": 8}), "crash": ("crash", {}), "hog": ("hog", {}),
@@ -93,10 +102,8 @@ def worker_kill9(ctx: Ctx, calls: int = 1000, kills: int = 5) -> object:
     try:
         ctx.history.submit(c, "mark", keys("k", calls), 0.002)
         with workers(ctx.env, ctx.proc, 2) as w:
-            for n in range(kills):
-                kids = wait_children(w, 2)
-                time.sleep(0.4)
-                os.kill(kids[n % 2].pid, signal.SIGKILL)
+            wait_children(w, 2)
+            kill_workers(w, kills)
             settle(ctx.history, 120)
     finally:
         c.close()

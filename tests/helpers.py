@@ -131,14 +131,44 @@ def children(proc: subprocess.Popen) -> list[psutil.Process]:
         return []
 
 
+def alive(p: psutil.Process) -> bool:
+    """Running and not a zombie (a killed child is a zombie until its parent reaps it, and
+    ``is_running()`` is still true for it)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def wait_children(proc: subprocess.Popen, count: int, timeout: float = 20) -> list[psutil.Process]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = [c for c in children(proc) if c.is_running()]
+        kids = [c for c in children(proc) if alive(c)]
         if len(kids) >= count:
             return kids
         time.sleep(0.05)
     raise AssertionError(f"worker children did not start: {children(proc)}")
+
+
+def kill_workers(proc: subprocess.Popen, kills: int, pause: float = 0.4, timeout: float = 60) -> None:
+    """kill -9 KILLS worker children of supervisor PROC one after another, each PAUSE seconds
+    after it is seen running, alternating between the live ones; a child that exits on its own
+    in the pause, or is a zombie not yet reaped, is not counted."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(killed) < kills:
+        assert time.monotonic() < deadline, f"killed only {len(killed)} of {kills} workers"
+        kids = [k for k in wait_children(proc, 1) if k.pid not in killed]
+        if not kids:
+            time.sleep(0.05)
+            continue
+        time.sleep(pause)
+        victim = kids[len(killed) % len(kids)]
+        try:
+            os.kill(victim.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        killed.add(victim.pid)
 
 
 def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:

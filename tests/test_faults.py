@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from helpers import build_network, env_for, make_repo, wait_children, workers
+from helpers import build_network, env_for, kill_workers, make_repo, wait_children, workers
 
 pytestmark = pytest.mark.slow
 
@@ -50,13 +50,8 @@ def test_kill_9_workers_during_200_calls_loses_nothing(net):
     try:
         ids = c.submit("sleep", [([0.05, i], {}) for i in range(200)])  # busy workers: kills land mid-call
         with workers(env, proc, 2) as w:
-            kills = 0
-            deadline = time.monotonic() + 60
-            while kills < 4 and time.monotonic() < deadline:
-                kids = wait_children(w, 2)
-                time.sleep(0.3)
-                os.kill(kids[kills % 2].pid, signal.SIGKILL)
-                kills += 1
+            wait_children(w, 2)
+            kill_workers(w, 4, pause=0.3)
             outcomes = c.wait(ids, timeout=120)
     finally:
         c.close()

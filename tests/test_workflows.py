@@ -4,15 +4,12 @@ failures, durability when the client exits, and a join under worker kills."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import ROOT, ec, sample_network, wait_children, workers
+from helpers import ROOT, ec, kill_workers, sample_network, wait_children, workers
 
 
 @pytest.fixture
@@ -133,10 +130,8 @@ def test_kill_9_during_a_200_member_funnel_final_runs_once(net):
     sleep, total = Socket(name="sleep").p, Socket(name="total").p
     handle = funnel([sleep(0.01, i) for i in range(200)])(total())
     with workers(env, proc, 2) as w:
-        for n in range(3):
-            kids = wait_children(w, 2)
-            time.sleep(0.4)
-            os.kill(kids[n % 2].pid, signal.SIGKILL)
+        wait_children(w, 2)
+        kill_workers(w, 3)
         assert handle.get(timeout=120) == sum(range(200))
     finals = list(Call.select().where((Call.root == handle.id) & (Call.socket == "total")))
     assert len(finals) == 1 and finals[0].attempts == 1 and finals[0].status == "done"
