@@ -133,6 +133,19 @@ def test_the_fast_path_leaves_completion_to_click():
     assert simple_run(["run", "s"], {"_EC_COMPLETE": "bash_complete"}) is None
 
 
+def test_peewee_without_server_drivers_hides_them_only_while_it_imports():
+    """A SQLite-only process imports peewee without psycopg2; psycopg2 is importable after."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ectool.cli.fast import import_peewee_without_servers as f\nf()\n"
+            "import peewee\nprint(peewee.psycopg2 is None, 'psycopg2' in sys.modules, "
+            "isinstance(peewee.SqliteDatabase(':memory:').execute_sql('select 1').fetchone(), tuple))\n"
+            "import psycopg2\nprint(psycopg2.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["True False True", "psycopg2"], done.stderr
+
+
 def deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 
