@@ -63,6 +63,21 @@ def timed_runs(argv: list[str], env: dict, runs: int) -> dict:
             "max_ms": round(times[-1] * 1000, 1), "runs": runs}
 
 
+RSS_MARKS = (1_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
+
+
+def rss_at_lines(samples: list[tuple[int, float]], per_line: float, produced: int) -> dict[int, float]:
+    """The consumer's RSS (MB) when its output first reached each of :data:`RSS_MARKS` lines
+    (those it reached): whether memory stays flat as the input grows."""
+    marks = {}
+    for mark in RSS_MARKS:
+        if mark <= produced:
+            seen = [rss for written, rss in samples if written / per_line >= mark]
+            if seen:
+                marks[mark] = round(seen[0], 1)
+    return marks
+
+
 def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float, workers: Sequence[int] = ()) -> dict:
     """``seq LINES | ARGV > OUT``, sampling the consumer's RSS and output; wall time and
     lines/s. Past ``limit`` seconds the consumer is stopped (by pid) and the lines written
@@ -81,6 +96,7 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float,
         proc = subprocess.Popen(argv, env=env, stdin=seq.stdout, stdout=fh, stderr=subprocess.PIPE)
     seq.stdout.close()
     samples: list[tuple[int, float]] = []  # (output bytes, RSS MB)
+    worker_samples: list[tuple[int, float]] = []  # (output bytes, the largest worker RSS MB)
     ps = psutil.Process(proc.pid)
     stopped = False
     while proc.poll() is None:
@@ -90,6 +106,8 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float,
                 samples.append((out.stat().st_size, rss))
         except psutil.Error:
             break
+        if workers:
+            worker_samples.append((out.stat().st_size, max([v for v in rss_mb(workers) if v] or [0.0])))
         if time.perf_counter() - t > limit:
             stopped = True
             proc.terminate()
@@ -119,7 +137,10 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float,
         later = [rss for written, rss in samples if written / per_line >= 0.1 * produced]
         res |= {"rss_mb_at_10pct": round(later[0], 1) if later else None,
                 "rss_mb_peak": round(max(rss for _, rss in samples), 1),
-                "rss_mb_last": round(samples[-1][1], 1)}
+                "rss_mb_last": round(samples[-1][1], 1),
+                "rss_mb_at_lines": rss_at_lines(samples, per_line, produced)}
+        if worker_samples:
+            res["worker_rss_mb_at_lines"] = rss_at_lines(worker_samples, per_line, produced)
     return res
 
 
@@ -200,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
         rows += [[f"seq {m['asked']} | ec map noop ({name})", f"{m['lines_s']:,.0f} lines/s",
                   f"{m['lines']} lines in {m['wall_s']} s{stopped(m)}; ec RSS {m.get('rss_mb_at_10pct')} MB at 10%, "
                   f"{m.get('rss_mb_peak')} peak; workers {r['worker_rss_mb_before']}->{r['worker_rss_mb_after']} MB"],
+                 [f"  ec RSS by lines done ({name})", f"{m.get('rss_mb_peak')} MB peak",
+                  ", ".join(f"{k:,}: {v}" for k, v in m.get("rss_mb_at_lines", {}).items()) or "-"],
+                 [f"  worker RSS by calls done ({name})", f"{max(r['worker_rss_mb_after'])} MB at the end",
+                  ", ".join(f"{k:,}: {v}" for k, v in m.get("worker_rss_mb_at_lines", {}).items()) or "-"],
                  [f"  CPU per line ({name})", f"{sum(m['cpu_us_per_line'].values()):,} us",
                   ", ".join(f"{k} {v}" for k, v in m["cpu_us_per_line"].items())],
                  [f"ec run noop, whole process ({name})", f"{r['ec_run']['median_ms']} ms",

@@ -138,12 +138,24 @@ def test_peewee_without_server_drivers_hides_them_only_while_it_imports():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom ectool.cli.fast import import_peewee_without_servers as f\nf()\n"
+    code = ("import sys\nfrom ectool.peewee_lean import import_without_servers as f\nf()\n"
             "import peewee\nprint(peewee.psycopg2 is None, 'psycopg2' in sys.modules, "
             "isinstance(peewee.SqliteDatabase(':memory:').execute_sql('select 1').fetchone(), tuple))\n"
             "import psycopg2\nprint(psycopg2.__name__)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.splitlines() == ["True False True", "psycopg2"], done.stderr
+
+
+def test_peewee_is_imported_lean_only_by_the_ec_command_on_a_sqlite_store():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ectool import peewee_lean as p\n"
+            "p.store_known('sqlite:///x.db'); print('peewee' in sys.modules)\n"  # a library user: untouched
+            "p.lean = True; p.store_known('postgresql://h/db'); print('peewee' in sys.modules)\n"
+            "p.store_known('sqlite:///x.db'); print('peewee' in sys.modules, 'psycopg2' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["False", "False", "True False"], done.stderr
 
 
 def deep(levels: int) -> str:

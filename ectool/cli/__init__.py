@@ -70,9 +70,10 @@ def __getattr__(name: str):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the ``ec`` console script."""
-    from .. import pika_lean
+    from .. import peewee_lean, pika_lean
 
     pika_lean.lean = True  # this process only uses pika's BlockingConnection
+    peewee_lean.lean = True  # and peewee with only the driver of its own store
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         from . import fast

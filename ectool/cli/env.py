@@ -6,16 +6,25 @@ from __future__ import annotations
 from functools import cached_property
 
 from ..config import Config, load
+from ..errors import EcError
 
 
 class Env:
     def __init__(self, db: str | None = None, broker: str | None = None):
         self.flags = {"db": db, "broker": broker}
         self._store_open = False
+        try:
+            self.config  # noqa: B018 - resolved now, before any command imports the store
+        except EcError:
+            pass  # said again by the first command that needs the configuration
 
     @cached_property
     def config(self) -> Config:
-        return load(**self.flags)
+        from .. import peewee_lean
+
+        config = load(**self.flags)
+        peewee_lean.store_known(config.db)  # before anything imports the store
+        return config
 
     def store(self):
         """Open (and on first use create) the store; returns the peewee database."""
