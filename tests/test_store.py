@@ -186,3 +186,54 @@ def test_an_outcome_the_store_refuses_is_recorded_as_failed_not_retried(store):
     assert (bad.status, bad.error_type, bad.result, bad.log) == ("failed", "RecordFailed", None, None)
     assert "refused" in bad.error_message and results[1].status == "failed"  # replies and events say so too
     assert rows["c-long"].status == "failed" and rows["c-long"].error_type == "E" * 255
+
+
+def test_a_sqlite_transaction_that_reads_then_writes_waits_for_another_writer(tmp_path):
+    """`ec update` reads the object, then writes it, in one transaction. While another
+    connection holds the write lock and then commits, it must wait its turn (BEGIN
+    IMMEDIATE), not fail at once with "database is locked" (a deferred transaction whose
+    snapshot went stale cannot be retried by SQLite's busy timeout)."""
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from helpers import env_for
+
+    db_url = f"sqlite:///{tmp_path / 'ec.db'}"
+    open_store(db_url)
+    seed_network()
+    db.close()
+    other = sqlite3.connect(tmp_path / "ec.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE processor SET concurrency = 2")
+    env = env_for(db_url, f"sqlite:///{tmp_path / 'queue.db'}")
+    update = subprocess.Popen([sys.executable, "-m", "ectool", "update", "processor", "proc1", "concurrency=3"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # it has started, read (WAL lets it) and is waiting to write
+        other.execute("COMMIT")
+        out, err = update.communicate(timeout=60)
+    finally:
+        update.kill()
+        update.wait()
+        other.close()
+    assert update.returncode == 0, err
+    open_store(db_url)
+    assert Processor.get(Processor.name == "proc1").concurrency == 3
+
+
+def test_a_store_error_no_command_expected_is_one_line_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import env_for
+
+    garbage = tmp_path / "ec.db"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    env = env_for(f"sqlite:///{garbage}", f"sqlite:///{tmp_path / 'queue.db'}")
+    for argv in (["run", "x"], ["run", "x", "--timeout", "1"], ["ls", "sockets"]):
+        done = subprocess.run([sys.executable, "-m", "ectool", *argv], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert (done.returncode, done.stderr) == (3, "ec: store error: file is not a database\n"), argv
+    assert garbage.read_bytes() == bytes(range(256)) * 20  # and it was left alone

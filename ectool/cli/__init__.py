@@ -49,6 +49,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 
+def fail_or_raise(exc: Exception) -> NoReturn:
+    """:func:`fail` for an expected error (an :class:`EcError`, a closed pipe, a store
+    error no command expected); anything else is a bug and goes on up as it was."""
+    if isinstance(exc, (EcError, BrokenPipeError)):
+        fail(exc)
+    known = store_error(exc)
+    if known is None:
+        raise exc
+    fail(known)
+
+
 def fail(exc: EcError | BrokenPipeError) -> NoReturn:
     """End the process for an expected error: one line on stderr and its exit code. A
     reader that went away (``| head``) is not an error worth a word."""
@@ -58,6 +69,21 @@ def fail(exc: EcError | BrokenPipeError) -> NoReturn:
     sys.stderr.write(f"ec: {exc}\n")
     sys.stderr.flush()
     sys.exit(exc.exit_code)
+
+
+def store_error(exc: BaseException) -> EcError | None:
+    """A store error no command turned into an :class:`EcError` (peewee's, once it is
+    imported), as one: a value the store refuses is a usage error (exit 2), anything else
+    (locked past the busy timeout, a lost connection, a schema it does not know) exit 3."""
+    peewee = sys.modules.get("peewee")
+    if peewee is None or not isinstance(exc, peewee.PeeweeException):
+        return None
+    from ..errors import Unreachable, UsageError
+
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, (peewee.IntegrityError, peewee.DataError)):
+        return UsageError(f"the store refused it: {text}")
+    return Unreachable(f"store error: {text}")
 
 
 def __getattr__(name: str):
@@ -82,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         if simple is not None:
             try:
                 fast.run(*simple)
-            except (EcError, BrokenPipeError) as exc:
-                fail(exc)
+            except Exception as exc:
+                fail_or_raise(exc)
         else:
             from .group import cli
 

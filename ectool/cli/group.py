@@ -8,8 +8,7 @@ import importlib
 import click
 
 from .. import __version__
-from ..errors import EcError
-from . import COMMANDS, fail
+from . import COMMANDS, fail_or_raise
 from .env import Env
 
 pass_env = click.make_pass_decorator(Env)
@@ -17,13 +16,14 @@ pass_env = click.make_pass_decorator(Env)
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported only when invoked, and which turns expected
-    errors (:class:`EcError`) into one line on stderr and their exit code."""
+    errors (:class:`EcError`, and store errors no command expected) into one line on
+    stderr and their exit code."""
 
     def main(self, *args, **kwargs):
         try:
             return super().main(*args, **kwargs)
-        except (EcError, BrokenPipeError) as exc:
-            fail(exc)
+        except Exception as exc:
+            fail_or_raise(exc)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

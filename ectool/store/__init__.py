@@ -35,9 +35,11 @@ class SqliteImmediateDatabase(SqliteDatabase):
     busy timeout does not help (an agent registering while ``ec run`` inserted a call died
     of it). Taking the lock up front makes every transaction wait its turn instead."""
 
-    def transaction(self, *args, **kwargs):
-        kwargs.setdefault("lock_type", "IMMEDIATE")
-        return super().transaction(*args, **kwargs)
+    def begin(self, lock_type: str | None = None) -> None:
+        # begin, not transaction(): ``db.atomic()`` on the models' DatabaseProxy begins
+        # through the proxy with no lock type, so an override of transaction() was never
+        # reached and every transaction was deferred
+        super().begin(lock_type or "IMMEDIATE")
 
 
 def sqlite_path(url: str) -> Path:
