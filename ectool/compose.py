@@ -51,10 +51,13 @@ REQUIRED = {"queue": ("name",), "processor": ("name", "gitrepo", "module"),
             "socket": ("name", "queue", "processor", "task"), "plug": ("name", "source", "target")}
 
 
-def parse(text: str, origin: str = "compose file") -> dict[str, Any]:
-    """Parse and validate a compose document (one-line errors for every problem)."""
+def parse(text: str | bytes, origin: str = "compose file") -> dict[str, Any]:
+    """Parse and validate a compose document, text or UTF-8 bytes (one-line errors for
+    every problem)."""
     try:
-        doc = tomllib.loads(text)
+        doc = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"malformed {origin}: not UTF-8 (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed {origin}: {exc}") from None
     except RecursionError:

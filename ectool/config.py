@@ -107,6 +107,8 @@ def _read_file(path) -> dict:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed config file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"malformed config file {path}: not UTF-8 (byte {exc.start})") from None
     except RecursionError:
         raise ConfigError(f"malformed config file {path}: nested too deeply") from None
     except OSError as exc:

@@ -109,7 +109,7 @@ def input_parent(flow: str, fd: int | None = None) -> str | None:
     try:
         call_id = link.read_text().strip()
         link.unlink()
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # gone, or not ours: no parent
         return None
     return call_id or None
 

@@ -67,6 +67,7 @@ def test_bad_file_changes_nothing(db_url):
     assert json.loads(run(db_url, "ls", "queues", "--json").stdout) == []  # all or nothing
     for text, message in (("[[gizmo]]\nname='x'", "unknown section"), ("[[queue]]\ntype='direct'", "missing name"),
                           ("[[queue]]\nname=3", "wrong type"), ("[[queue", "malformed"),
-                          ("x = " + "[" * 100_000 + "]" * 100_000, "nested too deeply")):
+                          ("x = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                          (b"[[queue]]\nname = '\xff'\n", "not UTF-8 (byte 18)")):
         bad = run(db_url, "compose", "apply", "-", input=text)
         assert bad.exit_code == 2 and message in bad.output, bad.output

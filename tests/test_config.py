@@ -12,10 +12,10 @@ from ectool.cli import cli
 from ectool.errors import ConfigError
 
 
-def write_config(text: str):
+def write_config(text: str | bytes):
     path = paths.config_file()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return path
 
 
@@ -57,6 +57,7 @@ def test_passwords_are_masked():
 @pytest.mark.parametrize("text, message", [
     ("db = [unclosed", "malformed config file"),
     ("db = " + "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (b'db = "\xff"\n', "not UTF-8"),
     ('bogus = 1\n', "unknown key"),
     ('db = "mysql://x"\n', "scheme must be one of"),
     ('broker = "nothing"\n', "bad broker URL"),

@@ -16,7 +16,7 @@ def compose() -> None:
 
 
 @compose.command("apply")
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--json", "as_json", is_flag=True, help="Report as JSON.")
 @pass_env
 def apply(env: Env, file, as_json) -> None:
