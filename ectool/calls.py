@@ -322,12 +322,18 @@ def cancel(call_id: str) -> bool:
 
 def parse_since(text: str) -> dt.datetime:
     """``30s``, ``10m``, ``2h``, ``1d`` -> the UTC time that long ago."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    from .config import duration
+
     try:
-        seconds = float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
-    except (ValueError, IndexError):
+        seconds = duration(text)
+    except ValueError:
         raise UsageError(f"bad duration {text!r}: use e.g. 30s, 10m, 2h, 1d") from None
-    return now() - dt.timedelta(seconds=seconds)
+    if seconds < 0:
+        raise UsageError(f"bad duration {text!r}: it must not be negative")
+    try:
+        return now() - dt.timedelta(seconds=seconds)
+    except OverflowError:  # longer ago than datetime goes: since the beginning
+        return dt.datetime.min
 
 
 CALL_COLUMNS = ["id", "socket", "status", "attempts", "submitted", "started", "finished", "host",

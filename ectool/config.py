@@ -89,9 +89,16 @@ class Config:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password part of a URL (``amqp://u:***@h/``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Hide the password part of a URL (``amqp://u:***@h/``), even of one too malformed
+    for urlsplit (a bad IPv6 host)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        head, sep, rest = url.partition("://")
+        auth, at, host = rest.rpartition("@")
+        return f"{head}{sep}{auth.split(':', 1)[0]}:***@{host}" if at and ":" in auth else url
+    if password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
@@ -124,11 +131,16 @@ def validate_url(key: str, url: str) -> str:
     allowed = DB_SCHEMES if key == "db" else BROKER_SCHEMES
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"bad {key} URL {url!r}: expected one of {', '.join(s + '://' for s in allowed)}")
+    shown = mask_url(url)
     scheme = url.split("://", 1)[0].lower()
     if scheme not in allowed:
-        raise ConfigError(f"bad {key} URL {url!r}: scheme must be one of {', '.join(allowed)}")
+        raise ConfigError(f"bad {key} URL {shown!r}: scheme must be one of {', '.join(allowed)}")
     if scheme == "sqlite" and not url.split("://", 1)[1].lstrip("/"):
-        raise ConfigError(f"bad {key} URL {url!r}: sqlite URLs need a file path (sqlite:///path)")
+        raise ConfigError(f"bad {key} URL {shown!r}: sqlite URLs need a file path (sqlite:///path)")
+    try:
+        urlsplit(url).port  # noqa: B018 - a bad IPv6 host or port raises here, not in the store
+    except ValueError as exc:
+        raise ConfigError(f"bad {key} URL {shown!r}: {exc}") from None
     return url
 
 

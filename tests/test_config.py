@@ -61,6 +61,8 @@ def test_passwords_are_masked():
     ('bogus = 1\n', "unknown key"),
     ('db = "mysql://x"\n', "scheme must be one of"),
     ('broker = "nothing"\n', "bad broker URL"),
+    ('db = "postgresql://me:s3cret@[::1/ec"\n', "Invalid IPv6 URL"),
+    ('broker = "amqp://me:s3cret@rabbit:99999/"\n', "Port out of range"),
     ('delivery_limit = "many"\n', "must be an integer"),
     ('queue_type = "lazy"\n', "quorum"),
     ('stats_retention = "forever"\n', "stats_retention"),
@@ -72,7 +74,7 @@ def test_bad_config_is_one_line_exit_2(text, message):
         config.load()
     result = CliRunner().invoke(cli, ["ls", "processors"])
     assert result.exit_code == 2
-    assert message in result.output and "Traceback" not in result.output
+    assert message in result.output and "Traceback" not in result.output and "s3cret" not in result.output
 
 
 def test_config_init_writes_commented_file_and_refuses_overwrite():

@@ -201,3 +201,24 @@ def test_a_result_nested_too_deeply_fails_the_call_once():
     out = shim.run_call(m, "nest", [5000], {}, None)
     assert out["status"] == "failed" and out["error_type"] == "ValueError" and out.get("final") is True, out
     assert shim.run_call(m, "nest", [2], {}, None)["result"] == "[[[]]]"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("10m", 600), ("1.5h", 5400), ("99999999d", None), ("-5m", UsageError), ("nan", UsageError),
+    ("1e400d", UsageError), ("5x", UsageError), ("", UsageError),
+])
+def test_since_takes_a_duration_ago_and_refuses_nonsense(text, expected):
+    import datetime as dt
+
+    from ectool.calls import parse_since
+    from ectool.store.models import now
+
+    if expected is UsageError:
+        with pytest.raises(UsageError):
+            parse_since(text)
+        return
+    since = parse_since(text)
+    if expected is None:  # longer ago than datetime reaches: everything
+        assert since == dt.datetime.min
+    else:
+        assert abs((now() - since).total_seconds() - expected) < 5
