@@ -78,6 +78,16 @@ def rss_at_lines(samples: list[tuple[int, float]], per_line: float, produced: in
     return marks
 
 
+def largest(values: Sequence[float | None]) -> float | None:
+    """The largest of the RSS figures that were read (a process may have gone)."""
+    return max((v for v in values if v is not None), default=None)
+
+
+def by_lines(marks: dict[int, float], last: float | None) -> str:
+    """``1,000: 30.5, 10,000: 34.8, end: 39.0`` (MB)."""
+    return ", ".join([f"{k:,}: {v}" for k, v in marks.items()] + ([f"end: {last}"] if last is not None else []))
+
+
 def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float, workers: Sequence[int] = ()) -> dict:
     """``seq LINES | ARGV > OUT``, sampling the consumer's RSS and output; wall time and
     lines/s. Past ``limit`` seconds the consumer is stopped (by pid) and the lines written
@@ -107,7 +117,7 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float,
         except psutil.Error:
             break
         if workers:
-            worker_samples.append((out.stat().st_size, max([v for v in rss_mb(workers) if v] or [0.0])))
+            worker_samples.append((out.stat().st_size, largest(rss_mb(workers)) or 0.0))
         if time.perf_counter() - t > limit:
             stopped = True
             proc.terminate()
@@ -222,9 +232,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"{m['lines']} lines in {m['wall_s']} s{stopped(m)}; ec RSS {m.get('rss_mb_at_10pct')} MB at 10%, "
                   f"{m.get('rss_mb_peak')} peak; workers {r['worker_rss_mb_before']}->{r['worker_rss_mb_after']} MB"],
                  [f"  ec RSS by lines done ({name})", f"{m.get('rss_mb_peak')} MB peak",
-                  ", ".join(f"{k:,}: {v}" for k, v in m.get("rss_mb_at_lines", {}).items()) or "-"],
-                 [f"  worker RSS by calls done ({name})", f"{max(r['worker_rss_mb_after'])} MB at the end",
-                  ", ".join(f"{k:,}: {v}" for k, v in m.get("worker_rss_mb_at_lines", {}).items()) or "-"],
+                  by_lines(m.get("rss_mb_at_lines", {}), m.get("rss_mb_last"))],
+                 [f"  worker RSS by calls done ({name})", f"{largest(r['worker_rss_mb_after'])} MB at the end",
+                  by_lines(m.get("worker_rss_mb_at_lines", {}), largest(r["worker_rss_mb_after"]))],
                  [f"  CPU per line ({name})", f"{sum(m['cpu_us_per_line'].values()):,} us",
                   ", ".join(f"{k} {v}" for k, v in m["cpu_us_per_line"].items())],
                  [f"ec run noop, whole process ({name})", f"{r['ec_run']['median_ms']} ms",
