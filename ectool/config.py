@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from . import paths
 from .errors import ConfigError
@@ -89,19 +89,15 @@ class Config:
 
 
 def mask_url(url: str) -> str:
-    """Hide the password part of a URL (``amqp://u:***@h/``), even of one too malformed
-    for urlsplit (a bad IPv6 host)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        head, sep, rest = url.partition("://")
-        auth, at, host = rest.rpartition("@")
-        return f"{head}{sep}{auth.split(':', 1)[0]}:***@{host}" if at and ":" in auth else url
-    if password is None:
+    """Hide the password part of a URL (``amqp://u:***@h/``). Done on the text, not with
+    urlsplit: a password with an unencoded ``/``, ``?`` or ``#`` would cut urlsplit's host
+    part short and be shown whole. Everything between the user's ``:`` and the last ``@``
+    is hidden (erring towards hiding too much of a URL with ``@`` in its query)."""
+    head, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in auth:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return f"{head}{sep}{auth.split(':', 1)[0]}:***@{host}"
 
 
 def _read_file(path) -> dict:
@@ -139,8 +135,8 @@ def validate_url(key: str, url: str) -> str:
         raise ConfigError(f"bad {key} URL {shown!r}: sqlite URLs need a file path (sqlite:///path)")
     try:
         urlsplit(url).port  # noqa: B018 - a bad IPv6 host or port raises here, not in the store
-    except ValueError as exc:
-        raise ConfigError(f"bad {key} URL {shown!r}: {exc}") from None
+    except ValueError:  # (its message may quote part of the password)
+        raise ConfigError(f"bad {key} URL {shown!r}: bad host or port") from None
     return url
 
 
@@ -163,8 +159,10 @@ def _coerce(key: str, value: object, origin: str) -> object:
     default = KEYS[key][1]
     if isinstance(default, int) and not isinstance(default, bool):
         try:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)  # true is not 1, nor 2.5 (or inf) 2
             number = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{key} from {origin} must be an integer, got {value!r}") from None
         if key == "ack_deadline" and number < 1:
             raise ConfigError(f"ack_deadline from {origin} must be at least 1 second, got {value!r}")

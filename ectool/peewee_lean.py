@@ -8,8 +8,10 @@ knows its store (:attr:`ectool.cli.env.Env.config`), a SQLite one has peewee imp
 with those drivers hidden, the documented way (``sys.modules[name] = None`` makes their
 import raise ImportError, which peewee takes as "not installed"), and only while peewee
 imports: psycopg2 imports normally afterwards, for anyone else. peewee's PostgreSQL
-support stays off in such a process, which never opens a PostgreSQL store. A program
-that imports ``ectool`` as a library gets peewee whole.
+support stays off in such a process, which never opens a PostgreSQL store. Not in
+``ec worker``: it may run tasks in its own process, and a task may use peewee with a
+PostgreSQL database of its own. A program that imports ``ectool`` as a library gets
+peewee whole.
 """
 
 from __future__ import annotations
@@ -19,8 +21,24 @@ import sys
 #: database drivers peewee imports if it can
 SERVER_DRIVERS = ("psycopg2", "psycopg2cffi", "psycopg", "pymysql", "MySQLdb")
 
-#: set by the ``ec`` entry point (``ectool.cli.main``); off for library users
+#: set by the ``ec`` entry point (``ectool.cli.main``, see :func:`lean_for`); off for library users
 lean = False
+
+#: commands that may import user code (tasks) into their own process
+RUNS_TASKS = frozenset({"worker"})
+#: the ``ec`` group's options that take a value
+_VALUED = ("--db", "--broker")
+
+
+def lean_for(argv: list[str]) -> bool:
+    """Whether ``ec ARGV`` may import peewee lean: not when its command runs tasks."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word not in RUNS_TASKS
+    return True
 
 
 def store_known(db_url: str) -> None:

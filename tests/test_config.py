@@ -61,8 +61,12 @@ def test_passwords_are_masked():
     ('bogus = 1\n', "unknown key"),
     ('db = "mysql://x"\n', "scheme must be one of"),
     ('broker = "nothing"\n', "bad broker URL"),
-    ('db = "postgresql://me:s3cret@[::1/ec"\n', "Invalid IPv6 URL"),
-    ('broker = "amqp://me:s3cret@rabbit:99999/"\n', "Port out of range"),
+    ('db = "postgresql://me:s3cret@[::1/ec"\n', "bad host or port"),
+    ('broker = "amqp://me:s3cret@rabbit:99999/"\n', "bad host or port"),
+    ('db = "postgresql://me:s3/cret@db:5432/ec"\n', "bad host or port"),  # an unencoded / in it
+    ('delivery_limit = inf\n', "must be an integer"),
+    ('delivery_limit = true\n', "must be an integer"),
+    ('delivery_limit = 2.5\n', "must be an integer"),
     ('delivery_limit = "many"\n', "must be an integer"),
     ('queue_type = "lazy"\n', "quorum"),
     ('stats_retention = "forever"\n', "stats_retention"),
@@ -74,7 +78,15 @@ def test_bad_config_is_one_line_exit_2(text, message):
         config.load()
     result = CliRunner().invoke(cli, ["ls", "processors"])
     assert result.exit_code == 2
-    assert message in result.output and "Traceback" not in result.output and "s3cret" not in result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "s3cret" not in result.output and "s3/" not in result.output and "cret@" not in result.output
+
+
+def test_a_broken_config_file_can_still_be_replaced():
+    write_config("delivery_limit = inf\n")
+    result = CliRunner().invoke(cli, ["config", "init", "--force"])
+    assert result.exit_code == 0, result.output
+    assert config.load().delivery_limit == config.KEYS["delivery_limit"][1]
 
 
 def test_config_init_writes_commented_file_and_refuses_overwrite():

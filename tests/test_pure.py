@@ -158,6 +158,35 @@ def test_peewee_is_imported_lean_only_by_the_ec_command_on_a_sqlite_store():
     assert done.stdout.splitlines() == ["False", "False", "True False"], done.stderr
 
 
+@pytest.mark.parametrize("argv, lean", [
+    (["run", "s"], True), (["map", "s"], True), (["--db", "sqlite:///x", "ls", "sockets"], True), ([], True),
+    (["worker", "-p", "p"], False), (["--db", "sqlite:///x", "--broker", "b", "worker"], False),
+    (["--db=sqlite:///x", "worker"], False),
+])
+def test_only_commands_that_run_no_tasks_import_peewee_lean(argv, lean):
+    from ectool.peewee_lean import lean_for
+
+    assert lean_for(argv) is lean
+
+
+def test_a_worker_leaves_peewee_whole_for_the_tasks_it_runs_in_process(tmp_path):
+    """A task may use peewee with a PostgreSQL database of its own."""
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print(sys.modules['peewee'].psycopg2 is not None, file=sys.stderr))\n"
+             "from ectool.cli import main\nmain(sys.argv[1:])\n")
+    env = dict(os.environ, EC_DB=f"sqlite:///{tmp_path / 'ec.db'}", EC_BROKER=f"sqlite:///{tmp_path / 'q.db'}")
+    worker = subprocess.run([sys.executable, "-c", probe, "worker", "-p", "nope"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", probe, "run", "nope"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert worker.returncode == run.returncode == 2, (worker.stderr, run.stderr)
+    assert worker.stderr.splitlines()[-1] == "True" and run.stderr.splitlines()[-1] == "False"
+
+
 def deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 

@@ -73,11 +73,14 @@ def fail(exc: EcError | BrokenPipeError) -> NoReturn:
 
 def store_error(exc: BaseException) -> EcError | None:
     """A store error no command turned into an :class:`EcError` (peewee's, once it is
-    imported), as one: a value the store refuses is a usage error (exit 2), anything else
-    (locked past the busy timeout, a lost connection, a schema it does not know) exit 3."""
+    imported), as one: a value the store refuses is a usage error (exit 2); an outage or a
+    broken store (locked past the busy timeout, a lost connection, a file that is not a
+    database) exit 3. A bad statement stays a traceback: that is a bug."""
     peewee = sys.modules.get("peewee")
     if peewee is None or not isinstance(exc, peewee.PeeweeException):
         return None
+    if isinstance(exc, (peewee.ProgrammingError, peewee.ImproperlyConfigured)):
+        return None  # a bug (a bad statement, a missing driver): its traceback is wanted
     from ..errors import Unreachable, UsageError
 
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -98,9 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point for the ``ec`` console script."""
     from .. import peewee_lean, pika_lean
 
-    pika_lean.lean = True  # this process only uses pika's BlockingConnection
-    peewee_lean.lean = True  # and peewee with only the driver of its own store
     args = sys.argv[1:] if argv is None else list(argv)
+    pika_lean.lean = True  # this process only uses pika's BlockingConnection
+    # and peewee with only the driver of its own store, unless it runs tasks in-process
+    peewee_lean.lean = peewee_lean.lean_for(args)
     try:
         from . import fast
 

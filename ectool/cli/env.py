@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import cached_property
 
 from ..config import Config, load
-from ..errors import EcError
 
 
 class Env:
@@ -15,8 +14,8 @@ class Env:
         self._store_open = False
         try:
             self.config  # noqa: B018 - resolved now, before any command imports the store
-        except EcError:
-            pass  # said again by the first command that needs the configuration
+        except Exception:  # noqa: BLE001 - raised again by the first command that needs it
+            pass  # (cached_property keeps no failure); `ec config init` may be here to fix it
 
     @cached_property
     def config(self) -> Config:
