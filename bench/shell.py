@@ -66,16 +66,16 @@ def timed_runs(argv: list[str], env: dict, runs: int) -> dict:
 RSS_MARKS = (1_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
 
 
+def rss_at(samples: list[tuple[int, float]], per_line: float, line: float) -> float | None:
+    """The first RSS sample (MB) taken once the output had reached ``line`` lines."""
+    return next((round(rss, 1) for written, rss in samples if written / per_line >= line), None)
+
+
 def rss_at_lines(samples: list[tuple[int, float]], per_line: float, produced: int) -> dict[int, float]:
-    """The consumer's RSS (MB) when its output first reached each of :data:`RSS_MARKS` lines
-    (those it reached): whether memory stays flat as the input grows."""
-    marks = {}
-    for mark in RSS_MARKS:
-        if mark <= produced:
-            seen = [rss for written, rss in samples if written / per_line >= mark]
-            if seen:
-                marks[mark] = round(seen[0], 1)
-    return marks
+    """The RSS (MB) when the output first reached each of :data:`RSS_MARKS` lines (those it
+    reached): whether memory stays flat as the input grows."""
+    marks = {mark: rss_at(samples, per_line, mark) for mark in RSS_MARKS if mark <= produced}
+    return {mark: rss for mark, rss in marks.items() if rss is not None}
 
 
 def largest(values: Sequence[float | None]) -> float | None:
@@ -110,14 +110,15 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float,
     ps = psutil.Process(proc.pid)
     stopped = False
     while proc.poll() is None:
+        written = out.stat().st_size
         try:
             rss = ps.memory_info().rss / 2**20
             if rss > 1:  # not an exiting process's last breath
-                samples.append((out.stat().st_size, rss))
+                samples.append((written, rss))
         except psutil.Error:
             break
         if workers:
-            worker_samples.append((out.stat().st_size, largest(rss_mb(workers)) or 0.0))
+            worker_samples.append((written, largest(rss_mb(workers)) or 0.0))
         if time.perf_counter() - t > limit:
             stopped = True
             proc.terminate()
@@ -144,8 +145,7 @@ def pipe(lines: int, argv: list[str], env: dict | None, out: Path, limit: float,
     size = out.stat().st_size
     if samples and size:
         per_line = size / max(produced, 1)
-        later = [rss for written, rss in samples if written / per_line >= 0.1 * produced]
-        res |= {"rss_mb_at_10pct": round(later[0], 1) if later else None,
+        res |= {"rss_mb_at_10pct": rss_at(samples, per_line, 0.1 * produced),
                 "rss_mb_peak": round(max(rss for _, rss in samples), 1),
                 "rss_mb_last": round(samples[-1][1], 1),
                 "rss_mb_at_lines": rss_at_lines(samples, per_line, produced)}

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import events
-from .config import Config
+from .config import Config, duration
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
 from .messages import CallEncoder, new_id
 from .outcome import Outcome
@@ -322,8 +322,6 @@ def cancel(call_id: str) -> bool:
 
 def parse_since(text: str) -> dt.datetime:
     """``30s``, ``10m``, ``2h``, ``1d`` -> the UTC time that long ago."""
-    from .config import duration
-
     try:
         seconds = duration(text)
     except ValueError:

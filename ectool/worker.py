@@ -488,18 +488,13 @@ def record_or_refuse(results: list[Result]) -> None:
     on it, the call run again, and again, until it ended dead for the wrong reason."""
     try:
         record_outcomes(results)
-        return
     except REFUSED as exc:
-        if len(results) == 1:
+        if len(results) > 1:
+            for r in results:
+                record_or_refuse([r])
+        else:
             _refused(results[0], exc)
             record_outcomes(results)
-            return
-    for r in results:
-        try:
-            record_outcomes([r])
-        except REFUSED as exc:
-            _refused(r, exc)
-            record_outcomes([r])
 
 
 def _refused(r: Result, exc: BaseException) -> None:
