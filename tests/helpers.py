@@ -150,16 +150,18 @@ def wait_children(proc: subprocess.Popen, count: int, timeout: float = 20) -> li
     raise AssertionError(f"worker children did not start: {children(proc)}")
 
 
-def kill_workers(proc: subprocess.Popen, kills: int, pause: float = 0.4, timeout: float = 60) -> None:
-    """kill -9 KILLS worker children of supervisor PROC one after another, each PAUSE seconds
-    after it is seen running, alternating between the live ones; a child that exits on its own
-    in the pause, or is a zombie not yet reaped, is not counted."""
+def kill_workers(proc: subprocess.Popen, kills: int, count: int = 2, pause: float = 0.4,
+                 timeout: float = 60) -> None:
+    """kill -9 KILLS worker children of supervisor PROC one after another: each time once
+    all COUNT are running again (so the kill lands on a worker that has been serving) and
+    PAUSE seconds later, alternating between them. A child already killed (a zombie until
+    its parent reaps it) is not picked again; one that exits on its own is not counted."""
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while len(killed) < kills:
         assert time.monotonic() < deadline, f"killed only {len(killed)} of {kills} workers"
-        kids = [k for k in wait_children(proc, 1) if k.pid not in killed]
-        if not kids:
+        kids = [k for k in wait_children(proc, count) if k.pid not in killed]
+        if len(kids) < count:
             time.sleep(0.05)
             continue
         time.sleep(pause)

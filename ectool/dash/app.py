@@ -148,16 +148,21 @@ class DashApp(App):
         return transport
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        from textual.css.query import NoMatches
+
         snap = message.snapshot
         self.snapshot = snap
         self.on_problem(Problem("access", f"not shown: you lack {', '.join(snap.denied)}" if snap.denied else None))
-        self.query_one(DashHeader).show(snap)
-        self.query_one(StatusBar).show(snap.counts)
-        self.query_one(ProcessorsView).show(snap.processors)
-        self.query_one(QueuesView).show(snap.queues)
-        self.query_one(WorkersView).show(snap.agents, snap.workers)
-        self.query_one(CallsView).show(snap.calls)
-        self.query_one(FlowView).show(snap.plugs)
+        try:
+            self.query_one(DashHeader).show(snap)
+            self.query_one(StatusBar).show(snap.counts)
+            self.query_one(ProcessorsView).show(snap.processors)
+            self.query_one(QueuesView).show(snap.queues)
+            self.query_one(WorkersView).show(snap.agents, snap.workers)
+            self.query_one(CallsView).show(snap.calls)
+            self.query_one(FlowView).show(snap.plugs)
+        except NoMatches:  # a snapshot read before the app began shutting down (as on_problem)
+            return
         self.loads += 1
 
     def on_problem(self, message: Problem) -> None:
