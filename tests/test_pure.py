@@ -251,3 +251,14 @@ def test_since_takes_a_duration_ago_and_refuses_nonsense(text, expected):
         assert since == dt.datetime.min
     else:
         assert abs((now() - since).total_seconds() - expected) < 5
+
+
+def test_replies_pack_per_inbox_in_order_within_the_size_limit():
+    from ectool.transport.base import pack_replies, unpack_replies
+
+    replies = [("a", b"1" * 40), ("b", b"x"), ("a", b"2" * 40), ("a", b"3" * 40), ("a", b"4" * 100)]
+    packed = pack_replies(replies, limit=90)
+    assert packed == [("a", b"1" * 40 + b"\n" + b"2" * 40), ("a", b"3" * 40), ("a", b"4" * 100), ("b", b"x")]
+    assert [b for _, m in packed if _ == "a" for b in unpack_replies(m)] == [b"1" * 40, b"2" * 40, b"3" * 40,
+                                                                            b"4" * 100]
+    assert unpack_replies(b"single") == [b"single"]

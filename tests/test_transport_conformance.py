@@ -8,6 +8,7 @@ shared RabbitMQ never see each other's messages.
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -372,6 +373,21 @@ def test_inbox_reply_round_trip(broker_url, queue_name, transports, tq):
     worker.reply("no-such-inbox", b"nobody")
     worker.publish(queue_name, [b"still works"])
     assert worker.depth(queue_name) == 1
+
+
+def test_a_batch_of_replies_arrives_one_body_each_in_order(broker_url, transports, tq):
+    worker = transports.open()
+    first, second = tq.inbox(), transports.open().inbox()
+    try:
+        bodies = [json.dumps({"id": f"c-{i}", "result": "x" * (i * 100)}).encode() for i in range(40)]
+        worker.replies([(first.address, b) for b in bodies] + [(second.address, b"other")])
+        got = [first.get(timeout=3) for _ in bodies]  # ~80 kB: packed into few messages
+        assert got == bodies  # unpacked by the inbox, one body each
+        assert first.get(timeout=0.2) is None
+        assert second.get(timeout=3) == b"other"
+    finally:
+        first.close()
+        second.close()
 
 
 # -- events ------------------------------------------------------------------------------

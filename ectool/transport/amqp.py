@@ -41,7 +41,16 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
-from .base import DEAD_QUEUE, Consumer, DeadLetter, EventStream, Inbox, Transport
+from .base import (
+    DEAD_QUEUE,
+    Consumer,
+    DeadLetter,
+    EventStream,
+    Inbox,
+    Transport,
+    pack_replies,
+    unpack_replies,
+)
 
 log = logging.getLogger(__name__)
 if logging.getLogger("pika").level == logging.NOTSET:
@@ -278,6 +287,7 @@ class QueueMissing(UsageError):
 
 EVENT_PROPERTIES = BasicProperties(delivery_mode=1, content_type="application/json")
 REPLY_PROPERTIES = BasicProperties(delivery_mode=1)  # replies are best-effort (the store has outcomes)
+PACK_REPLY_BYTES = 256 * 1024  # replies to one inbox share a message up to this size
 
 
 # -- the transport -----------------------------------------------------------------------
@@ -307,7 +317,7 @@ class ProducerInbox(Inbox):
         self._conn, self._channel, self.address = transport._retrying("opening an inbox", open_inbox)
 
     def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        self._received.append(body)
+        self._received.extend(unpack_replies(body))
 
     def _alive(self) -> bool:
         return self._conn is self._transport._conn and self._conn.is_open and self._channel.is_open
@@ -572,14 +582,16 @@ class AmqpTransport(Transport):
     def replies(self, replies: list[tuple[str, bytes]]) -> None:
         """Best effort, pipelined, no confirms; failures are logged, not raised. A worker
         sends its batch's replies here, from its own thread, before it acks the batch: no
-        hop through the consumer's I/O thread."""
+        hop through the consumer's I/O thread. Replies to the same inbox travel together
+        (:func:`~ectool.transport.base.pack_replies`)."""
         if not replies:
             return
+        packed = pack_replies(replies, PACK_REPLY_BYTES)
 
         def send(conn: BlockingConnection) -> None:
             if self._replies is None or not self._replies.is_open:
                 self._replies = conn.channel()
-            for address, body in replies:
+            for address, body in packed:
                 self._replies._impl.basic_publish("", address, body, REPLY_PROPERTIES)
 
         try:

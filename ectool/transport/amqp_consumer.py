@@ -51,7 +51,7 @@ from .amqp import (
     open_connection,
     redact,
 )
-from .base import DEAD_QUEUE, Consumer, Delivery, EventStream, Inbox
+from .base import DEAD_QUEUE, Consumer, Delivery, EventStream, Inbox, unpack_replies
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +465,9 @@ class AmqpInbox(_AutoAckReceiver, Inbox):
         except px.AMQPError as exc:
             self.close()
             raise Unreachable(f"cannot open an inbox on {redact(url)}: {describe(exc)}") from None
+
+    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
+        self._received.extend(unpack_replies(body))
 
     def get(self, timeout: float | None = None) -> bytes | None:
         return self._receive(timeout, f"inbox {self.address}")

@@ -27,6 +27,35 @@ from typing import Any
 DEAD_QUEUE = "ec.dead"
 
 
+def pack_replies(replies: list[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:
+    """Replies to the same inbox joined into few messages (newline-separated bodies, each
+    message at most ``limit`` bytes unless one body alone is larger), in their order per
+    inbox. A reply body is compact JSON, which never holds a raw newline; an inbox splits
+    what it receives with :func:`unpack_replies`. One message per inbox and worker batch
+    instead of one per call: under load most of a reply's cost is per message."""
+    by_address: dict[str, list[bytes]] = {}
+    for address, body in replies:
+        by_address.setdefault(address, []).append(body)
+    packed: list[tuple[str, bytes]] = []
+    for address, bodies in by_address.items():
+        chunk: list[bytes] = []
+        size = 0
+        for body in bodies:
+            if chunk and size + len(body) + 1 > limit:
+                packed.append((address, b"\n".join(chunk)))
+                chunk, size = [], 0
+            chunk.append(body)
+            size += len(body) + 1
+        if chunk:
+            packed.append((address, b"\n".join(chunk)))
+    return packed
+
+
+def unpack_replies(message: bytes) -> list[bytes]:
+    """The reply bodies in one inbox message (see :func:`pack_replies`)."""
+    return [b for b in message.split(b"\n") if b] if b"\n" in message else [message]
+
+
 @dataclass
 class Delivery:
     """One delivery of a message. ``tag`` is transport-private."""

@@ -28,7 +28,9 @@ from .base import (
     EventStream,
     Inbox,
     Transport,
+    pack_replies,
     topic_matches,
+    unpack_replies,
 )
 
 SCHEMA = """
@@ -393,23 +395,11 @@ class SqliteConsumer(Consumer):
 
 
 def send_replies(replies: list[tuple[str, bytes]]) -> None:
-    """Replies packed per inbox into few datagrams (newline-separated JSON bodies): a unix
-    datagram socket queues only ~10 datagrams (net.unix.max_dgram_qlen), so one per call
-    would drop replies in bursts. A full inbox gets a short wait, then the store covers it."""
-    by_address: dict[str, list[bytes]] = {}
-    for address, body in replies:
-        by_address.setdefault(address, []).append(body)
-    for address, bodies in by_address.items():
-        chunk: list[bytes] = []
-        size = 0
-        for body in bodies:
-            if chunk and size + len(body) + 1 > SqliteTransport.max_reply_bytes:
-                wake.send(address, b"\n".join(chunk), wait=0.05)
-                chunk, size = [], 0
-            chunk.append(body)
-            size += len(body) + 1
-        if chunk:
-            wake.send(address, b"\n".join(chunk), wait=0.05)
+    """Replies packed per inbox into few datagrams (:func:`pack_replies`): a unix datagram
+    socket queues only ~10 datagrams (net.unix.max_dgram_qlen), so one per call would drop
+    replies in bursts. A full inbox gets a short wait, then the store covers it."""
+    for address, message in pack_replies(replies, SqliteTransport.max_reply_bytes):
+        wake.send(address, message, wait=0.05)
 
 
 class SqliteInbox(Inbox):
@@ -421,7 +411,7 @@ class SqliteInbox(Inbox):
     def get(self, timeout: float | None = None) -> bytes | None:
         if not self.pending:
             for datagram in self.waker.wait(timeout):
-                self.pending.extend(b for b in datagram.split(b"\n") if b)
+                self.pending.extend(unpack_replies(datagram))
         return self.pending.popleft() if self.pending else None
 
     def close(self) -> None:
