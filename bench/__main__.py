@@ -8,6 +8,7 @@ import sys
 
 BENCHES = {
     "ceiling": ("bench.ceiling", "raw pika on RabbitMQ with ec's durability: the ceiling"),
+    "floor": ("bench.floor", "ec's three store writes from raw pika + psycopg2: what the guarantees cost"),
     "celery": ("bench.celery_bench", "Celery: acks_late, prefork 2, rpc:// (and a chord on PostgreSQL)"),
     "ec": ("bench.ec", "ElasticCode: throughput, round trips, funnel, pipeline; both transports"),
     "core": ("bench.core", "ElasticCode: throughput and round trips only"),

@@ -1,15 +1,18 @@
-"""ceiling, celery and ec side by side: alternate runs, medians, ratios pair by pair.
+"""ceiling, floor, celery and ec side by side: alternate runs, medians, ratios pair by pair.
 
     python -m bench compare [--rounds 3] [--calls 10000] [--seq 1000] [--chords 20]
                             [--members 100] [--prefetch 32] [--quick]
 
-Each round runs ``bench ceiling``, ``bench celery`` and ``bench ec`` (RabbitMQ+PostgreSQL
-and embedded) as subprocesses, in an order rotated from round to round so that drift in a
-noisy machine falls on each of them alike, and keeps the JSON line each prints. A ratio
-(ec / celery, ec / ceiling) is computed within each round, from figures measured minutes
-apart, and the median of those is reported next to the median of each figure. "ec" in the
-ratios is ElasticCode on RabbitMQ + PostgreSQL (the same broker as the others).
-``--quick`` shrinks every workload (a smoke run). Prints tables and one JSON line.
+Each round runs ``bench ceiling``, ``bench floor``, ``bench celery`` and ``bench ec``
+(RabbitMQ+PostgreSQL and embedded) as subprocesses, in an order rotated from round to
+round so that drift in a noisy machine falls on each of them alike, and keeps the JSON
+line each prints. A ratio (ec / celery, ec / ceiling, ec / floor) is computed within each
+round, from figures measured minutes apart, and the median of those is reported next to
+the median of each figure. "ec" in the ratios is ElasticCode on RabbitMQ + PostgreSQL (the
+same broker as the others). ``floor / celery`` says whether a target relative to Celery
+can be met at all with ec's guarantees: the floor is those guarantees with no runtime
+around them. ``--quick`` shrinks every workload (a smoke run). Prints tables and one JSON
+line.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ RATIOS = {
     "throughput ec/ceiling": ("ec", "ceiling", "throughput_calls_s", 0.5, "ge"),
     "seq p50 ec/celery": ("ec", "celery", "seq_p50_ms", 0.5, "le"),
     "seq p50 ec/ceiling": ("ec", "ceiling", "seq_p50_ms", None, "le"),
+    "throughput ec/floor": ("ec", "floor", "throughput_calls_s", None, "ge"),
+    "seq p50 ec/floor": ("ec", "floor", "seq_p50_ms", None, "le"),
+    "seq p50 floor/celery": ("floor", "celery", "seq_p50_ms", None, "le"),
     "funnel/chord ec/celery": ("ec", "celery", "chord_p50_ms", 0.125, "le"),
     "pipeline/chain ec/celery": ("ec", "celery", "chain_p50_ms", None, "le"),
     "throughput embedded/celery": ("ec embedded", "celery", "throughput_calls_s", None, "ge"),
@@ -70,6 +76,8 @@ def normalise(name: str, raw: dict) -> dict[str, dict]:
         r = raw["raw"]
         return {"ceiling": {"throughput_calls_s": r["calls_per_s"], "seq_p50_ms": r["p50_ms"],
                             "seq_p99_ms": r["p99_ms"]}}
+    if name == "floor":
+        return {"floor": {k: raw.get(k) for k in ("throughput_calls_s", "seq_p50_ms", "seq_p99_ms")}}
     if name == "celery":
         out = {"celery": dict(raw.get("default", {})), "celery+confirms": dict(raw.get("confirms", {}))}
         out["celery"] |= {"chord_p50_ms": raw.get("chord_p50_ms"), "chain_p50_ms": raw.get("chain_p50_ms")}
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     common = ["--calls", str(args.calls), "--seq", str(args.seq)]
     argsets = {
         "ceiling": ["-n", str(args.calls), "--seq", str(args.seq)],
+        "floor": [*common, "--prefetch", str(args.prefetch)],
         "celery": [*common, "--chords", str(args.chords), "--chains", str(args.chords),
                    "--members", str(args.members)],
         "ec": [*common, "--funnels", str(args.chords), "--pipelines", str(args.chords),
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             rounds.append(r)
     elapsed = time.perf_counter() - started
 
-    systems = ["ceiling", "celery", "celery+confirms", "ec", "ec embedded"]
+    systems = ["ceiling", "floor", "celery", "celery+confirms", "ec", "ec embedded"]
     medians = {s: {key: median([r.get(s, {}).get(key) for r in rounds]) for _, key, _ in FIGURES}
                for s in systems}
     for s in ("ec", "ec embedded"):
@@ -147,9 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     print("medians:")
     print(table(["figure", *systems],
                 [[label, *(medians[s].get(key) for s in systems)] for label, key, _ in FIGURES]
-                + [["  ec funnel, store-recorded", None, None, None, medians["ec"]["chord_stored_p50_ms"],
+                + [["  ec funnel, store-recorded", None, None, None, None, medians["ec"]["chord_stored_p50_ms"],
                     medians["ec embedded"]["chord_stored_p50_ms"]],
-                   ["  ec pipeline, store-recorded", None, None, None, medians["ec"]["chain_stored_p50_ms"],
+                   ["  ec pipeline, store-recorded", None, None, None, None, medians["ec"]["chain_stored_p50_ms"],
                     medians["ec embedded"]["chain_stored_p50_ms"]]]))
     print("ratios (computed within each round; 'ec' = ElasticCode on RabbitMQ + PostgreSQL):")
     print(table(["ratio", "per round", "median", "target", "met"],

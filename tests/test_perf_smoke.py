@@ -1,25 +1,21 @@
-"""The client's fast paths (issue 9) keep their meaning, and the client bench cannot rot.
+"""The client's fast paths (issue 9) keep their meaning.
 
 No timings are asserted here: the benchmarks measure, these tests only check that the
 precompiled SQL, the shared-prefix encoder and the quieter store polling of ``Client.wait``
-give the same results as the general code they replace.
+give the same results as the general code they replace. (The benchmarks themselves are
+smoke-tested in test_bench_smoke.py.)
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from ectool import calls
 from ectool.messages import CallEncoder, CallMessage, decode, dumps
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("cont", [None, {"next": [{"socket": "s"}], "label": "ü\n"}])
@@ -326,28 +322,6 @@ def test_amqp_producer_inbox_outlived_by_its_connection_leaves_the_outcome_to_th
     assert client.wait([cid], timeout=10)[cid].ok
 
 
-def test_bench_client_smoke(tmp_path):
-    """``python -m bench client`` runs end to end on the embedded backend (tiny sizes)."""
-    done = subprocess.run([sys.executable, "-m", "bench", "client", "--only", "embedded", "--calls", "30",
-                           "--seq", "5", "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "client"
-    assert result["embedded"]["submit_batch_calls_s"] > 0
-
-
-def test_bench_phases_smoke():
-    """``python -m bench phases`` runs end to end on the embedded backend (tiny sizes)."""
-    done = subprocess.run([sys.executable, "-m", "bench", "phases", "--only", "embedded", "--seq", "3",
-                           "--funnels", "1", "--members", "3"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    seq, fun = result["embedded"]["seq"], result["embedded"]["funnel"]
-    assert seq["total"] >= seq["submit"] > 0 and {"queued", "running", "reply"} <= set(seq)
-    assert fun["total"] > 0 and "join" in fun
-
-
 def test_shim_signature_check_is_cached_and_unchanged():
     import functools
     import types
@@ -376,21 +350,3 @@ def test_shim_signature_check_is_cached_and_unchanged():
         assert shim.run_call(m, "unhashable", [3], {}, None)["result"] == "3"
         assert shim.run_call(m, "unhashable", [], {}, None)["error_type"] == "TypeError"
     assert shim._signatures[add] is not None
-
-
-def test_bench_shell_smoke():
-    """``python -m bench shell`` runs end to end on the embedded backend (tiny sizes; the
-    source tree is left as it is: --no-compile)."""
-    done = subprocess.run([sys.executable, "-m", "bench", "shell", "--backends", "embedded", "--lines", "20",
-                           "--runs", "1", "--no-parallel", "--no-compile", "--limit", "60"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["bench"] == "shell" and result["bytecode"] == "as found"
-    assert result["embedded"]["ec_map"]["lines"] == 20
-    assert result["embedded"]["ec_run"]["runs"] == 1
-    cpu = result["embedded"]["ec_map"]["cpu_us_per_line"]
-    # the consumer's start-up alone is tens of ms over 20 lines; the workers' few ms may
-    # fall under the kernel's 10 ms tick (then 0), so only their presence is checked
-    assert set(cpu) == {"consumer", "workers", "postgres", "rabbitmq"} and cpu["consumer"] > 0
-    assert all(isinstance(v, int) and v >= 0 for v in cpu.values()), cpu

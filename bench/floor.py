@@ -1,0 +1,243 @@
+"""The floor: what ElasticCode's guarantees cost on this machine with no ElasticCode
+runtime around them, so ec's figures can be told apart into "the guarantees" and "ec".
+
+The ceiling (``bench ceiling``) has no store; Celery's ``rpc://`` has none either. ec
+writes three things per call that they do not, each a promise in DESIGN.md: the call's row
+before the caller is told it was sent, the claim that marks it running (so a cancelled or
+finished call is never run, and a worker that dies running it is counted), and the
+outcome before the ack. This bench does exactly that and nothing more, from raw pika and
+psycopg2 in single-threaded loops:
+
+* ec's own PostgreSQL schema (a fresh one) and ec's own statements (``insert_calls``,
+  ``claim_calls`` with its asynchronous commit, ``record_outcomes``);
+* ec's RabbitMQ topology: a quorum work queue, persistent messages with pipelined
+  publisher confirms, manual acks; replies non-persistent to the caller's exclusive inbox,
+  packed per batch; 2 server processes, each taking what its prefetch buffered as a batch;
+* throughput: submit CALLS (rows inserted, then published and confirmed) then collect
+  every reply; sequential: SEQ round trips one after another, p50/p99.
+
+``--overlap`` publishes a call before its row is committed and waits for both (the row
+insert then runs while the broker persists the message): what that ordering would gain.
+
+Usage: ``python -m bench floor [--calls 10000] [--seq 1000] [--prefetch 32] [--overlap]``.
+Prints a small table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    AMQP,
+    PG,
+    PREFETCH,
+    drop_schema,
+    emit,
+    latency_summary,
+    machine,
+    pg_schema,
+    table,
+)
+
+SERVERS = 2
+
+
+def _persistent():
+    from pika.spec import BasicProperties
+
+    return BasicProperties(delivery_mode=2)
+
+
+# -- the server processes -------------------------------------------------------------------
+
+
+def serve(amqp: str, db_url: str, queue: str, prefetch: int, ready) -> None:
+    """Claim each batch, "run" it (no-op), record its outcomes, reply, then ack it."""
+    import pika
+    from pika.adapters.blocking_connection import BlockingConnection
+    from pika.spec import BasicProperties
+
+    from ectool.store import open_store
+    from ectool.transport.base import pack_replies
+    from ectool.worker import claim_calls, record_outcomes
+
+    open_store(db_url)
+    conn = BlockingConnection(pika.URLParameters(amqp))
+    channel = conn.channel()
+    channel.basic_qos(prefetch_count=prefetch)
+    buffered: list[tuple[int, bytes]] = []
+    channel.basic_consume(queue, lambda _c, method, _p, body: buffered.append((method.delivery_tag, body)))
+    transient = BasicProperties(delivery_mode=1)
+    pid = os.getpid()
+    ready.set()
+    while True:
+        conn.process_data_events(time_limit=1)
+        if not buffered:
+            continue
+        batch, buffered[:] = list(buffered), []
+        calls = [json.loads(body) for _, body in batch]
+        claim_calls([c["id"] for c in calls], pid)
+        record_outcomes([SimpleNamespace(msg=SimpleNamespace(id=c["id"]), status="done", result_json="null",
+                                         error_type=None, error_message=None, traceback=None, log=None)
+                         for c in calls])
+        replies = [(c["reply_to"], json.dumps({"id": c["id"], "status": "done", "result": "null"}).encode())
+                   for c in calls]
+        for address, body in pack_replies(replies, 256 * 1024):
+            channel.basic_publish("", address, body, transient)
+        channel.basic_ack(batch[-1][0], multiple=True)
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class Client:
+    """Rows, then messages with pipelined confirms; replies on an inbox of the same connection."""
+
+    def __init__(self, amqp: str, queue: str, overlap: bool):
+        import pika
+        from pika.adapters.blocking_connection import BlockingConnection
+
+        from ectool.messages import CallEncoder
+        from ectool.transport.base import unpack_replies
+
+        self.conn = BlockingConnection(pika.URLParameters(amqp))
+        self.queue, self.overlap = queue, overlap
+        inbox = self.conn.channel()
+        address = inbox.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        self.received = 0
+        inbox.basic_consume(address, lambda _c, _m, _p, body: self._count(len(unpack_replies(body))),
+                            auto_ack=True)
+        self.publisher = self.conn.channel()
+        self.publisher._impl.confirm_delivery(ack_nack_callback=self._on_confirm)
+        self.published = 0
+        self.low = 1
+        self.outstanding: set[int] = set()
+        self.encoder = CallEncoder("noop", "noop", reply_to=address)
+        self.properties = _persistent()
+
+    def _count(self, n: int) -> None:
+        self.received += n
+
+    def _on_confirm(self, frame) -> None:
+        method = frame.method
+        tags = range(self.low, method.delivery_tag + 1) if method.multiple else (method.delivery_tag,)
+        if method.multiple:
+            self.low = max(self.low, method.delivery_tag + 1)
+        for tag in tags:
+            self.outstanding.discard(tag)
+
+    def submit(self, n: int) -> None:
+        """``n`` calls: rows committed and messages confirmed (in that order, unless overlapping)."""
+        from ectool.calls import insert_calls
+        from ectool.messages import new_id
+        from ectool.store.models import now
+
+        stamp = now()
+        bodies, rows = [], []
+        for _ in range(n):
+            cid = new_id()
+            body, args = self.encoder.encode(cid, cid, [], {})
+            bodies.append(body)
+            rows.append((cid, stamp, stamp, "noop", None, cid, None, "queued", 0, args, stamp))
+        if not self.overlap:
+            insert_calls(rows)
+        for i, body in enumerate(bodies, 1):
+            self.publisher._impl.basic_publish("", self.queue, body, self.properties)
+            self.published += 1
+            self.outstanding.add(self.published)
+            if i % 500 == 0:
+                self.conn.process_data_events(0)
+        if self.overlap:
+            self.conn.process_data_events(0)  # the messages are on their way: insert meanwhile
+            insert_calls(rows, ignore_existing=True)
+        while self.outstanding:
+            self.conn.process_data_events(time_limit=1)
+
+    def collect(self, total: int) -> None:
+        while self.received < total:
+            self.conn.process_data_events(time_limit=1)
+
+
+def floor(calls: int, seq: int, prefetch: int, overlap: bool) -> dict:
+    import pika
+    from pika.adapters.blocking_connection import BlockingConnection
+
+    from ectool.store import open_store
+    from ectool.store.models import db
+
+    schema = pg_schema("ec_floor")
+    db_url = f"{PG}?schema={schema}"
+    queue = f"ec.bench.floor.{uuid.uuid4().hex[:8]}"
+    admin = BlockingConnection(pika.URLParameters(AMQP))
+    channel = admin.channel()
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    spawn = multiprocessing.get_context("spawn")  # each server opens its own connections
+    ready = [spawn.Event() for _ in range(SERVERS)]
+    servers = [spawn.Process(target=serve, args=(AMQP, db_url, queue, prefetch, r), daemon=True) for r in ready]
+    try:
+        open_store(db_url)  # ec's schema
+        for server in servers:
+            server.start()
+        for r in ready:
+            if not r.wait(60):
+                raise RuntimeError("a floor server did not start")
+        client = Client(AMQP, queue, overlap)
+        started = time.perf_counter()
+        client.submit(calls)
+        submitted = time.perf_counter()
+        client.collect(calls)
+        finished = time.perf_counter()
+        latencies = []
+        for i in range(seq):
+            begin = time.perf_counter()
+            client.submit(1)
+            client.collect(calls + i + 1)
+            latencies.append(time.perf_counter() - begin)
+        client.conn.close()
+        return {"servers": SERVERS, "prefetch": prefetch, "overlap": overlap, "calls": calls,
+                "throughput_calls_s": round(calls / (finished - started), 1),
+                "submit_calls_s": round(calls / (submitted - started), 1), "seq": seq,
+                **latency_summary(latencies, "seq")}
+    finally:
+        for server in servers:
+            if server.pid is not None:
+                server.terminate()
+                server.join(5)
+        channel.queue_delete(queue)
+        admin.close()
+        db.close()
+        drop_schema(schema)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="bench floor", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=10_000)
+    ap.add_argument("--seq", type=int, default=1000)
+    ap.add_argument("--prefetch", type=int, default=PREFETCH)
+    ap.add_argument("--overlap", action="store_true", help="publish first, insert the rows while confirming")
+    args = ap.parse_args(argv)
+    result = floor(args.calls, args.seq, args.prefetch, args.overlap)
+    print(f"The floor: ec's store writes and RabbitMQ topology from raw pika + psycopg2, {SERVERS} servers, "
+          f"prefetch {args.prefetch}{', rows overlapped with confirms' if args.overlap else ''}, "
+          f"{os.cpu_count()} CPUs")
+    print(table(["workload", "figure"],
+                [[f"throughput calls/s ({args.calls})", result["throughput_calls_s"]],
+                 ["submit phase calls/s", result["submit_calls_s"]],
+                 [f"sequential p50 ms ({args.seq})", result["seq_p50_ms"]],
+                 ["sequential p99 ms", result["seq_p99_ms"]]]))
+    emit({"bench": "floor", **machine(), **result})
+
+
+if __name__ == "__main__":
+    main()
