@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -151,11 +152,14 @@ def wait_children(proc: subprocess.Popen, count: int, timeout: float = 20) -> li
 
 
 def kill_workers(proc: subprocess.Popen, kills: int, count: int = 2, pause: float = 0.4,
-                 timeout: float = 60) -> None:
+                 timeout: float = 60, busy: Callable[[int], bool] | None = None) -> None:
     """kill -9 KILLS worker children of supervisor PROC one after another: each time once
     all COUNT are running again (so the kill lands on a worker that has been serving) and
-    PAUSE seconds later, alternating between them. A child already killed (a zombie until
-    its parent reaps it) is not picked again; one that exits on its own is not counted."""
+    PAUSE seconds later, alternating between them. With ``busy`` (pid -> is it running a
+    call now?) the victim is one for which it holds, polled until one does: the kill then
+    surely lands mid-call, however slowly a restarted worker comes up on a loaded machine.
+    A child already killed (a zombie until its parent reaps it) is not picked again; one
+    that exits on its own is not counted."""
     killed: set[int] = set()
     deadline = time.monotonic() + timeout
     while len(killed) < kills:
@@ -165,7 +169,10 @@ def kill_workers(proc: subprocess.Popen, kills: int, count: int = 2, pause: floa
             time.sleep(0.05)
             continue
         time.sleep(pause)
-        victim = kids[len(killed) % len(kids)]
+        order = kids[len(killed) % len(kids):] + kids[:len(killed) % len(kids)]
+        victim = order[0] if busy is None else next((k for k in order if busy(k.pid)), None)
+        if victim is None:
+            continue
         try:
             os.kill(victim.pid, signal.SIGKILL)
         except ProcessLookupError:

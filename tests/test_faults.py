@@ -44,6 +44,12 @@ def client():
     return Client(load())
 
 
+def running_a_call(pid: int) -> bool:
+    from ectool.store.models import Call
+
+    return Call.select().where((Call.status == "running") & (Call.worker_pid == pid)).exists()
+
+
 def test_kill_9_workers_during_200_calls_loses_nothing(net):
     env, proc, _, _ = net
     c = client()
@@ -51,15 +57,16 @@ def test_kill_9_workers_during_200_calls_loses_nothing(net):
         ids = c.submit("sleep", [([0.05, i], {}) for i in range(200)])  # busy workers: kills land mid-call
         with workers(env, proc, 2) as w:
             wait_children(w, 2)
-            kill_workers(w, 4, pause=0.3)
+            kill_workers(w, 4, pause=0.3, busy=running_a_call)
             outcomes = c.wait(ids, timeout=120)
     finally:
         c.close()
-    from ectool.store.models import Call
 
     assert len(outcomes) == 200
     assert {o.status for o in outcomes.values()} == {"done"}
     assert [outcomes[i].result for i in ids] == list(range(200))
+    from ectool.store.models import Call
+
     rows = list(Call.select().where(Call.id.in_(ids)))
     assert len(rows) == 200 and all(r.status == "done" and r.finished for r in rows)
     assert any(r.attempts > 1 for r in rows), "a killed worker's call should show a second attempt"
