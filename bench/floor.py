@@ -16,10 +16,7 @@ psycopg2 in single-threaded loops:
 * throughput: submit CALLS (rows inserted, then published and confirmed) then collect
   every reply; sequential: SEQ round trips one after another, p50/p99.
 
-``--overlap`` publishes a call before its row is committed and waits for both (the row
-insert then runs while the broker persists the message): what that ordering would gain.
-
-Usage: ``python -m bench floor [--calls 10000] [--seq 1000] [--prefetch 32] [--overlap]``.
+Usage: ``python -m bench floor [--calls 10000] [--seq 1000] [--prefetch 32]``.
 Prints a small table, then one JSON line.
 """
 
@@ -104,7 +101,7 @@ def serve(amqp: str, db_url: str, queue: str, prefetch: int, ready) -> None:
 class Client:
     """Rows, then messages with pipelined confirms; replies on an inbox of the same connection."""
 
-    def __init__(self, amqp: str, queue: str, overlap: bool):
+    def __init__(self, amqp: str, queue: str):
         import pika
         from pika.adapters.blocking_connection import BlockingConnection
 
@@ -112,7 +109,7 @@ class Client:
         from ectool.transport.base import unpack_replies
 
         self.conn = BlockingConnection(pika.URLParameters(amqp))
-        self.queue, self.overlap = queue, overlap
+        self.queue = queue
         inbox = self.conn.channel()
         address = inbox.queue_declare("", exclusive=True, auto_delete=True).method.queue
         self.received = 0
@@ -138,7 +135,7 @@ class Client:
             self.outstanding.discard(tag)
 
     def submit(self, n: int) -> None:
-        """``n`` calls: rows committed and messages confirmed (in that order, unless overlapping)."""
+        """``n`` calls: rows committed, then messages published and confirmed."""
         from ectool.calls import insert_calls
         from ectool.messages import new_id
         from ectool.store.models import now
@@ -150,17 +147,13 @@ class Client:
             body, args = self.encoder.encode(cid, cid, [], {})
             bodies.append(body)
             rows.append((cid, stamp, stamp, "noop", None, cid, None, "queued", 0, args, stamp))
-        if not self.overlap:
-            insert_calls(rows)
+        insert_calls(rows)
         for i, body in enumerate(bodies, 1):
             self.publisher._impl.basic_publish("", self.queue, body, self.properties)
             self.published += 1
             self.outstanding.add(self.published)
             if i % 500 == 0:
                 self.conn.process_data_events(0)
-        if self.overlap:
-            self.conn.process_data_events(0)  # the messages are on their way: insert meanwhile
-            insert_calls(rows, ignore_existing=True)
         while self.outstanding:
             self.conn.process_data_events(time_limit=1)
 
@@ -169,7 +162,7 @@ class Client:
             self.conn.process_data_events(time_limit=1)
 
 
-def floor(calls: int, seq: int, prefetch: int, overlap: bool) -> dict:
+def floor(calls: int, seq: int, prefetch: int) -> dict:
     import pika
     from pika.adapters.blocking_connection import BlockingConnection
 
@@ -192,7 +185,7 @@ def floor(calls: int, seq: int, prefetch: int, overlap: bool) -> dict:
         for r in ready:
             if not r.wait(60):
                 raise RuntimeError("a floor server did not start")
-        client = Client(AMQP, queue, overlap)
+        client = Client(AMQP, queue)
         started = time.perf_counter()
         client.submit(calls)
         submitted = time.perf_counter()
@@ -205,7 +198,7 @@ def floor(calls: int, seq: int, prefetch: int, overlap: bool) -> dict:
             client.collect(calls + i + 1)
             latencies.append(time.perf_counter() - begin)
         client.conn.close()
-        return {"servers": SERVERS, "prefetch": prefetch, "overlap": overlap, "calls": calls,
+        return {"servers": SERVERS, "prefetch": prefetch, "calls": calls,
                 "throughput_calls_s": round(calls / (finished - started), 1),
                 "submit_calls_s": round(calls / (submitted - started), 1), "seq": seq,
                 **latency_summary(latencies, "seq")}
@@ -225,12 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--calls", type=int, default=10_000)
     ap.add_argument("--seq", type=int, default=1000)
     ap.add_argument("--prefetch", type=int, default=PREFETCH)
-    ap.add_argument("--overlap", action="store_true", help="publish first, insert the rows while confirming")
     args = ap.parse_args(argv)
-    result = floor(args.calls, args.seq, args.prefetch, args.overlap)
+    result = floor(args.calls, args.seq, args.prefetch)
     print(f"The floor: ec's store writes and RabbitMQ topology from raw pika + psycopg2, {SERVERS} servers, "
-          f"prefetch {args.prefetch}{', rows overlapped with confirms' if args.overlap else ''}, "
-          f"{os.cpu_count()} CPUs")
+          f"prefetch {args.prefetch}, {os.cpu_count()} CPUs")
     print(table(["workload", "figure"],
                 [[f"throughput calls/s ({args.calls})", result["throughput_calls_s"]],
                  ["submit phase calls/s", result["submit_calls_s"]],
