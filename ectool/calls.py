@@ -19,7 +19,7 @@ from typing import Any
 from . import events
 from .config import Config, duration
 from .errors import CallTimeout, NotFound, Unreachable, UsageError
-from .messages import CallEncoder, new_id
+from .messages import CallEncoder, bundle, bundle_size, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
 from .security import require
@@ -79,7 +79,8 @@ class Client:
         """Durably submit one call per (args, kwargs) to a socket; returns their ids in order.
 
         The rows are committed first (status ``queued``), then the messages published and
-        confirmed; only then does this return.
+        confirmed; only then does this return. Many calls travel bundled, several to a
+        message (:func:`~ectool.messages.bundle_size`, the ``bundle`` setting).
         """
         require("RUN_TASK")
         t = self.target(socket_name)
@@ -98,7 +99,8 @@ class Client:
             params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp))
         insert_calls(params)
         try:
-            self.publisher.publish(t, messages)
+            self.publisher.publish(t, bundle(messages, bundle_size(len(messages), self.config.bundle),
+                                             self.config.max_message_bytes))
         except Exception as exc:
             # nothing was confirmed: say so in the store rather than leave phantom queued calls
             Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],

@@ -28,6 +28,7 @@ KEYS: dict[str, tuple[str | None, object]] = {
     "namespace": ("EC_NAMESPACE", ""),
     "stats_retention": ("EC_STATS_RETENTION", "30d"),
     "ack_deadline": ("EC_ACK_DEADLINE", 900),
+    "bundle": ("EC_BUNDLE", 16),
 }
 
 #: duration units accepted by :func:`duration` (and ``--since``)
@@ -62,6 +63,12 @@ TEMPLATE = """\
 # (a confirmed copy parked in the broker, the delivery acknowledged): keep it below
 # RabbitMQ's consumer_timeout (30 minutes by default) so long calls keep their channel.
 # ack_deadline = 900
+
+# Calls per broker message at most when one submit sends many (ec map, Client.submit): a
+# bundle pays the per-message cost once. A submit of n calls bundles n // 8 (so at least 8
+# messages stay free to spread over workers), and a worker hands the rest of a bundle back
+# as single messages once its calls turn out slow. 1 sends every call on its own.
+# bundle = 16
 """
 
 
@@ -76,6 +83,7 @@ class Config:
     namespace: str = ""
     stats_retention: str = "30d"
     ack_deadline: int = 900
+    bundle: int = 16
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str = ""
 
@@ -166,6 +174,8 @@ def _coerce(key: str, value: object, origin: str) -> object:
             raise ConfigError(f"{key} from {origin} must be an integer, got {value!r}") from None
         if key == "ack_deadline" and number < 1:
             raise ConfigError(f"ack_deadline from {origin} must be at least 1 second, got {value!r}")
+        if key == "bundle" and not 1 <= number <= 1000:
+            raise ConfigError(f"bundle from {origin} must be between 1 and 1000 calls, got {value!r}")
         return number
     if key == "namespace" and (not isinstance(value, str) or not all(c.isalnum() or c in "-_" for c in value)):
         raise ConfigError(f"namespace from {origin} may only hold letters, digits, '-' and '_', got {value!r}")

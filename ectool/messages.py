@@ -117,6 +117,43 @@ class CallEncoder:
         return _check_size(body, self.max_bytes), f'{{"args":{a},"kwargs":{k}}}'
 
 
+def bundle(bodies: list[bytes], size: int, max_bytes: int | None = None) -> list[bytes]:
+    """Call envelopes joined into messages of at most ``size`` calls each (newline-separated;
+    compact JSON never holds a raw newline), none over ``max_bytes`` unless a single call
+    is (each was checked on its own). Under load most of a call's transport cost is per
+    message: a bundle pays it once for its calls. A worker settles a bundle's delivery once
+    every call in it is settled (:mod:`ectool.parts`)."""
+    if size <= 1:
+        return bodies
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    used = 0
+    for body in bodies:
+        if chunk and (len(chunk) >= size or (max_bytes is not None and used + len(body) + 1 > max_bytes)):
+            out.append(b"\n".join(chunk))
+            chunk, used = [], 0
+        chunk.append(body)
+        used += len(body) + 1
+    if chunk:
+        out.append(b"\n".join(chunk))
+    return out
+
+
+def unbundle(body: bytes) -> list[bytes]:
+    """The call envelopes in one message (see :func:`bundle`): one for a plain message."""
+    if b"\n" not in body:
+        return [body]
+    return [b for b in body.split(b"\n") if b] or [body]
+
+
+def bundle_size(calls: int, most: int) -> int:
+    """Calls per message for a submit of ``calls`` calls: none bundled for a few (each
+    message can go to a different worker), up to ``most`` for many (at least 8 messages per
+    submit stay free to spread; a worker hands the rest of a bundle back when its calls
+    turn out slow, see :mod:`ectool.parts`)."""
+    return max(1, min(most, calls // 8))
+
+
 def decode(body: bytes) -> CallMessage:
     """Parse and validate a wire message; :class:`BadMessage` says what is wrong."""
     try:

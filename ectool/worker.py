@@ -2,7 +2,10 @@
 
 One worker process runs one call at a time (one per core; the agent or ``ec worker -c N``
 starts several). Deliveries are handled in small batches so store writes and acks are
-group-committed, but an ack never precedes the durable outcome:
+group-committed, but an ack never precedes the durable outcome. A delivery may carry a
+bundle of calls (:mod:`ectool.parts`): each call is a part, and the delivery is settled
+once all its parts are; the rest of a bundle whose calls turn out slow is handed back as
+single messages, so other workers can take them.
 
 1. decode (bad messages are dead-lettered with the reason, the call marked ``dead``);
 2. read the calls' rows: a call already final is acked without running (idempotence); a
@@ -46,6 +49,7 @@ from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
 from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
+from .parts import Part, Settlement, calls_in
 from .store import retrying, transient
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, on_sqlite
 from .transport import Delivery
@@ -55,6 +59,7 @@ HOST = _socket.gethostname()
 HEARTBEAT = 10.0
 ALIVE = 3 * HEARTBEAT  # a worker whose heartbeat is older than this is presumed dead
 PARK = 30.0  # seconds before a parked copy of a call running elsewhere is looked at again
+SPILL_AFTER = 0.1  # a batch running this long hands the rest of its bundles back (seconds)
 
 
 @dataclass
@@ -195,12 +200,13 @@ class WorkerRuntime:
             while not self.stopping:
                 first = self.consumer.get(timeout=1.0)
                 if first is not None:
-                    batch = [first]
-                    while len(batch) < self.prefetch:
+                    batch, calls = [first], calls_in(first)
+                    while calls < self.prefetch:
                         more = self.consumer.get(timeout=0)
                         if more is None:
                             break
                         batch.append(more)
+                        calls += calls_in(more)
                     try:
                         self.handle(batch)
                     except Exception as exc:
@@ -221,8 +227,18 @@ class WorkerRuntime:
 
     # -- one batch -----------------------------------------------------------------
     def handle(self, batch: list[Delivery]) -> None:
-        good: list[tuple[Delivery, CallMessage]] = []
-        for d in batch:
+        self.settlement = Settlement(self.consumer)
+        parts = self.settlement.split(batch)
+        # a bundle that comes back (its worker died, or handed it back) goes out again as
+        # single messages: each call then counts its own deliveries, so a broker's delivery
+        # limit can only ever dead-letter the call that keeps killing workers, never its
+        # bundle with calls that did nothing wrong in it
+        again = [p for p in parts if not p.whole and p.redeliveries > 0]
+        if again:
+            self.resend(again)
+            parts = [p for p in parts if p.whole or p.redeliveries == 0]
+        good: list[tuple[Part, CallMessage]] = []
+        for d in parts:
             try:
                 good.append((d, decode(d.body)))
             except BadMessage as exc:
@@ -249,7 +265,7 @@ class WorkerRuntime:
                     # a worker may have died after recording but before the flow moved on
                     self.store(lambda _, m=m: self.follow_on(m, Outcome.from_row(Call.get_by_id(m.id)), True),
                                "recovering a flow")
-                self.consumer.ack([d])  # outcome already recorded: never run twice
+                self.settlement.settle([d])  # outcome already recorded: never run twice
                 continue
             if row is not None and row.status == "running" and self.running_elsewhere(row):
                 self.park(d)
@@ -268,11 +284,11 @@ class WorkerRuntime:
             if self.stopping:
                 if item[2] is CLAIMED:
                     self.unclaim([item[1].id])
-                self.consumer.nack([item[0]])
+                self.settlement.settle([item[0]], give_back=True)
                 continue
             self.run_batch([item], marked=item[2] is CLAIMED)
 
-    def refused(self, d: Delivery, m: CallMessage, prior: int) -> bool:
+    def refused(self, d: Part, m: CallMessage, prior: int) -> bool:
         """Bury a call whose workers died running it ``prior`` >= delivery_limit times, or
         that names a socket this worker does not serve; True if it was buried."""
         if prior >= self.config.delivery_limit:
@@ -296,10 +312,10 @@ class WorkerRuntime:
             (Worker.host == row.host) & (Worker.pid == row.worker_pid) & (Worker.status == "running")
             & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
 
-    def park(self, d: Delivery) -> None:
-        """Put a copy of ``d`` in a delay queue (durably), then ack ``d``."""
+    def park(self, d: Part) -> None:
+        """Put a copy of call ``d`` in a delay queue (durably), then settle it."""
         self.transport.publish(d.queue, [d.body], delay=self.park_after, headers={"x-ec-parked": 1})
-        self.consumer.ack([d])
+        self.settlement.settle([d])
 
     def follow_on(self, m: CallMessage, out: Outcome, recovering: bool) -> None:
         """Advance the call's workflow (if any) and fire its plugs; safe to repeat."""
@@ -323,8 +339,8 @@ class WorkerRuntime:
             if not transient(exc):
                 raise
 
-    def run_batch(self, items: list[tuple[Delivery, CallMessage, Any]], marked: bool = False) -> None:
-        """Run ``items`` (delivery, message, row) in order; ``marked``: already claimed."""
+    def run_batch(self, items: list[tuple[Part, CallMessage, Any]], marked: bool = False) -> None:
+        """Run ``items`` (part, message, row) in order; ``marked``: already claimed."""
         missing = [m for _, m, row in items if row is None]
         ids = [m.id for _, m, _ in items]
 
@@ -340,15 +356,19 @@ class WorkerRuntime:
 
         if not marked:
             self.store(start, "marking calls running")
-        for _, m, _ in items:
-            events.emit("call.started", call=m.id, socket=m.socket, attempt=m.attempt)
-        results: list[tuple[Delivery, Result]] = []
-        returned: list[Delivery] = []
-        crashed: Delivery | None = None
-        for d, m, _ in items:
+        results: list[tuple[Part, Result]] = []
+        returned: list[Part] = []
+        crashed: Part | None = None
+        later: list[tuple[Part, CallMessage, Any]] = []  # whole ones left after a spill
+        began = time.monotonic()
+        for i, (d, m, _) in enumerate(items):
             if self.stopping or crashed is not None:
                 returned.append(d)
                 continue
+            if not d.whole and time.monotonic() - began > SPILL_AFTER:
+                later = self.spill(items[i:])
+                break
+            events.emit("call.started", call=m.id, socket=m.socket, attempt=m.attempt)
             try:
                 results.append((d, self.execute(m)))
                 self.crashes = 0
@@ -357,9 +377,9 @@ class WorkerRuntime:
                 crashed = d
         self.record(results)
         if returned:
-            back = {d.tag for d in returned}
-            self.unclaim([m.id for d, m, _ in items if d.tag in back])
-            self.consumer.nack(returned)
+            back = {id(d) for d in returned}
+            self.unclaim([m.id for d, m, _ in items if id(d) in back])
+            self.settlement.settle(returned, give_back=True)
         if crashed is not None:
             # the call stays charged with the attempt that killed its executor: after
             # delivery_limit of those it is dead-lettered (see handle); it is queued again,
@@ -367,9 +387,35 @@ class WorkerRuntime:
             cid = next(m.id for d, m, _ in items if d is crashed)
             self.store(lambda _: Call.update(status="queued", updated=now()).where(
                 (Call.id == cid) & (Call.status == "running")).execute(), "requeueing a crashed call")
-            self.consumer.nack([crashed])
+            self.settlement.settle([crashed], give_back=True)
+        if later:
+            self.run_batch(later, marked=True)
             self.crashes += 1
             time.sleep(min(10.0, 0.25 * 2 ** self.crashes))
+
+    def spill(self, items: list[tuple[Part, CallMessage, Any]]) -> list[tuple[Part, CallMessage, Any]]:
+        """Hand the bundled calls among ``items`` (claimed here, not started) back to their
+        queues, each a message of its own (durably, before its part is settled), so idle
+        workers take them: what a batch holds of bundles whose calls turned out slow.
+        Returns the others (whole deliveries: the broker spread those already), to run here."""
+        rest = [d for d, _, _ in items if not d.whole]
+        ids = [m.id for d, m, _ in items if not d.whole]
+        # queued again before they go out: a copy another worker takes must not look like
+        # a call still running here (it would be parked, again and again)
+        self.store(lambda _: Call.update(status="queued", attempts=Call.attempts - 1, updated=now()).where(
+            Call.id.in_(ids) & (Call.status == "running")).execute(), "handing calls back")
+        self.resend(rest)
+        log.debug("handed %d call(s) of bundles back", len(rest))
+        return [item for item in items if item[0].whole]
+
+    def resend(self, parts: list[Part]) -> None:
+        """Publish each of ``parts`` as a message of its own (durably), then settle them."""
+        by_queue: dict[str, list[bytes]] = {}
+        for d in parts:
+            by_queue.setdefault(d.queue, []).append(d.body)
+        for queue, bodies in by_queue.items():
+            self.transport.publish(queue, bodies)
+        self.settlement.settle(parts)
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
@@ -385,7 +431,7 @@ class WorkerRuntime:
             res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)
         return res
 
-    def record(self, results: list[tuple[Delivery, Result]]) -> None:
+    def record(self, results: list[tuple[Part, Result]]) -> None:
         for d, r in results:
             if r.status == "retrying":
                 self.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
@@ -403,7 +449,7 @@ class WorkerRuntime:
         if final:
             self.store(lambda attempt: self.follow_on_many(final, attempt > 0), "advancing flows")
         self.transport.replies([(m.reply_to, self.reply_body(out)) for m, out in final if m.reply_to])
-        self.consumer.ack([d for d, _ in results])
+        self.settlement.settle([d for d, _ in results])
 
     @property
     def engine(self):
@@ -425,9 +471,10 @@ class WorkerRuntime:
         except Exception:  # noqa: BLE001 - replies are best-effort; the store has the outcome
             log.debug("reply to %s failed", address, exc_info=True)
 
-    def bury(self, d: Delivery, call_id: str | None, reason: str, error_type: str,
+    def bury(self, d: Part, call_id: str | None, reason: str, error_type: str,
              reply_to: str | None = None, msg: CallMessage | None = None) -> None:
-        """Dead-letter a delivery and mark its call ``dead`` with the reason."""
+        """Dead-letter a call and mark it ``dead`` with the reason (a whole delivery is moved
+        by the consumer; a part of a bundle is copied there on its own, then settled)."""
         if call_id:
             self.store(lambda _: Call.update(
                 status="dead", error_type=error_type, error_message=reason, finished=now(), updated=now()
@@ -437,7 +484,12 @@ class WorkerRuntime:
         if msg is not None:
             dead = Outcome(msg.id, "dead", error_type=error_type, error_message=reason)
             self.store(lambda attempt: self.follow_on(msg, dead, attempt > 0), "advancing a flow")
-        self.consumer.dead_letter(d, reason)
+        if d.whole:
+            self.consumer.dead_letter(d.delivery, reason)
+            self.settlement.forget(d)
+        else:
+            self.transport.bury(d.queue, d.body, reason)
+            self.settlement.settle([d])
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))
 

@@ -143,3 +143,15 @@ def test_ack_deadline_default_file_env_and_bad_values(monkeypatch):
         monkeypatch.setenv("EC_ACK_DEADLINE", bad)
         with pytest.raises(ConfigError, match="ack_deadline from env EC_ACK_DEADLINE"):
             config.load()
+
+
+def test_bundle_default_file_env_and_bad_values(monkeypatch):
+    assert config.load().bundle == 16
+    write_config("bundle = 4\n")
+    assert config.load().bundle == 4
+    monkeypatch.setenv("EC_BUNDLE", "1")
+    assert config.load().bundle == 1
+    for bad in ("0", "1001", "many", "2.5"):
+        monkeypatch.setenv("EC_BUNDLE", bad)
+        with pytest.raises(ConfigError, match="bundle from env EC_BUNDLE"):
+            config.load()

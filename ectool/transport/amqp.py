@@ -645,6 +645,12 @@ class AmqpTransport(Transport):
 
         return self._retrying(f"counting {queue!r}", lambda: self._on_queue(queue, operation, int))
 
+    def bury(self, queue: str, body: bytes, reason: str) -> None:
+        """Straight into the ``ec.dead`` queue (through the default exchange), confirmed,
+        with the headers :func:`dead_letter_from` reads."""
+        self._retrying("declaring ec.dead", self._admin_channel)  # the dead topology, once
+        self.publish(DEAD_QUEUE, [body], headers={"x-ec-reason": reason, "x-ec-queue": queue})
+
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Read ``ec.dead`` without consuming it: get messages without acking them on a
         channel of its own, then close that channel so they go back in their places."""

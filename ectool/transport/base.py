@@ -188,6 +188,11 @@ class Transport(ABC):
         """Messages waiting (ready, not delivered) in ``queue``."""
 
     @abstractmethod
+    def bury(self, queue: str, body: bytes, reason: str) -> None:
+        """Put ``body`` into the dead-letter queue (durably), as dead-lettered from
+        ``queue`` for ``reason``: one call of a bundle whose other calls go on."""
+
+    @abstractmethod
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Messages in the dead-letter queue, oldest first (non-destructive)."""
 

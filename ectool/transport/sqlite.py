@@ -193,6 +193,11 @@ class SqliteTransport(Transport):
         return self.conn.execute("SELECT COUNT(*) FROM messages WHERE queue=? AND owner IS NULL",
                                  (queue,)).fetchone()[0]
 
+    def bury(self, queue: str, body: bytes, reason: str) -> None:
+        with self._tx():
+            self.conn.execute("INSERT INTO dead (queue, body, headers, reason, time) VALUES (?, ?, NULL, ?, ?)",
+                              (queue, body, reason, time.time()))
+
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self.conn.execute("SELECT body, queue, reason, headers FROM dead ORDER BY id LIMIT ?",
                                  (limit,)).fetchall()
