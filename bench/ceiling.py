@@ -31,6 +31,8 @@ from pika.spec import Basic, BasicProperties
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import request_reply  # noqa: E402
+
 URL = os.environ.get("EC_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/%2F")
 PERSISTENT = BasicProperties(delivery_mode=2)
 
@@ -133,26 +135,14 @@ def ceiling(url: str, n: int, sequential: int, kind: str, prefetch: int) -> dict
         for r in ready:
             r.wait(30)
         producer = Producer(url, queue, replies)
-
-        bodies = [body_for(i) for i in range(n)]
-        started = time.perf_counter()
-        producer.publish(bodies)
-        published = time.perf_counter()
-        producer.collect(n)
-        finished = time.perf_counter()
-
-        latencies = []
-        for i in range(sequential):
-            begin = time.perf_counter()
-            producer.publish([body_for(i)])
-            producer.collect(n + i + 1)
-            latencies.append(time.perf_counter() - begin)
+        publishing, total, latencies = request_reply(
+            lambda k: producer.publish([body_for(i) for i in range(k)]), producer.collect, n, sequential)
         latencies.sort()
         producer.conn.close()
         return {
             "kind": kind, "consumers": 2, "prefetch": prefetch, "n": n,
-            "calls_per_s": round(n / (finished - started)),
-            "publish_msgs_per_s": round(n / (published - started)),
+            "calls_per_s": round(n / total),
+            "publish_msgs_per_s": round(n / publishing),
             "sequential": sequential,
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),

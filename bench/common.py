@@ -52,6 +52,26 @@ def median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+def request_reply(submit, collect, calls: int, seq: int) -> tuple[float, float, list[float]]:
+    """The ceiling's and the floor's workloads: ``submit(calls)`` then ``collect(calls)``
+    (seconds the submit took, seconds in all), then ``seq`` round trips one after another
+    (``submit(1)``, then ``collect(replies expected so far)``): their latencies, seconds."""
+    import time
+
+    started = time.perf_counter()
+    submit(calls)
+    submitted = time.perf_counter()
+    collect(calls)
+    finished = time.perf_counter()
+    latencies = []
+    for i in range(seq):
+        begin = time.perf_counter()
+        submit(1)
+        collect(calls + i + 1)
+        latencies.append(time.perf_counter() - begin)
+    return submitted - started, finished - started, latencies
+
+
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 

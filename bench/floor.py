@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,6 +43,7 @@ from bench.common import (  # noqa: E402
     latency_summary,
     machine,
     pg_schema,
+    request_reply,
     table,
 )
 
@@ -186,22 +186,11 @@ def floor(calls: int, seq: int, prefetch: int) -> dict:
             if not r.wait(60):
                 raise RuntimeError("a floor server did not start")
         client = Client(AMQP, queue)
-        started = time.perf_counter()
-        client.submit(calls)
-        submitted = time.perf_counter()
-        client.collect(calls)
-        finished = time.perf_counter()
-        latencies = []
-        for i in range(seq):
-            begin = time.perf_counter()
-            client.submit(1)
-            client.collect(calls + i + 1)
-            latencies.append(time.perf_counter() - begin)
+        submitting, total, latencies = request_reply(client.submit, client.collect, calls, seq)
         client.conn.close()
         return {"servers": SERVERS, "prefetch": prefetch, "calls": calls,
-                "throughput_calls_s": round(calls / (finished - started), 1),
-                "submit_calls_s": round(calls / (submitted - started), 1), "seq": seq,
-                **latency_summary(latencies, "seq")}
+                "throughput_calls_s": round(calls / total, 1), "submit_calls_s": round(calls / submitting, 1),
+                "seq": seq, **latency_summary(latencies, "seq")}
     finally:
         for server in servers:
             if server.pid is not None:
