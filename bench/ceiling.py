@@ -71,9 +71,11 @@ def consume(url: str, queue: str, replies: str, prefetch: int, ready) -> None:
 
 
 class Producer:
-    """Pipelined publisher confirms plus a reply consumer, on one connection."""
+    """Pipelined publisher confirms plus a reply consumer, on one connection. ``replies``
+    None: an exclusive server-named queue (``self.inbox``) whose messages may hold several
+    newline-separated replies (ec's packed replies)."""
 
-    def __init__(self, url: str, queue: str, replies: str):
+    def __init__(self, url: str, queue: str, replies: str | None):
         self.conn = BlockingConnection(pika.URLParameters(url))
         self.queue = queue
         self.publisher = self.conn.channel()
@@ -83,6 +85,8 @@ class Producer:
         self.outstanding: set[int] = set()
         self.received = 0
         self.collector = self.conn.channel()
+        if replies is None:
+            replies = self.inbox = self.collector.queue_declare("", exclusive=True, auto_delete=True).method.queue
         self.collector.basic_consume(replies, self._on_reply, auto_ack=True)
 
     def _on_confirm(self, frame) -> None:
@@ -99,8 +103,8 @@ class Producer:
         if not self.outstanding:
             self.conn.call_later(0, lambda: None)  # wake process_data_events
 
-    def _on_reply(self, _ch, _method, _properties, _body) -> None:
-        self.received += 1
+    def _on_reply(self, _ch, _method, _properties, body) -> None:
+        self.received += body.count(b"\n") + 1
 
     def publish(self, bodies: list[bytes]) -> None:
         for i, body in enumerate(bodies, 1):

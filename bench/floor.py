@@ -34,6 +34,7 @@ from types import SimpleNamespace
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.ceiling import Producer  # noqa: E402
 from bench.common import (  # noqa: E402
     AMQP,
     PG,
@@ -48,12 +49,6 @@ from bench.common import (  # noqa: E402
 )
 
 SERVERS = 2
-
-
-def _persistent():
-    from pika.spec import BasicProperties
-
-    return BasicProperties(delivery_mode=2)
 
 
 # -- the server processes -------------------------------------------------------------------
@@ -98,41 +93,15 @@ def serve(amqp: str, db_url: str, queue: str, prefetch: int, ready) -> None:
 # -- the client -----------------------------------------------------------------------------
 
 
-class Client:
-    """Rows, then messages with pipelined confirms; replies on an inbox of the same connection."""
+class Client(Producer):
+    """The ceiling's producer (pipelined confirms, replies on the same connection) that
+    stores each call's row before publishing it, as ec's client does."""
 
     def __init__(self, amqp: str, queue: str):
-        import pika
-        from pika.adapters.blocking_connection import BlockingConnection
-
         from ectool.messages import CallEncoder
-        from ectool.transport.base import unpack_replies
 
-        self.conn = BlockingConnection(pika.URLParameters(amqp))
-        self.queue = queue
-        inbox = self.conn.channel()
-        address = inbox.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        self.received = 0
-        inbox.basic_consume(address, lambda _c, _m, _p, body: self._count(len(unpack_replies(body))),
-                            auto_ack=True)
-        self.publisher = self.conn.channel()
-        self.publisher._impl.confirm_delivery(ack_nack_callback=self._on_confirm)
-        self.published = 0
-        self.low = 1
-        self.outstanding: set[int] = set()
-        self.encoder = CallEncoder("noop", "noop", reply_to=address)
-        self.properties = _persistent()
-
-    def _count(self, n: int) -> None:
-        self.received += n
-
-    def _on_confirm(self, frame) -> None:
-        method = frame.method
-        tags = range(self.low, method.delivery_tag + 1) if method.multiple else (method.delivery_tag,)
-        if method.multiple:
-            self.low = max(self.low, method.delivery_tag + 1)
-        for tag in tags:
-            self.outstanding.discard(tag)
+        super().__init__(amqp, queue, None)
+        self.encoder = CallEncoder("noop", "noop", reply_to=self.inbox)
 
     def submit(self, n: int) -> None:
         """``n`` calls: rows committed, then messages published and confirmed."""
@@ -148,18 +117,7 @@ class Client:
             bodies.append(body)
             rows.append((cid, stamp, stamp, "noop", None, cid, None, "queued", 0, args, stamp))
         insert_calls(rows)
-        for i, body in enumerate(bodies, 1):
-            self.publisher._impl.basic_publish("", self.queue, body, self.properties)
-            self.published += 1
-            self.outstanding.add(self.published)
-            if i % 500 == 0:
-                self.conn.process_data_events(0)
-        while self.outstanding:
-            self.conn.process_data_events(time_limit=1)
-
-    def collect(self, total: int) -> None:
-        while self.received < total:
-            self.conn.process_data_events(time_limit=1)
+        self.publish(bodies)
 
 
 def floor(calls: int, seq: int, prefetch: int) -> dict:
