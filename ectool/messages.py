@@ -182,9 +182,10 @@ def decode(body: bytes) -> CallMessage:
 
 
 def peek_id(body: bytes) -> str | None:
-    """The call id of a message that failed to decode, when it can still be read."""
+    """The call id of a message that failed to decode (of a bundle, its first call), when it
+    can still be read."""
     try:
-        value = json.loads(body).get("id")
+        value = json.loads(body.split(b"\n", 1)[0]).get("id")  # a bundle's: its first call's
         return value if isinstance(value, str) and len(value) <= 36 else None
     except Exception:
         return None

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from .messages import unbundle
 from .transport import Delivery
 
+#: header of a call sent out again on its own from a bundle that came back: its copy is
+#: handled as a redelivery (run alone; if already final, its follow-on recovered)
+RESENT = "x-ec-resent"
+
 
 @dataclass(eq=False)
 class Part:
@@ -27,7 +31,8 @@ class Part:
 
     @property
     def redeliveries(self) -> int:
-        return self.delivery.redeliveries
+        d = self.delivery
+        return d.redeliveries or (1 if d.headers.get(RESENT) else 0)
 
     @property
     def queue(self) -> str:

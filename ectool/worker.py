@@ -49,7 +49,7 @@ from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
 from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
-from .parts import Part, Settlement, calls_in
+from .parts import RESENT, Part, Settlement, calls_in
 from .store import retrying, transient
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, on_sqlite
 from .transport import Delivery
@@ -235,16 +235,34 @@ class WorkerRuntime:
         # bundle with calls that did nothing wrong in it
         again = [p for p in parts if not p.whole and p.redeliveries > 0]
         if again:
-            self.resend(again)
+            self.resend(again, redelivered=True)
             parts = [p for p in parts if p.whole or p.redeliveries == 0]
         good: list[tuple[Part, CallMessage]] = []
+        seen: dict[str, int] = {}  # call id -> its index in good
+        copies: list[Part] = []  # a second copy of a call in this batch (a resent or parked one)
         for d in parts:
             try:
-                good.append((d, decode(d.body)))
+                m = decode(d.body)
             except BadMessage as exc:
                 self.bury(d, peek_id(d.body), f"undecodable message: {exc}", "BadMessage")
-        if not good:
-            return
+                continue
+            i = seen.get(m.id)
+            if i is None:
+                seen[m.id] = len(good)
+                good.append((d, m))
+            elif d.redeliveries > good[i][0].redeliveries:  # the redelivered copy is the one to
+                copies.append(good[i][0])                     # handle: it recovers a flow
+                good[i] = (d, m)
+            else:
+                copies.append(d)
+        if good:
+            self.run_parts(good)
+        # settled once the first copy is: run, recorded, parked, buried or given back, it
+        # left a durable outcome or a durable copy behind either way
+        self.settlement.settle(copies)
+
+    def run_parts(self, good: list[tuple[Part, CallMessage]]) -> None:
+        """Claim, check and run the decoded calls of a batch (one copy of each)."""
         # first deliveries of queued calls: claimed (marked running) in one statement
         fresh = [m.id for d, m in good if d.redeliveries == 0]
         claimed = self.store(lambda _: claim_calls(fresh, self.pid), "claiming calls") if fresh else {}
@@ -330,11 +348,14 @@ class WorkerRuntime:
         for m, out in pairs:
             self.engine.on_plugs(m, out)
 
+    def mine(self):
+        """Calls this worker has marked running (not ones another worker took over since)."""
+        return (Call.status == "running") & (Call.host == HOST) & (Call.worker_pid == self.pid)
+
     def unclaim(self, ids: list[str]) -> None:
         """Calls marked running that will not run here after all: queued again, uncharged."""
         try:
-            Call.update(status="queued", attempts=Call.attempts - 1).where(
-                Call.id.in_(ids) & (Call.status == "running")).execute()
+            Call.update(status="queued", attempts=Call.attempts - 1).where(Call.id.in_(ids) & self.mine()).execute()
         except Exception as exc:  # noqa: BLE001 - the attempt stays charged; still give them back
             if not transient(exc):
                 raise
@@ -359,14 +380,14 @@ class WorkerRuntime:
         results: list[tuple[Part, Result]] = []
         returned: list[Part] = []
         crashed: Part | None = None
-        later: list[tuple[Part, CallMessage, Any]] = []  # whole ones left after a spill
+        spill_from: int | None = None
         began = time.monotonic()
         for i, (d, m, _) in enumerate(items):
             if self.stopping or crashed is not None:
                 returned.append(d)
                 continue
             if not d.whole and time.monotonic() - began > SPILL_AFTER:
-                later = self.spill(items[i:])
+                spill_from = i  # after what ran is recorded: those outcomes come first
                 break
             events.emit("call.started", call=m.id, socket=m.socket, attempt=m.attempt)
             try:
@@ -388,10 +409,12 @@ class WorkerRuntime:
             self.store(lambda _: Call.update(status="queued", updated=now()).where(
                 (Call.id == cid) & (Call.status == "running")).execute(), "requeueing a crashed call")
             self.settlement.settle([crashed], give_back=True)
-        if later:
-            self.run_batch(later, marked=True)
             self.crashes += 1
             time.sleep(min(10.0, 0.25 * 2 ** self.crashes))
+        if spill_from is not None:
+            later = self.spill(items[spill_from:])
+            if later:
+                self.run_batch(later, marked=True)
 
     def spill(self, items: list[tuple[Part, CallMessage, Any]]) -> list[tuple[Part, CallMessage, Any]]:
         """Hand the bundled calls among ``items`` (claimed here, not started) back to their
@@ -403,18 +426,19 @@ class WorkerRuntime:
         # queued again before they go out: a copy another worker takes must not look like
         # a call still running here (it would be parked, again and again)
         self.store(lambda _: Call.update(status="queued", attempts=Call.attempts - 1, updated=now()).where(
-            Call.id.in_(ids) & (Call.status == "running")).execute(), "handing calls back")
+            Call.id.in_(ids) & self.mine()).execute(), "handing calls back")
         self.resend(rest)
         log.debug("handed %d call(s) of bundles back", len(rest))
         return [item for item in items if item[0].whole]
 
-    def resend(self, parts: list[Part]) -> None:
-        """Publish each of ``parts`` as a message of its own (durably), then settle them."""
+    def resend(self, parts: list[Part], redelivered: bool = False) -> None:
+        """Publish each of ``parts`` as a message of its own (durably), then settle them.
+        ``redelivered``: the copies are handled as redeliveries (:data:`RESENT`)."""
         by_queue: dict[str, list[bytes]] = {}
         for d in parts:
             by_queue.setdefault(d.queue, []).append(d.body)
         for queue, bodies in by_queue.items():
-            self.transport.publish(queue, bodies)
+            self.transport.publish(queue, bodies, headers={RESENT: 1} if redelivered else None)
         self.settlement.settle(parts)
 
     def execute(self, m: CallMessage) -> Result:

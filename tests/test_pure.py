@@ -104,6 +104,7 @@ def test_decode_rejects_garbage(body):
 def test_peek_id():
     assert peek_id(b'{"id": "abc"}') == "abc"
     assert peek_id(b"garbage") is None
+    assert peek_id(b'{"id": "first"}\n{"id": "second"}') == "first"  # a bundle: its first call
 
 
 @pytest.mark.parametrize("argv, expected", [
