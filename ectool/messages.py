@@ -140,10 +140,19 @@ def bundle(bodies: list[bytes], size: int, max_bytes: int | None = None) -> list
 
 
 def unbundle(body: bytes) -> list[bytes]:
-    """The call envelopes in one message (see :func:`bundle`): one for a plain message."""
+    """The call envelopes in one message (see :func:`bundle`): one for a plain message.
+
+    A message with newlines that is one JSON document (written by hand, pretty-printed) is
+    one call; otherwise each non-empty line is one: a bundle's envelopes, or the pieces of
+    a malformed message, each then decoded (or dead-lettered) on its own. Telling the two
+    apart costs a bundle the parse of its first envelope (``json.loads`` stops there)."""
     if b"\n" not in body:
         return [body]
-    return [b for b in body.split(b"\n") if b] or [body]
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):  # more than one document, or not JSON at all
+        return [line for line in body.split(b"\n") if line.strip()] or [body]
+    return [body]
 
 
 def bundle_size(calls: int, most: int) -> int:
@@ -185,7 +194,7 @@ def peek_id(body: bytes) -> str | None:
     """The call id of a message that failed to decode (of a bundle, its first call), when it
     can still be read."""
     try:
-        value = json.loads(body.split(b"\n", 1)[0]).get("id")  # a bundle's: its first call's
+        value = json.loads(unbundle(body)[0]).get("id")  # a bundle's: its first call's
         return value if isinstance(value, str) and len(value) <= 36 else None
     except Exception:
         return None

@@ -3,9 +3,11 @@
 A message carries one call or a bundle of several (:func:`ectool.messages.bundle`). The
 worker handles each call as a :class:`Part` of its delivery. The delivery is settled once,
 when every part of it is: acked when each part was recorded, skipped as already final,
-dead-lettered or parked on its own; returned to its queue (nacked) when any part was given
-back unrun. By then the settled parts are final in the store, so the redelivery skips them
-and runs only the rest: a bundle is never acked before every outcome in it is durable.
+dead-lettered, parked or sent out again on its own; a whole delivery given back unrun is
+returned to its queue (nacked). A bundle is never returned whole (the worker sends the
+parts it gives back out again, one to a message): a part of it already recorded, a call
+now waiting for its retry say, must not run again. A bundle is never acked before every
+call in it has a durable outcome or a durable message of its own.
 """
 
 from __future__ import annotations
@@ -16,10 +18,6 @@ from dataclasses import dataclass
 from .messages import unbundle
 from .transport import Delivery
 
-#: header of a call sent out again on its own from a bundle that came back: its copy is
-#: handled as a redelivery (run alone; if already final, its follow-on recovered)
-RESENT = "x-ec-resent"
-
 
 @dataclass(eq=False)
 class Part:
@@ -28,11 +26,11 @@ class Part:
     delivery: Delivery
     body: bytes
     whole: bool = True
+    settled: bool = False  # counted once: settling a part twice must not ack its bundle early
 
     @property
     def redeliveries(self) -> int:
-        d = self.delivery
-        return d.redeliveries or (1 if d.headers.get(RESENT) else 0)
+        return self.delivery.redeliveries
 
     @property
     def queue(self) -> str:
@@ -67,8 +65,9 @@ class Settlement:
         done, back = [], []
         for p in parts:
             entry = self._open.get(id(p.delivery))
-            if entry is None:
+            if entry is None or p.settled:
                 continue
+            p.settled = True
             entry[1] -= 1
             entry[2] = entry[2] or give_back
             if entry[1] <= 0:

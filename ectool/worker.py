@@ -49,10 +49,10 @@ from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
 from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
-from .parts import RESENT, Part, Settlement, calls_in
+from .parts import Part, Settlement, calls_in
 from .store import retrying, transient
 from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, on_sqlite
-from .transport import Delivery
+from .transport import REDELIVERED, Delivery
 
 log = logging.getLogger("ec.worker")
 HOST = _socket.gethostname()
@@ -250,9 +250,9 @@ class WorkerRuntime:
             if i is None:
                 seen[m.id] = len(good)
                 good.append((d, m))
-            elif d.redeliveries > good[i][0].redeliveries:  # the redelivered copy is the one to
-                copies.append(good[i][0])                     # handle: it recovers a flow
-                good[i] = (d, m)
+            elif (m.attempt, d.redeliveries) > (good[i][1].attempt, good[i][0].redeliveries):
+                copies.append(good[i][0])  # the newest attempt is the one to handle, and of
+                good[i] = (d, m)           # one attempt the redelivered copy (it recovers flows)
             else:
                 copies.append(d)
         if good:
@@ -302,7 +302,7 @@ class WorkerRuntime:
             if self.stopping:
                 if item[2] is CLAIMED:
                     self.unclaim([item[1].id])
-                self.settlement.settle([item[0]], give_back=True)
+                self.give_back([item[0]])
                 continue
             self.run_batch([item], marked=item[2] is CLAIMED)
 
@@ -331,8 +331,11 @@ class WorkerRuntime:
             & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
 
     def park(self, d: Part) -> None:
-        """Put a copy of call ``d`` in a delay queue (durably), then settle it."""
-        self.transport.publish(d.queue, [d.body], delay=self.park_after, headers={"x-ec-parked": 1})
+        """Put a copy of call ``d`` in a delay queue (durably), then settle it. A copy of a
+        redelivered call stays one: the worker running it may still die before its flow
+        moves on, and then only this copy is left to see to it."""
+        headers = {"x-ec-parked": 1} | ({REDELIVERED: 1} if d.redeliveries > 0 else {})
+        self.transport.publish(d.queue, [d.body], delay=self.park_after, headers=headers)
         self.settlement.settle([d])
 
     def follow_on(self, m: CallMessage, out: Outcome, recovering: bool) -> None:
@@ -353,9 +356,18 @@ class WorkerRuntime:
         return (Call.status == "running") & (Call.host == HOST) & (Call.worker_pid == self.pid)
 
     def unclaim(self, ids: list[str]) -> None:
-        """Calls marked running that will not run here after all: queued again, uncharged."""
-        try:
+        """Calls marked running that will not run here after all: queued again, uncharged.
+        While stopping, best effort (an outage leaves them charged, and running under a pid
+        that is about to end); otherwise the outage is waited out, or copies elsewhere would
+        find them running here and be parked again and again."""
+        def requeue(_: int) -> None:
             Call.update(status="queued", attempts=Call.attempts - 1).where(Call.id.in_(ids) & self.mine()).execute()
+
+        if not self.stopping:
+            self.store(requeue, "giving calls back")
+            return
+        try:
+            requeue(0)
         except Exception as exc:  # noqa: BLE001 - the attempt stays charged; still give them back
             if not transient(exc):
                 raise
@@ -400,15 +412,15 @@ class WorkerRuntime:
         if returned:
             back = {id(d) for d in returned}
             self.unclaim([m.id for d, m, _ in items if id(d) in back])
-            self.settlement.settle(returned, give_back=True)
+            self.give_back(returned)
         if crashed is not None:
             # the call stays charged with the attempt that killed its executor: after
             # delivery_limit of those it is dead-lettered (see handle); it is queued again,
             # not running here any more
             cid = next(m.id for d, m, _ in items if d is crashed)
             self.store(lambda _: Call.update(status="queued", updated=now()).where(
-                (Call.id == cid) & (Call.status == "running")).execute(), "requeueing a crashed call")
-            self.settlement.settle([crashed], give_back=True)
+                (Call.id == cid) & self.mine()).execute(), "requeueing a crashed call")
+            self.give_back([crashed], redelivered=True)
             self.crashes += 1
             time.sleep(min(10.0, 0.25 * 2 ** self.crashes))
         if spill_from is not None:
@@ -431,14 +443,23 @@ class WorkerRuntime:
         log.debug("handed %d call(s) of bundles back", len(rest))
         return [item for item in items if item[0].whole]
 
+    def give_back(self, parts: list[Part], redelivered: bool = False) -> None:
+        """Return ``parts`` unrun: a whole delivery to its queue (nacked); a part of a bundle
+        as a message of its own (see :mod:`ectool.parts`: a bundle never goes back whole).
+        ``redelivered``: the part's attempt was charged (its executor died running it)."""
+        bundled = [d for d in parts if not d.whole]
+        if bundled:
+            self.resend(bundled, redelivered=redelivered)
+        self.settlement.settle([d for d in parts if d.whole], give_back=True)
+
     def resend(self, parts: list[Part], redelivered: bool = False) -> None:
         """Publish each of ``parts`` as a message of its own (durably), then settle them.
-        ``redelivered``: the copies are handled as redeliveries (:data:`RESENT`)."""
+        ``redelivered``: the copies are handled as redeliveries (:data:`REDELIVERED`)."""
         by_queue: dict[str, list[bytes]] = {}
         for d in parts:
             by_queue.setdefault(d.queue, []).append(d.body)
         for queue, bodies in by_queue.items():
-            self.transport.publish(queue, bodies, headers={RESENT: 1} if redelivered else None)
+            self.transport.publish(queue, bodies, headers={REDELIVERED: 1} if redelivered else None)
         self.settlement.settle(parts)
 
     def execute(self, m: CallMessage) -> Result:

@@ -31,6 +31,11 @@ def test_bundle_joins_up_to_size_calls_within_the_byte_limit_and_unbundle_splits
     assert [len(unbundle(m)) for m in tight] == [2, 2, 2, 1] and all(len(m) <= 25 for m in tight)
     assert bundle([b"x" * 100], 5, max_bytes=10) == [b"x" * 100]  # one call alone: as it is
     assert unbundle(b'{"id":"solo"}') == [b'{"id":"solo"}']
+    # JSON written by hand, with newlines in it or after it, is one message, not a bundle
+    pretty = b'{"id": "x",\n  "v": 1\n}'
+    assert unbundle(pretty) == [pretty] and unbundle(b'{"id":"x"}\n') == [b'{"id":"x"}\n']
+    # a malformed message is cut at its newlines: each piece is decoded (or buried) alone
+    assert unbundle(b'\x00junk\n{"id":"y"}\n\n') == [b"\x00junk", b'{"id":"y"}']
 
 
 @pytest.mark.parametrize("calls,most,size", [(1, 16, 1), (7, 16, 1), (16, 16, 2), (64, 16, 8), (10_000, 16, 16),
@@ -53,13 +58,16 @@ class FakeConsumer:
 def test_a_delivery_is_settled_once_when_its_last_part_is():
     consumer = FakeConsumer()
     s = Settlement(consumer)
+    calls = [b'{"id":"%s"}' % x.encode() for x in "abcdef"]
     solo, trio, pair = (Delivery(body, "q", tag) for tag, body in
-                        enumerate([b"a", b"b\nc\nd", b"e\nf"]))
+                        enumerate([calls[0], b"\n".join(calls[1:4]), b"\n".join(calls[4:])]))
     parts = s.split([solo, trio, pair])
-    assert [p.body for p in parts] == [b"a", b"b", b"c", b"d", b"e", b"f"]
+    assert [p.body for p in parts] == calls
     assert [p.whole for p in parts] == [True, False, False, False, False, False]
     s.settle(parts[:3])
     assert consumer.acked == [solo] and consumer.nacked == []  # trio still has d open
+    s.settle([parts[1]])  # settled already: not counted twice (trio still waits for d)
+    assert consumer.acked == [solo]
     s.settle([parts[3]])
     assert consumer.acked == [solo, trio]
     s.settle([parts[4]], give_back=True)

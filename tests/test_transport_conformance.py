@@ -190,6 +190,20 @@ def test_close_without_ack_redelivers(broker_url, queue_name, transports, tq):
     assert again.redeliveries >= 1
 
 
+def test_a_copy_marked_redelivered_is_delivered_as_a_redelivery(broker_url, queue_name, transports, tq):
+    from ectool.transport.base import REDELIVERED
+
+    tq.publish(queue_name, [b"copy"], headers={REDELIVERED: 1})
+    tq.publish(queue_name, [b"fresh"])
+    consumer = transports.consumer(tq)
+    got = {}
+    for _ in range(2):
+        delivery = consumer.get(timeout=5)
+        got[delivery.body] = delivery
+        consumer.ack([delivery])
+    assert got[b"copy"].redeliveries >= 1 and got[b"fresh"].redeliveries == 0
+
+
 HOLDER = """
 import sys, time
 from ectool.transport import connect

@@ -14,8 +14,8 @@ import pytest
 from ectool.config import Config
 from ectool.executor import ExecutorDied
 from ectool.messages import CallEncoder, bundle, new_id, unbundle
-from ectool.parts import RESENT
 from ectool.transport import Delivery
+from ectool.transport.base import REDELIVERED
 from ectool.worker import Result, SocketInfo, WorkerRuntime
 
 
@@ -61,15 +61,23 @@ def runtime(execute=None) -> WorkerRuntime:
     rt.stopping, rt.pid, rt.crashes, rt.park_after = False, 4242, 0, 30.0
     rt.consumer, rt.transport = Consumer(), Transport()
     rt.sockets = {"s": SocketInfo("s", "t", "q.s", None, 0, 0.0)}
-    rt.executed, rt.followed = [], []
+    rt.executed, rt.attempts, rt.followed = [], [], []
 
     def run(m):
         rt.executed.append(m.id)
+        rt.attempts.append(m.attempt)
         return Result(m, "done", result_json="1", ms=1.0)
 
     rt.execute = execute or run
     rt.follow_on_many = lambda pairs, recovering: rt.followed.append(([m.id for m, _ in pairs], recovering))
     return rt
+
+
+def delivered(body: bytes, queue: str, tag: int, headers: dict | None) -> Delivery:
+    """What a transport delivers of a message published with ``headers`` (a copy marked
+    REDELIVERED reports a redelivery: test_transport_conformance checks both do)."""
+    headers = headers or {}
+    return Delivery(body, queue, tag, 1 if headers.get(REDELIVERED) else 0, headers)
 
 
 def calls(n: int) -> tuple[list[str], list[bytes]]:
@@ -97,8 +105,8 @@ def test_a_bundle_that_comes_back_goes_out_as_single_redeliveries_that_recover_i
     back = Delivery(bundle(bodies, 4)[0], "q.s", 1, redeliveries=1)
     first.handle([back])
     assert first.consumer.acked == [back] and first.executed == []
-    assert [(q, b, h) for q, b, h in first.transport.published] == [("q.s", b, {RESENT: 1}) for b in bodies]
-    singles = [Delivery(b, q, 10 + i, headers=h) for i, (q, b, h) in enumerate(first.transport.published)]
+    assert [(q, b, h) for q, b, h in first.transport.published] == [("q.s", b, {REDELIVERED: 1}) for b in bodies]
+    singles = [delivered(b, q, 10 + i, h) for i, (q, b, h) in enumerate(first.transport.published)]
     second = runtime()
     second.handle(singles)
     assert second.executed == [] and len(second.consumer.acked) == 4  # final: never run again
@@ -167,3 +175,56 @@ def test_slow_calls_spill_the_rest_of_their_bundle_after_recording_what_ran(stor
     rows = {r.id: (r.status, r.attempts) for r in Call.select()}
     assert [rows[i] for i in ids] == [("done", 1), ("queued", 0), ("queued", 0), ("done", 1)]
     assert len(rt.consumer.acked) == 2 and all(len(unbundle(d.body)) in (1, 3) for d in rt.consumer.acked)
+
+
+def test_a_bundle_is_never_returned_whole_so_a_call_waiting_for_its_retry_is_not_run_again(store):
+    from ectool.store.models import Call
+
+    ids, bodies = calls(3)
+
+    def fail_then_stop(m):
+        rt.executed.append(m.id)
+        rt.stopping = True  # SIGTERM while the first call runs
+        return Result(m, "retrying", error_type="ValueError", error_message="try again", retry_delay=5.0)
+
+    rt = runtime(fail_then_stop)
+    rt.sockets["s"].retries = 3
+    bundled = Delivery(bundle(bodies, 3)[0], "q.s", 1)
+    rt.handle([bundled])
+    assert rt.executed == [ids[0]]
+    assert rt.consumer.acked == [bundled] and rt.consumer.nacked == [], "acked, not returned whole"
+    from ectool.messages import decode
+
+    out = [b for _, b, _ in rt.transport.published]
+    assert (decode(out[0]).id, decode(out[0]).attempt) == (ids[0], 2)  # its retry, scheduled
+    assert out[1:] == bodies[1:], "the two unrun calls went out on their own"
+    rows = {r.id: (r.status, r.attempts) for r in Call.select()}
+    assert rows[ids[0]] == ("retrying", 1) and rows[ids[1]] == rows[ids[2]] == ("queued", 0)
+
+
+def test_of_two_attempts_of_a_call_in_one_batch_the_newer_runs(store):
+    from ectool.store.models import Call
+
+    ids, bodies = calls(1)
+    from ectool.messages import decode
+
+    Call.update(status="retrying", attempts=1).where(Call.id == ids[0]).execute()
+    second = decode(bodies[0]).next_attempt().encode()
+    rt = runtime()
+    rt.handle([Delivery(bodies[0], "q.s", 1, redeliveries=1), Delivery(second, "q.s", 2)])
+    assert rt.executed == [ids[0]] and rt.attempts == [2], "the retry ran, not the first attempt again"
+    assert len(rt.consumer.acked) == 2 and Call.get_by_id(ids[0]).status == "done"
+
+
+def test_a_parked_copy_of_a_redelivered_call_stays_a_redelivery(store, monkeypatch):
+    from ectool import worker
+    from ectool.store.models import Call
+
+    ids, bodies = calls(2)
+    Call.update(status="running", attempts=1, host=worker.HOST, worker_pid=99).execute()
+    monkeypatch.setattr(WorkerRuntime, "running_elsewhere", lambda self, row: True)
+    rt = runtime()
+    rt.handle([Delivery(bodies[0], "q.s", 1, redeliveries=1), Delivery(bodies[1], "q.s", 2, headers={})])
+    parked = {b: h for _, b, h in rt.transport.published}
+    assert parked[bodies[0]].get(REDELIVERED) == 1, "its flow is recovered by the copy if need be"
+    assert REDELIVERED not in parked[bodies[1]]

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from ..config import Config
-from .base import DEAD_QUEUE, Consumer, DeadLetter, Delivery, EventStream, Inbox, Transport
+from .base import (
+    DEAD_QUEUE,
+    REDELIVERED,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    EventStream,
+    Inbox,
+    Transport,
+)
 
-__all__ = ["DEAD_QUEUE", "Consumer", "DeadLetter", "Delivery", "EventStream", "Inbox", "Transport",
+__all__ = ["DEAD_QUEUE", "REDELIVERED", "Consumer", "DeadLetter", "Delivery", "EventStream", "Inbox", "Transport",
            "open_transport", "connect"]
 
 

@@ -51,7 +51,7 @@ from .amqp import (
     open_connection,
     redact,
 )
-from .base import DEAD_QUEUE, Consumer, Delivery, EventStream, Inbox, unpack_replies
+from .base import DEAD_QUEUE, REDELIVERED, Consumer, Delivery, EventStream, Inbox, unpack_replies
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +381,8 @@ class AmqpConsumer(Consumer):
             target, arguments = delay_queue(delivery.queue, delay)
             channel.queue_declare(target, durable=True, arguments=arguments)
         headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")} | {PARKED: 1}
+        if delivery.redeliveries > 0:
+            headers[REDELIVERED] = 1
         try:
             channel.basic_publish("", target, delivery.body, BasicProperties(delivery_mode=2, headers=headers),
                                   mandatory=True)
@@ -399,6 +401,8 @@ def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties
     headers = dict(properties.headers or {})
     count = headers.get("x-delivery-count")
     redeliveries = int(count) if count is not None else int(bool(method.redelivered))
+    if headers.get(REDELIVERED):
+        redeliveries = max(redeliveries, 1)
     return Delivery(body=body, queue=queue, tag=(generation, method.delivery_tag),
                     redeliveries=redeliveries, headers=headers)
 

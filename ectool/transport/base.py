@@ -25,6 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEAD_QUEUE = "ec.dead"
+#: header of a copy that stands for a redelivery (a call sent out again from a bundle that
+#: came back, a parked or handed-off copy of a redelivered call): its delivery reports at
+#: least one redelivery, so a worker handles it as one (runs it alone, and if it is already
+#: final, makes sure its flow moved on)
+REDELIVERED = "x-ec-redelivered"
 
 
 def pack_replies(replies: list[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:

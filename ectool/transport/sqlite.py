@@ -22,6 +22,7 @@ from ..errors import Unreachable, UsageError
 from . import wake
 from .base import (
     DEAD_QUEUE,
+    REDELIVERED,
     Consumer,
     DeadLetter,
     Delivery,
@@ -319,7 +320,9 @@ class SqliteConsumer(Consumer):
                     self.queues).fetchone()[0]
         for mid, queue, body, headers, count in leased:
             self.unacked.add(mid)
-            self.buffer.append(Delivery(bytes(body), queue, mid, count, json.loads(headers) if headers else {}))
+            extra = json.loads(headers) if headers else {}
+            redeliveries = max(count, 1) if extra.get(REDELIVERED) else count
+            self.buffer.append(Delivery(bytes(body), queue, mid, redeliveries, extra))
         return nxt
 
     def get(self, timeout: float | None = None) -> Delivery | None:
