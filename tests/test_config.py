@@ -133,25 +133,17 @@ def test_config_init_documents_stats_retention():
     assert config.load().stats_retention == "7d"
 
 
-def test_ack_deadline_default_file_env_and_bad_values(monkeypatch):
-    assert config.load().ack_deadline == 900
-    write_config("ack_deadline = 300\n")
-    assert config.load().ack_deadline == 300
-    monkeypatch.setenv("EC_ACK_DEADLINE", "60")
-    assert config.load().ack_deadline == 60
-    for bad in ("0", "-5", "soon"):
-        monkeypatch.setenv("EC_ACK_DEADLINE", bad)
-        with pytest.raises(ConfigError, match="ack_deadline from env EC_ACK_DEADLINE"):
-            config.load()
-
-
-def test_bundle_default_file_env_and_bad_values(monkeypatch):
-    assert config.load().bundle == 16
-    write_config("bundle = 4\n")
-    assert config.load().bundle == 4
-    monkeypatch.setenv("EC_BUNDLE", "1")
-    assert config.load().bundle == 1
-    for bad in ("0", "1001", "many", "2.5"):
-        monkeypatch.setenv("EC_BUNDLE", bad)
-        with pytest.raises(ConfigError, match="bundle from env EC_BUNDLE"):
+@pytest.mark.parametrize("key,env,default,in_file,in_env,bad", [
+    ("ack_deadline", "EC_ACK_DEADLINE", 900, 300, 60, ("0", "-5", "soon")),
+    ("bundle", "EC_BUNDLE", 16, 4, 1, ("0", "1001", "many", "2.5")),
+])
+def test_integer_settings_default_file_env_and_bad_values(monkeypatch, key, env, default, in_file, in_env, bad):
+    assert getattr(config.load(), key) == default
+    write_config(f"{key} = {in_file}\n")
+    assert getattr(config.load(), key) == in_file
+    monkeypatch.setenv(env, str(in_env))
+    assert getattr(config.load(), key) == in_env
+    for value in bad:
+        monkeypatch.setenv(env, value)
+        with pytest.raises(ConfigError, match=f"{key} from env {env}"):
             config.load()
