@@ -180,6 +180,19 @@ def kill_workers(proc: subprocess.Popen, kills: int, count: int = 2, pause: floa
         killed.add(victim.pid)
 
 
+def dead_letters_where(transport, keep: Callable, at_least: int = 1, timeout: float = 15.0) -> list:
+    """The dead letters ``keep`` picks, read again until at least ``at_least`` are there (or
+    ``timeout``): ``ec.dead`` is shared by every test on a broker, and on RabbitMQ a reader
+    holds what it browses while it reads, so another test reading at the same moment may
+    see only part of it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [d for d in transport.dead_letters(100_000) if keep(d)]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
 def stop_tree(proc: subprocess.Popen, grace: float = 15) -> None:
     """SIGTERM ``proc`` by its pid (a supervisor stops its children), wait ``grace``, then
     SIGKILL it; every descendant seen before it stopped gets 5 s more, then SIGKILL too

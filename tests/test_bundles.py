@@ -16,7 +16,7 @@ import pytest
 from ectool.messages import bundle, bundle_size, unbundle
 from ectool.parts import Settlement
 from ectool.transport import Delivery
-from helpers import sample_network, wait_children, workers
+from helpers import dead_letters_where, sample_network, wait_children, workers
 
 # -- pure ---------------------------------------------------------------------------------
 
@@ -190,8 +190,8 @@ def test_a_call_that_kills_its_worker_is_dead_lettered_alone_and_the_rest_of_its
     # batch always were; never for the later ones: a call that comes back runs alone
     assert [r.attempts for r in Call.select().where(Call.id.in_([good, good2]))] == [2, 2]
     with connect(env["EC_BROKER"]) as t:
-        dead = [d for d in t.dead_letters(100_000) if d.queue.endswith(".s.crash")
-                and any(i.encode() in d.body for i in (good, poison, good2))]
+        dead = dead_letters_where(t, lambda d: d.queue.endswith(".s.crash")
+                                  and any(i.encode() in d.body for i in (good, poison, good2)))
     assert len(dead) == 1 and poison.encode() in dead[0].body and len(unbundle(dead[0].body)) == 1, \
         "the deadly call dead-lettered alone, not its bundle"
     assert "delivery limit" in dead[0].reason
@@ -213,7 +213,7 @@ def test_an_undecodable_call_in_a_bundle_is_dead_lettered_alone(net):
         c.close()
     assert out.result == "second"
     with connect(env["EC_BROKER"]) as tr:
-        dead = [d for d in tr.dead_letters(100_000) if d.queue == t.queue and marker in d.body]
+        dead = dead_letters_where(tr, lambda d: d.queue == t.queue and marker in d.body)
     assert len(dead) == 1 and dead[0].body == b"\x00garbage-" + marker, dead
     assert "undecodable" in dead[0].reason
 
