@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import UsageError
 from .shim import from_json_value, json_bytes, json_text, to_json_value
+from .transport.base import join_lines
 
 VERSION = 1
 
@@ -123,20 +124,7 @@ def bundle(bodies: list[bytes], size: int, max_bytes: int | None = None) -> list
     is (each was checked on its own). Under load most of a call's transport cost is per
     message: a bundle pays it once for its calls. A worker settles a bundle's delivery once
     every call in it is settled (:mod:`ectool.parts`)."""
-    if size <= 1:
-        return bodies
-    out: list[bytes] = []
-    chunk: list[bytes] = []
-    used = 0
-    for body in bodies:
-        if chunk and (len(chunk) >= size or (max_bytes is not None and used + len(body) + 1 > max_bytes)):
-            out.append(b"\n".join(chunk))
-            chunk, used = [], 0
-        chunk.append(body)
-        used += len(body) + 1
-    if chunk:
-        out.append(b"\n".join(chunk))
-    return out
+    return bodies if size <= 1 else join_lines(bodies, max_bytes, size)
 
 
 def unbundle(body: bytes) -> list[bytes]:

@@ -51,7 +51,16 @@ from .amqp import (
     open_connection,
     redact,
 )
-from .base import DEAD_QUEUE, REDELIVERED, Consumer, Delivery, EventStream, Inbox, unpack_replies
+from .base import (
+    DEAD_QUEUE,
+    REDELIVERED,
+    Consumer,
+    Delivery,
+    EventStream,
+    Inbox,
+    reported_redeliveries,
+    unpack_replies,
+)
 
 log = logging.getLogger(__name__)
 
@@ -401,10 +410,8 @@ def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties
     headers = dict(properties.headers or {})
     count = headers.get("x-delivery-count")
     redeliveries = int(count) if count is not None else int(bool(method.redelivered))
-    if headers.get(REDELIVERED):
-        redeliveries = max(redeliveries, 1)
     return Delivery(body=body, queue=queue, tag=(generation, method.delivery_tag),
-                    redeliveries=redeliveries, headers=headers)
+                    redeliveries=reported_redeliveries(redeliveries, headers), headers=headers)
 
 
 def _drain(buffer: queue.Queue[Any]) -> None:

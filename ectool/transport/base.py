@@ -32,6 +32,31 @@ DEAD_QUEUE = "ec.dead"
 REDELIVERED = "x-ec-redelivered"
 
 
+def reported_redeliveries(count: int, headers: dict[str, Any]) -> int:
+    """What a delivery reports as its redeliveries: the broker's count, at least 1 for a
+    copy marked :data:`REDELIVERED`."""
+    return max(count, 1) if headers.get(REDELIVERED) else count
+
+
+def join_lines(bodies: list[bytes], max_bytes: int | None, max_count: int | None = None) -> list[bytes]:
+    """``bodies`` (compact JSON, never a raw newline in one) joined by newlines into as few
+    messages as fit ``max_bytes`` and ``max_count`` each, in order; a body larger than
+    ``max_bytes`` alone is a message of its own. Replies and bundled calls travel so."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    used = 0
+    for body in bodies:
+        if chunk and ((max_count is not None and len(chunk) >= max_count)
+                      or (max_bytes is not None and used + len(body) + 1 > max_bytes)):
+            out.append(b"\n".join(chunk))
+            chunk, used = [], 0
+        chunk.append(body)
+        used += len(body) + 1
+    if chunk:
+        out.append(b"\n".join(chunk))
+    return out
+
+
 def pack_replies(replies: list[tuple[str, bytes]], limit: int) -> list[tuple[str, bytes]]:
     """Replies to the same inbox joined into few messages (newline-separated bodies, each
     message at most ``limit`` bytes unless one body alone is larger), in their order per
@@ -41,19 +66,8 @@ def pack_replies(replies: list[tuple[str, bytes]], limit: int) -> list[tuple[str
     by_address: dict[str, list[bytes]] = {}
     for address, body in replies:
         by_address.setdefault(address, []).append(body)
-    packed: list[tuple[str, bytes]] = []
-    for address, bodies in by_address.items():
-        chunk: list[bytes] = []
-        size = 0
-        for body in bodies:
-            if chunk and size + len(body) + 1 > limit:
-                packed.append((address, b"\n".join(chunk)))
-                chunk, size = [], 0
-            chunk.append(body)
-            size += len(body) + 1
-        if chunk:
-            packed.append((address, b"\n".join(chunk)))
-    return packed
+    return [(address, message) for address, bodies in by_address.items()
+            for message in join_lines(bodies, limit)]
 
 
 def unpack_replies(message: bytes) -> list[bytes]:

@@ -22,7 +22,6 @@ from ..errors import Unreachable, UsageError
 from . import wake
 from .base import (
     DEAD_QUEUE,
-    REDELIVERED,
     Consumer,
     DeadLetter,
     Delivery,
@@ -30,6 +29,7 @@ from .base import (
     Inbox,
     Transport,
     pack_replies,
+    reported_redeliveries,
     topic_matches,
     unpack_replies,
 )
@@ -321,8 +321,7 @@ class SqliteConsumer(Consumer):
         for mid, queue, body, headers, count in leased:
             self.unacked.add(mid)
             extra = json.loads(headers) if headers else {}
-            redeliveries = max(count, 1) if extra.get(REDELIVERED) else count
-            self.buffer.append(Delivery(bytes(body), queue, mid, redeliveries, extra))
+            self.buffer.append(Delivery(bytes(body), queue, mid, reported_redeliveries(count, extra), extra))
         return nxt
 
     def get(self, timeout: float | None = None) -> Delivery | None:
