@@ -161,6 +161,7 @@ class WorkerRuntime:
         events.emit("worker.online", processor=proc.name, worker=self.row.id, cpu=self.row.cpu)
         self._engine = None
         self.crashes = 0
+        self.spilled = False  # the last batch handed bundled calls back: they are slow here
         self.beating = threading.Event()
         self.beat = threading.Thread(target=self._beat, name="ec-heartbeat", daemon=True)
         self.beat.start()
@@ -209,6 +210,8 @@ class WorkerRuntime:
                         calls += calls_in(more)
                     try:
                         self.handle(batch)
+                        if self.spilled:
+                            self.spread_held()
                     except Exception as exc:
                         if not (self.stopping and transient(exc)):
                             raise
@@ -225,18 +228,35 @@ class WorkerRuntime:
             events.bus().flush(1.0)
             self.transport.close()
 
+    def spread_held(self) -> None:
+        """After a batch whose bundled calls were slow enough to hand back: the bundles
+        still held in the consumer's buffer go out again one call to a message too, for idle
+        workers, rather than wait here (past the ack deadline, at worst) for calls like them."""
+        self.spilled = False
+        held = []
+        while (more := self.consumer.get(timeout=0)) is not None:
+            held.append(more)
+        if held:
+            self.handle(held, spread=True)
+
     # -- one batch -----------------------------------------------------------------
-    def handle(self, batch: list[Delivery]) -> None:
+    def handle(self, batch: list[Delivery], spread: bool = False) -> None:
+        """Run a batch of deliveries; ``spread``: send their bundles out again unrun, one
+        call to a message (:meth:`spread_held`)."""
         self.settlement = Settlement(self.consumer)
         parts = self.settlement.split(batch)
         # a bundle that comes back (its worker died, or handed it back) goes out again as
         # single messages: each call then counts its own deliveries, so a broker's delivery
         # limit can only ever dead-letter the call that keeps killing workers, never its
         # bundle with calls that did nothing wrong in it
-        again = [p for p in parts if not p.whole and p.redeliveries > 0]
+        again = [p for p in parts if not p.whole and (spread or p.redeliveries > 0)]
         if again:
-            self.resend(again, redelivered=True)
-            parts = [p for p in parts if p.whole or p.redeliveries == 0]
+            for redelivered in (True, False):
+                chosen = [p for p in again if (p.redeliveries > 0) is redelivered]
+                if chosen:
+                    self.resend(chosen, redelivered=redelivered)
+            sent = {id(p) for p in again}
+            parts = [p for p in parts if id(p) not in sent]
         good: list[tuple[Part, CallMessage]] = []
         seen: dict[str, int] = {}  # call id -> its index in good
         copies: list[Part] = []  # a second copy of a call in this batch (a resent or parked one)
@@ -440,6 +460,7 @@ class WorkerRuntime:
         self.store(lambda _: Call.update(status="queued", attempts=Call.attempts - 1, updated=now()).where(
             Call.id.in_(ids) & self.mine()).execute(), "handing calls back")
         self.resend(rest)
+        self.spilled = True
         log.debug("handed %d call(s) of bundles back", len(rest))
         return [item for item in items if item[0].whole]
 

@@ -22,6 +22,10 @@ from ectool.worker import Result, SocketInfo, WorkerRuntime
 class Consumer:
     def __init__(self):
         self.acked, self.nacked, self.dead = [], [], []
+        self.held = []  # deliveries buffered, not yet taken
+
+    def get(self, timeout=None):
+        return self.held.pop(0) if self.held else None
 
     def ack(self, deliveries):
         self.acked += deliveries
@@ -228,3 +232,40 @@ def test_a_parked_copy_of_a_redelivered_call_stays_a_redelivery(store, monkeypat
     parked = {b: h for _, b, h in rt.transport.published}
     assert parked[bodies[0]].get(REDELIVERED) == 1, "its flow is recovered by the copy if need be"
     assert REDELIVERED not in parked[bodies[1]]
+
+
+def test_after_a_spill_the_bundles_still_held_go_out_one_call_to_a_message(store):
+    from ectool.store.models import Call
+
+    ids, bodies = calls(6)
+    rt = runtime()
+
+    def slow(m):
+        time.sleep(0.15)
+        rt.executed.append(m.id)
+        return Result(m, "done", result_json="1", ms=150.0)
+
+    rt.execute = slow
+    held_bundle, held_single = Delivery(bundle(bodies[3:5], 2)[0], "q.s", 2), Delivery(bodies[5], "q.s", 3)
+    rt.consumer.held = [held_bundle, held_single]
+    rt.handle([Delivery(bundle(bodies[:3], 3)[0], "q.s", 1)])
+    assert rt.spilled
+    rt.spread_held()
+    assert rt.executed == [ids[0], ids[5]] and not rt.spilled
+    assert [(b, h) for _, b, h in rt.transport.published] == [(b, None) for b in bodies[1:5]]
+    assert held_bundle in rt.consumer.acked and held_single in rt.consumer.acked
+    rows = {r.id: (r.status, r.attempts) for r in Call.select()}
+    assert [rows[i] for i in ids] == [("done", 1), ("queued", 0), ("queued", 0), ("queued", 0), ("queued", 0),
+                                      ("done", 1)]
+
+
+def test_a_held_delivery_is_handed_off_on_time_not_a_poll_later():
+    from ectool.transport.amqp_consumer import POLL, AmqpConsumer
+
+    c = object.__new__(AmqpConsumer)
+    c._hand_off_after, c._received = 1.0, {}
+    assert c._next_wake() == POLL
+    c._received = {7: (time.monotonic() - 0.7, None), 8: (time.monotonic(), None)}
+    assert 0.2 < c._next_wake() <= 0.3
+    c._received = {7: (time.monotonic() - 5.0, None)}
+    assert c._next_wake() == 0.0

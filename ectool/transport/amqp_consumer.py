@@ -247,12 +247,21 @@ class AmqpConsumer(Consumer):
         """Pump I/O and run commands until stopped or the connection is lost."""
         assert self._conn is not None and self._channel is not None
         while not self._stop.is_set():
-            self._conn.process_data_events(time_limit=POLL)
+            self._conn.process_data_events(time_limit=self._next_wake())
             self._run_commands()
             self._hand_off_overdue()
             if not self._channel.is_open or self._cancelled:
                 # closed by a channel error, or a queue deleted under us: start over
                 raise px.ChannelWrongStateError("the consumer's channel was closed or cancelled")
+
+    def _next_wake(self) -> float:
+        """Seconds to wait for I/O: at most POLL, and no later than the moment the oldest
+        held delivery is due to be handed off (so it is, at ``hand_off_after``, not up to a
+        POLL later: RabbitMQ's own timeout may not be far behind)."""
+        if not self._received or not self._hand_off_after:
+            return POLL
+        oldest = min(since for since, _ in self._received.values())
+        return max(0.0, min(POLL, oldest + self._hand_off_after - time.monotonic()))
 
     def _run_commands(self) -> None:
         while True:
