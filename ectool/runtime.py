@@ -74,12 +74,15 @@ def live_workers(processor_id: int, at: dt.datetime | None = None) -> int:
     return count
 
 
-def node_rows(at: dt.datetime | None = None) -> list[dict[str, Any]]:
+def node_rows(at: dt.datetime | None = None, agents: list[dict[str, Any]] | None = None,
+              workers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every node: its admin's wish and shown state (:func:`~ectool.liveness.node_state`),
-    cores, load, agents, live workers and the processors running there (pxN)."""
+    cores, load, agents, live workers and the processors running there (pxN). ``agents``
+    and ``workers``: rows already built by :func:`agent_rows` and :func:`worker_rows`."""
     at = at or now()
-    agents = agent_rows(at)
-    workers = [w for w in worker_rows(at=at, agents=agents) if liveness.live(w["status"])]
+    agents = agent_rows(at) if agents is None else agents
+    workers = worker_rows(at=at, agents=agents) if workers is None else workers
+    workers = [w for w in workers if liveness.live(w["status"])]
     rows = []
     for n in Node.select().order_by(Node.name):
         mine = [a for a in agents if a["node"] == n.name]
