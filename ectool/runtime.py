@@ -41,15 +41,15 @@ def worker_rows(everything: bool = False, at: dt.datetime | None = None,
     agent that ran them is lost. ``cpu_percent``/``rss_mb`` are left for the caller."""
     at = at or now()
     shown = {a["name"]: a["status"] for a in (agents if agents is not None else agent_rows(at))}
-    query = (Worker.select(Worker, Processor.name, Agent.name).join(Processor)
-             .switch(Worker).join(Agent, join_type=JOIN.LEFT_OUTER)
+    query = (Worker.select(Worker, Processor.name.alias("processor_name"), Agent.name.alias("agent_name"))
+             .join(Processor).switch(Worker).join(Agent, join_type=JOIN.LEFT_OUTER)
              .order_by(Processor.name, Worker.host, Worker.pid))
     if not everything:
         query = query.where(Worker.status != "stopped")
     rows = []
-    for w in query:
-        agent = w.agent.name if w.agent_id is not None else None
-        rows.append({"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
+    for w in query.objects():
+        agent = w.agent_name
+        rows.append({"processor": w.processor_name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
                      "status": liveness.worker_state(w.status, w.heartbeat, at, liveness.WORKER_ALIVE,
                                                      shown.get(agent)),
                      "commit": w.commit, "agent": agent, "heartbeat": _iso(w.heartbeat),
