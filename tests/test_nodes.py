@@ -49,7 +49,8 @@ def workers_on(env, node, status="running"):
 
 
 def node_row(env, name):
-    return next(n for n in ls(env, "nodes") if n["name"] == name)
+    """Node NAME as ec ls nodes shows it ({} before its agent registered it)."""
+    return next((n for n in ls(env, "nodes") if n["name"] == name), {})
 
 
 def submit(env, n, seconds="0.1"):
@@ -105,7 +106,7 @@ def test_a_dead_hosts_workers_are_lost_and_its_work_replaced(hosts, db_url):
 
 
 def agent_row(env, name):
-    return next(a for a in ls(env, "agents") if a["name"] == name)
+    return next((a for a in ls(env, "agents") if a["name"] == name), {})
 
 
 def test_cordon_places_nothing_new_and_uncordon_does(hosts):
@@ -129,12 +130,12 @@ def test_cordon_places_nothing_new_and_uncordon_does(hosts):
         assert node_row(env, "n2")["processors"] == ["p1x3"]
 
 
-def test_drain_moves_work_make_before_break_and_loses_no_call(hosts):
+def test_drain_moves_work_make_before_break_and_loses_no_call(hosts, db_url):
     env, host_env = hosts
     with agent(host_env("n1"), "--name", "a1", "--node", "n1", "--cpus", "2"):
         wait_for(lambda: len(workers_on(env, "n1")) == 2, timeout=120, what="2 workers on n1")
         with agent(host_env("n2"), "--name", "a2", "--node", "n2", "--cpus", "2"):
-            wait_for(lambda: node_row(env, "n2")["state"] == "online", what="n2 online")
+            wait_for(lambda: node_row(env, "n2").get("state") == "online", what="n2 online")
             ids = submit(env, 10, "0.3")
             stop = threading.Event()
             more: list[str] = []
