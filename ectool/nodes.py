@@ -9,6 +9,7 @@ node is shown as (online, cordoned, draining, drained, offline, lost) comes from
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,11 +49,38 @@ def row(name: str) -> dict[str, Any]:
     return next(r for r in node_rows() if r["name"] == name)
 
 
+def shortfall(name: str) -> dict[str, int]:
+    """processor -> workers it still lacks off draining nodes, for each processor placed on
+    node ``name``: the capacity other nodes must find before it can be drained."""
+    from .liveness import agent_stale
+    from .store.models import Agent, Placement, Processor, now
+
+    cutoff = now() - dt.timedelta(seconds=agent_stale())
+    placed = list(Placement.select(Placement.workers, Processor.name, Processor.concurrency, Node.name, Node.state)
+                  .join(Processor).switch(Placement).join(Agent).join(Node)
+                  .where((Agent.status == "online") & (Agent.heartbeat >= cutoff)).tuples())
+    here = {proc: conc for _, proc, conc, node, _ in placed if node == name}
+    elsewhere: dict[str, int] = {}
+    for workers, proc, _, _, state in placed:
+        if state != "draining":
+            elsewhere[proc] = elsewhere.get(proc, 0) + workers
+    return {proc: conc - elsewhere.get(proc, 0) for proc, conc in sorted(here.items())
+            if conc > elsewhere.get(proc, 0)}
+
+
+def waiting_for(missing: dict[str, int]) -> str:
+    """What a drain waits for, given :func:`shortfall`: capacity, or replacements starting."""
+    if not missing:
+        return "replacements are starting on other nodes"
+    lacks = ", ".join(f"{proc} {n} worker(s)" for proc, n in missing.items())
+    return f"waiting for capacity on other nodes ({lacks} short); the old workers keep serving"
+
+
 def wait_drained(name: str, timeout: float | None = None, every: float = 0.5,
-                 progress: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+                 progress: Callable[[dict[str, Any], str], None] = lambda _row, _why: None) -> dict[str, Any]:
     """Wait until node ``name`` runs nothing (shown drained, offline or lost), calling
-    ``progress`` with its row whenever what still runs there changes; :class:`CallTimeout`
-    (exit 4) after ``timeout`` seconds, saying what still runs."""
+    ``progress(row, why)`` whenever what still runs there, or what it waits for, changes;
+    :class:`CallTimeout` (exit 4) after ``timeout`` seconds, saying what still runs and why."""
     deadline = None if timeout is None else time.monotonic() + timeout
     seen = None
     while True:
@@ -61,10 +89,11 @@ def wait_drained(name: str, timeout: float | None = None, every: float = 0.5,
             return current
         if current["wish"] != "draining":
             raise UsageError(f"node {name!r} is no longer draining (it is {current['state']})")
-        if (current["processors"], current["workers"]) != seen:
-            seen = (current["processors"], current["workers"])
-            progress(current)
+        why = waiting_for(shortfall(name))
+        if (current["processors"], current["workers"], why) != seen:
+            seen = (current["processors"], current["workers"], why)
+            progress(current, why)
         if deadline is not None and time.monotonic() >= deadline:
             raise CallTimeout(f"node {name!r} still runs {', '.join(current['processors']) or 'workers'} after "
-                              f"{timeout:g}s: waiting for capacity on other nodes (it keeps serving meanwhile)")
+                              f"{timeout:g}s: {why}")
         time.sleep(every)

@@ -184,7 +184,7 @@ def test_drain_without_room_elsewhere_keeps_serving_and_times_out(hosts):
         wait_for(lambda: len(workers_on(env, "n1")) == 2, timeout=120, what="2 workers on n1")
         done = ec("node", "drain", "n1", "--wait", "--timeout", "3", env=env)
         assert done.returncode == 4, done.stderr
-        assert "waiting for capacity" in done.stderr and "p1x2" in done.stderr
+        assert "waiting for capacity on other nodes (p1 2 worker(s) short)" in done.stderr and "p1x2" in done.stderr
         assert node_row(env, "n1")["state"] == "draining"
         assert len(workers_on(env, "n1")) == 2
         assert ec("run", "pid", "--timeout", "60", env=env).returncode == 0  # still serving

@@ -62,3 +62,25 @@ def test_drained_only_once_nothing_runs_there(store):
     Placement.delete().execute()
     Worker.update(status="stopped").execute()
     assert runtime.node_rows()[0]["state"] == "drained"
+
+
+def test_a_drain_says_what_capacity_it_waits_for(store):
+    from ectool import nodes
+
+    p1 = Processor.create(name="p1", gitrepo="/r", module="m", concurrency=3)
+    p2 = Processor.create(name="p2", gitrepo="/r", module="m", concurrency=1)
+    old = Agent.create(name="a1", node=Node.create(name="n1", state="draining"), status="online", heartbeat=ago(1))
+    other = Agent.create(name="a2", node=Node.create(name="n2"), status="online", heartbeat=ago(1))
+    gone = Agent.create(name="a3", node=Node.create(name="n3"), status="online", heartbeat=ago(60))
+    Placement.create(processor=p1, agent=old, workers=2)
+    Placement.create(processor=p2, agent=old, workers=1)
+    Placement.create(processor=p1, agent=other, workers=2)
+    Placement.create(processor=p2, agent=gone, workers=1)  # a lost agent's placement counts for nothing
+    assert nodes.shortfall("n1") == {"p1": 1, "p2": 1}
+    assert nodes.waiting_for(nodes.shortfall("n1")) == (
+        "waiting for capacity on other nodes (p1 1 worker(s), p2 1 worker(s) short); the old workers keep serving")
+    more = Agent.create(name="a4", node=Node.get(Node.name == "n2"), status="online", heartbeat=ago(1))
+    Placement.create(processor=p1, agent=more, workers=1)
+    Placement.create(processor=p2, agent=other, workers=1)
+    assert nodes.shortfall("n1") == {}
+    assert nodes.waiting_for({}) == "replacements are starting on other nodes"

@@ -87,9 +87,9 @@ def drain(env: Env, name: str, wait: bool, timeout: float | None, as_json: bool)
     if not wait:
         return
 
-    def progress(row) -> None:
+    def progress(row, why: str) -> None:
         click.echo(f"node {name}: {row['state']}, still running {', '.join(row['processors']) or 'workers'}"
-                   f" ({row['workers']} worker(s)); waiting for capacity on other nodes", err=True)
+                   f" ({row['workers']} worker(s)): {why}", err=True)
 
     row = nodes.wait_drained(name, timeout, progress=progress)
     if as_json:
