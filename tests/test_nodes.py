@@ -210,3 +210,18 @@ def test_one_agent_name_on_two_nodes_is_refused(hosts):
             "ec: agent 'same' is already running on node 'n1'"), second.stderr
         assert first.poll() is None
         assert {a["name"]: a["node"] for a in ls(env, "agents")} == {"same": "n1"}
+
+
+def test_a_processor_pinned_to_a_drained_node_waits_for_uncordon(hosts):
+    env, host_env = hosts
+    assert ec("update", "processor", "p1", "host=n1", "concurrency=1", env=env).returncode == 0
+    with agent(host_env("n1"), "--name", "a1", "--node", "n1", "--cpus", "1"):
+        wait_for(lambda: workers_on(env, "n1"), timeout=120, what="p1 on n1")
+        done = ec("node", "drain", "n1", "--wait", "--timeout", "60", env=env)
+        assert done.returncode == 0 and "node n1: drained" in done.stderr, done.stderr
+        assert not workers_on(env, "n1")
+        queued = submit(env, 1, "0")
+        late = ec("wait", *queued, "--timeout", "2", env=env)
+        assert late.returncode == 4  # waits, queued: not failed, not lost
+        assert ec("node", "uncordon", "n1", env=env).returncode == 0
+        all_done(env, queued)
