@@ -83,6 +83,53 @@ def test_postgres_identity_is_the_login_role(pg_url):
         conn.close()
 
 
+@pytest.fixture
+def pg_role(pg_url):
+    """A fresh PostgreSQL login role (no rights), dropped with whatever it was granted."""
+    import psycopg2
+    from conftest import PG_URL
+
+    role = f"ec_r_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        yield role
+    finally:
+        from ectool.store import close_store
+
+        close_store()
+        cur.execute(f"REASSIGN OWNED BY {role} TO postgres")
+        cur.execute(f"DROP OWNED BY {role}")
+        cur.execute(f"DROP ROLE {role}")
+        conn.close()
+
+
+def test_postgres_identity_ignores_pguser_and_ec_user(pg_url, pg_role):
+    """A URL without a user name: libpq takes PGUSER, and the acting user is that role
+    (the session user), not EC_USER=postgres, so the store's admin cannot be impersonated."""
+    from conftest import PG_URL
+
+    schema = pg_url.split("schema=")[1]
+    assert as_user(pg_url, "whoever", "db", "init").exit_code == 0
+    import psycopg2
+
+    with psycopg2.connect(PG_URL) as conn, conn.cursor() as cur:  # table rights, no ec privileges
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {pg_role}")
+        cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {pg_role}")
+        cur.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {pg_role}")
+    conn.close()
+    no_user = pg_url.replace("postgres@", "", 1)
+    env = {"PGUSER": pg_role, "EC_USER": "postgres"}
+    for args in (["add", "queue", "-n", "q.evil", "-t", "direct"], ["trust", "add", "file:///*"]):
+        denied = CliRunner().invoke(cli, ["--db", no_user, *args], env=env)
+        assert denied.exit_code == 5, denied.output
+        assert f"user '{pg_role}' lacks" in denied.output
+    shown = CliRunner().invoke(cli, ["--db", pg_url, "ls", "trust", "--json"])
+    assert shown.exit_code == 0 and "file:///*" not in shown.stdout
+
+
 def test_no_pickle_eval_or_exec_in_the_code():
     pattern = re.compile(r"\b(import|from) (pickle|marshal|shelve)\b|\b(pickle|marshal)\.|(?<![\w.])(eval|exec)\(")
     offenders = []

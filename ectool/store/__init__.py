@@ -107,6 +107,10 @@ def open_store(url: str, *, create: bool = True, user: str | None = None) -> Dat
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Unreachable(f"store unreachable ({_describe(url)}): {first}") from None
+    if isinstance(database, PostgresqlDatabase):
+        # the acting user is the role the server authenticated, whatever the URL, PGUSER,
+        # EC_USER or the config say (libpq falls back to PGUSER and the OS user)
+        security.set_user(database.execute_sql("SELECT session_user").fetchone()[0])
     if create:
         schema.ensure(database)
     return database
