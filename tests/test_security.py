@@ -150,3 +150,37 @@ def test_credentials_are_never_printed(args, secret, tmp_path):
                           env={"PATH": "/usr/bin:/bin", "EC_HOME": str(tmp_path), "HOME": str(tmp_path)})
     assert secret not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_embedded_data_is_private(isolated_home):
+    """A new data directory is 0700 and ec.db, queue.db and their WAL files 0600, under a
+    umask that would make them world-readable."""
+    from ectool.transport import connect
+
+    old = __import__("os").umask(0o022)
+    try:
+        assert CliRunner().invoke(cli, ["db", "init"]).exit_code == 0
+        data = isolated_home / "data" / "elasticcode"
+        transport = connect(f"sqlite:///{data / 'queue.db'}")
+        transport.close()
+        assert CliRunner().invoke(cli, ["add", "queue", "-n", "q"]).exit_code == 0
+    finally:
+        __import__("os").umask(old)
+    assert _mode(data) == 0o700
+    files = sorted(p.name for p in data.iterdir())
+    assert {"ec.db", "queue.db"} <= set(files) and any(name.endswith("-wal") for name in files)
+    assert {name: _mode(data / name) for name in files} == {name: 0o600 for name in files}
+
+
+def test_an_existing_shared_data_directory_keeps_its_mode(tmp_path):
+    """A directory someone made deliberately (here group-readable) is not chmodded; the
+    store's files in it are still 0600."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o750)
+    assert CliRunner().invoke(cli, ["--db", f"sqlite:///{shared / 'ec.db'}", "db", "init"]).exit_code == 0
+    assert _mode(shared) == 0o750 and _mode(shared / "ec.db") == 0o600
