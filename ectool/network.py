@@ -122,10 +122,11 @@ def add_queue(name: str, type: str = "direct", *, queue_type: str = "quorum",
                    max_length=max_length, durable=durable)
 
 
-def add_processor(name: str, gitrepo: str, module: str, *, branch: str = "main",
+def add_processor(name: str, gitrepo: str, module: str, *, branch: str | None = None,
                   commit: str | None = None, concurrency: int = 1, host: str | None = None,
                   runtime: str = "python", requested_status: str = "running") -> Processor:
-    """Register a processor: a module in a git repository, deployed by agents."""
+    """Register a processor: a module in a git repository, deployed by agents: ``branch``
+    (None: the repository's default branch, its HEAD, as ``git clone`` follows) or ``commit``."""
     require("ADD_PROCESSOR")
     _positive("concurrency", concurrency)
     if not gitrepo:

@@ -9,13 +9,14 @@ version intact.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from peewee import Database, OperationalError, ProgrammingError, SqliteDatabase, TextField
 
 from ..errors import UsageError
 from .models import MODELS, Call, JoinSlot, MinuteStat, Processor, SchemaVersion, Workflow
 
-CURRENT = 4
+CURRENT = 5
 
 
 def _migrator(database: Database):
@@ -25,6 +26,24 @@ def _migrator(database: Database):
     if isinstance(database, SqliteDatabase):
         return SqliteMigrator(database)
     return PostgresqlMigrator(database)
+
+
+@contextmanager
+def foreign_keys_off(database: Database):
+    """SQLite rebuilds a table to change a column's NULL constraint (copy, drop, rename);
+    dropping a table others reference fails while foreign keys are enforced, and the pragma
+    only changes outside a transaction. So: off around the steps, checked, then on again."""
+    if not isinstance(database, SqliteDatabase):
+        yield
+        return
+    database.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+        broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise UsageError(f"the upgrade broke {len(broken)} foreign key(s), first {broken[0]}")
+    finally:
+        database.execute_sql("PRAGMA foreign_keys = ON")
 
 
 def _migrate(*operations) -> None:
@@ -54,7 +73,19 @@ def _v3_to_v4(database: Database) -> None:
     _migrate(_migrator(database).add_index("call", ("finished",), False))  # named call_finished, as the field's
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(database: Database) -> None:
+    """v5: a processor's branch may be null (the repository's default branch, its HEAD, as
+    ``git clone`` follows; it was "main" whatever the repository used), and it records the
+    branch and commit an agent deployed. Existing branches keep their value."""
+    m = _migrator(database)
+    _migrate(
+        m.drop_not_null("processor", "branch"),
+        m.add_column("processor", "deployed_branch", Processor.deployed_branch),
+        m.add_column("processor", "deployed_commit", Processor.deployed_commit),
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 _ = Processor  # the v2 column is declared on the model
 
 
@@ -114,12 +145,13 @@ def upgrade(database: Database) -> list[int]:
         init(database)
         return [CURRENT]
     reached = []
-    while found < CURRENT:
-        with database.atomic():
-            MIGRATIONS[found](database)
-            SchemaVersion.update(version=found + 1).execute()
-        found += 1
-        reached.append(found)
+    with foreign_keys_off(database):
+        while found < CURRENT:
+            with database.atomic():
+                MIGRATIONS[found](database)
+                SchemaVersion.update(version=found + 1).execute()
+            found += 1
+            reached.append(found)
     return reached
 
 
