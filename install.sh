@@ -5,7 +5,8 @@
 #
 # Creates a virtualenv (default ${XDG_DATA_HOME:-~/.local/share}/elasticcode/venv), installs
 # ec and ec-agentd into it, links them into ~/.local/bin, installs man pages into
-# ~/.local/share/man and bash/zsh/fish completions, and copies the sample processor for `ec demo`.
+# ~/.local/share/man and bash/zsh/fish completions (the sample processor for `ec demo` ships in
+# the package).
 # --systemd also installs the ec-agentd unit (a user unit; a system unit when run as root).
 set -euo pipefail
 
@@ -101,10 +102,6 @@ if [ -f "$here/shell/ec.fish" ]; then
   cp "$here/shell/ec.fish" "$fish_dir/ec.fish"
 fi
 say "installed bash, zsh and fish completions (socket names complete from the store)"
-
-mkdir -p "$data_home/elasticcode/examples"
-rm -rf "$data_home/elasticcode/examples/sample"
-cp -R "$here/examples/sample" "$data_home/elasticcode/examples/sample"
 
 if [ -n "$systemd" ]; then
   scope="--user"
