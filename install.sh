@@ -53,7 +53,7 @@ if [ ! -x "$prefix/bin/python" ]; then
 fi
 "$prefix/bin/python" -m pip install $quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 spec="$here"
-[ -n "$extras" ] && spec="$here[$extras]"
+[ -n "$extras" ] && spec="${here}[$extras]"
 say "installing elasticcode${extras:+ with extras $extras}"
 # --dev installs editable, so the tests and the tools always run the checkout as it is now.
 # setuptools' 'compat' mode puts the checkout on sys.path with a .pth line; its default
