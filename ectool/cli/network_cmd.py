@@ -152,9 +152,13 @@ def add_node(env: Env, name, cpus, memory, as_json) -> None:
 @json_option
 @pass_env
 def add_user(env: Env, name, roles, as_json) -> None:
-    """Add a user, optionally with roles."""
+    """Add a user, optionally with roles. On PostgreSQL the user is the database role of
+    that name, and it gets the table rights its privileges imply (GRANT)."""
     env.store()
-    _done(network.add_user(name, list(roles)), as_json)
+    user = network.add_user(name, list(roles))
+    for note in getattr(user, "notes", ()):
+        click.echo(f"ec: note: {note}", err=True)
+    _done(user, as_json)
 
 
 @add.command("role")
