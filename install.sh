@@ -5,7 +5,8 @@
 #
 # Creates a virtualenv (default ${XDG_DATA_HOME:-~/.local/share}/elasticcode/venv), installs
 # ec and ec-agentd into it, links them into ~/.local/bin, installs man pages into
-# ~/.local/share/man and bash/zsh/fish completions, and copies the sample processor for `ec demo`.
+# ~/.local/share/man and bash/zsh/fish completions (the sample processor for `ec demo` ships in
+# the package).
 # --systemd also installs the ec-agentd unit (a user unit; a system unit when run as root).
 set -euo pipefail
 
@@ -52,7 +53,7 @@ if [ ! -x "$prefix/bin/python" ]; then
 fi
 "$prefix/bin/python" -m pip install $quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 spec="$here"
-[ -n "$extras" ] && spec="$here[$extras]"
+[ -n "$extras" ] && spec="${here}[$extras]"
 say "installing elasticcode${extras:+ with extras $extras}"
 # --dev installs editable, so the tests and the tools always run the checkout as it is now.
 # setuptools' 'compat' mode puts the checkout on sys.path with a .pth line; its default
@@ -101,10 +102,6 @@ if [ -f "$here/shell/ec.fish" ]; then
   cp "$here/shell/ec.fish" "$fish_dir/ec.fish"
 fi
 say "installed bash, zsh and fish completions (socket names complete from the store)"
-
-mkdir -p "$data_home/elasticcode/examples"
-rm -rf "$data_home/elasticcode/examples/sample"
-cp -R "$here/examples/sample" "$data_home/elasticcode/examples/sample"
 
 if [ -n "$systemd" ]; then
   scope="--user"

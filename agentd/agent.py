@@ -210,7 +210,13 @@ class AgentDaemon:
             try:
                 dep = deploy(p.gitrepo, p.branch, p.commit, p.module, p.runtime)
                 d = Deployed(key, dep, None, time.monotonic())
-                log(f"deployed {p.name} at {dep.commit[:12]} in {time.monotonic() - started:.2f}s")
+                log(f"deployed {p.name} at {dep.commit[:12]}" + (f" ({dep.branch})" if dep.branch else "")
+                    + f" in {time.monotonic() - started:.2f}s")
+                if (p.deployed_branch, p.deployed_commit) != (dep.branch, dep.commit):
+                    # not save(): p.updated is part of the deployment key
+                    Processor.update(deployed_branch=dep.branch, deployed_commit=dep.commit).where(
+                        Processor.id == p.id).execute()
+                    p.deployed_branch, p.deployed_commit = dep.branch, dep.commit
                 events.emit("processor.deployed", processor=p.name, commit=dep.commit,
                             seconds=round(time.monotonic() - started, 2))
             except DeployError as exc:

@@ -31,6 +31,7 @@ class DeployError(Exception):
 @dataclass(frozen=True)
 class Deployment:
     commit: str
+    branch: str | None  # the branch deployed (the repository's HEAD when none was named); None for a pinned commit
     src: Path  # the module's directory (repository root, or its #subdirectory=)
     python: str  # the virtualenv's python
 
@@ -72,6 +73,7 @@ def fetch(url: str) -> Path:
         if (dest / "HEAD").exists():
             repo = git.Repo(dest)
             repo.git.fetch("origin", "+refs/heads/*:refs/heads/*", "--prune")
+            follow_head(repo)
         else:
             tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -83,14 +85,43 @@ def fetch(url: str) -> Path:
     return dest
 
 
-def resolve(repo_dir: Path, branch: str, commit: str | None) -> str:
-    """The full sha to deploy: the pinned commit, or the branch head."""
+def follow_head(repo) -> None:
+    """Point the bare clone's HEAD where the origin's points now (its default branch may
+    have changed since the clone); left alone when the origin does not say."""
+    import git
+
+    try:
+        out = repo.git.ls_remote("--symref", "origin", "HEAD")
+    except git.GitCommandError:
+        return
+    for line in out.splitlines():
+        if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+            repo.git.symbolic_ref("HEAD", line[len("ref: "):-len("\tHEAD")])
+            return
+
+
+def default_branch(repo_dir: Path) -> str:
+    """The repository's default branch: what its HEAD names (``git clone`` checks it out)."""
+    import git
+
+    try:
+        ref = git.Repo(repo_dir).git.symbolic_ref("--quiet", "HEAD")
+    except git.GitCommandError:
+        raise DeployError("the repository has no default branch (HEAD); name one with -b") from None
+    return ref.removeprefix("refs/heads/")
+
+
+def resolve(repo_dir: Path, branch: str | None, commit: str | None) -> tuple[str, str | None]:
+    """(the full sha to deploy, its branch): the pinned commit, else the head of ``branch``,
+    else of the repository's default branch."""
     import git
 
     repo = git.Repo(repo_dir)
+    if not commit and not branch:
+        branch = default_branch(repo_dir)
     ref = commit or f"refs/heads/{branch}"
     try:
-        return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+        return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}"), None if commit else branch
     except git.GitCommandError:
         what = f"commit {commit}" if commit else f"branch {branch!r}"
         raise DeployError(f"{what} does not exist in the repository") from None
@@ -164,21 +195,23 @@ def run(argv: list[str], what: str, cwd: Path | None = None) -> None:
         raise DeployError(f"{what}: {detail.strip()[:300]}")
 
 
-def deploy(gitrepo: str, branch: str, commit: str | None, module: str, runtime: str = "python") -> Deployment:
-    """Fetch, check out, build the env and check the import; return what to run. A script
+def deploy(gitrepo: str, branch: str | None, commit: str | None, module: str,
+           runtime: str = "python") -> Deployment:
+    """Fetch, check out, build the env and check the import; return what to run. Without a
+    branch or commit the repository's default branch (its HEAD) is deployed. A script
     processor (``runtime="exec"``) needs only the checkout: its workers run files from it."""
     url, sub = split_url(gitrepo)
     repo_dir = fetch(url)
-    sha = resolve(repo_dir, branch, commit)
+    sha, deployed_branch = resolve(repo_dir, branch, commit)
     tree = checkout(repo_dir, sha)
     src = tree / sub if sub else tree
     if not src.is_dir():
         raise DeployError(f"subdirectory {sub!r} does not exist at {sha[:12]}")
     if runtime == "exec":
-        return Deployment(sha, src, sys.executable)
+        return Deployment(sha, deployed_branch, src, sys.executable)
     python = build_env(src, f"{sha[:16]}-{_key(url + '#' + sub)}")
     check_import(python, module, src)
-    return Deployment(sha, src, python)
+    return Deployment(sha, deployed_branch, src, python)
 
 
 def local_url(url: str) -> bool:

@@ -101,7 +101,7 @@ class Processor:
     """A processor, looked up by name or created from the seed's arguments."""
 
     def __init__(self, name: str, module: str | None = None, gitrepo: str | None = None,
-                 branch: str = "main", commit: str | None = None, concurrency: int = 1,
+                 branch: str | None = None, commit: str | None = None, concurrency: int = 1,
                  host: str | None = None) -> None:
         from . import network
         from .store.models import Processor as Row

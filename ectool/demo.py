@@ -55,15 +55,15 @@ STEPS = [
 
 
 def sample_source() -> Path:
-    """The sample processor's source: the checkout's examples/, or the installed copy."""
-    here = Path(__file__).resolve().parents[1] / "examples" / "sample"
-    # install.sh copies it under the real XDG data dir, which EC_HOME does not move
-    installed = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "elasticcode"
-    for candidate in (os.environ.get("EC_SAMPLE_SRC"), here, paths.data_dir() / "examples" / "sample",
-                      installed / "examples" / "sample"):
+    """The sample processor's source: ``EC_SAMPLE_SRC``, else the package's own copy
+    (package data, so every user of an installation finds it, whatever their HOME; in a
+    checkout ``ectool/sample`` links to ``examples/sample``)."""
+    packaged = Path(__file__).resolve().parent / "sample"
+    checkout = Path(__file__).resolve().parents[1] / "examples" / "sample"
+    for candidate in (os.environ.get("EC_SAMPLE_SRC"), packaged, checkout):
         if candidate and (Path(candidate) / "pyfi" / "processors" / "sample.py").exists():
             return Path(candidate)
-    raise UsageError("cannot find the sample processor (examples/sample); re-run ./install.sh")
+    raise UsageError(f"cannot find the sample processor in {packaged}: reinstall ElasticCode (./install.sh)")
 
 
 def sample_repo() -> Path:

@@ -14,6 +14,7 @@ from peewee import IntegrityError, Model
 
 from .errors import Conflict, NotFound, UsageError
 from .security import PRIVILEGES, require  # noqa: E402 - re-exported for callers
+from .store import grants
 from .store.models import (
     KINDS,
     PROCESSOR_REQUESTED,
@@ -122,10 +123,11 @@ def add_queue(name: str, type: str = "direct", *, queue_type: str = "quorum",
                    max_length=max_length, durable=durable)
 
 
-def add_processor(name: str, gitrepo: str, module: str, *, branch: str = "main",
+def add_processor(name: str, gitrepo: str, module: str, *, branch: str | None = None,
                   commit: str | None = None, concurrency: int = 1, host: str | None = None,
                   runtime: str = "python", requested_status: str = "running") -> Processor:
-    """Register a processor: a module in a git repository, deployed by agents."""
+    """Register a processor: a module in a git repository, deployed by agents: ``branch``
+    (None: the repository's default branch, its HEAD, as ``git clone`` follows) or ``commit``."""
     require("ADD_PROCESSOR")
     _positive("concurrency", concurrency)
     if not gitrepo:
@@ -218,12 +220,23 @@ def add_role(name: str, privileges: list[str] = ()) -> Role:
 
 
 def add_user(name: str, roles: list[str] = ()) -> User:
+    """Add a user holding ``roles``. On PostgreSQL its database role gets the table rights
+    those privileges imply (:mod:`ectool.store.grants`); ``user.notes`` says what could not
+    be done there."""
     require("ADD_USER")
     with db.atomic():
         user = _create(User, name=_name(name, "user"))
         for r in roles:
             UserRole.create(user=user, role=get(Role, r))
+        user.notes = grants.sync([user.name])
         return user
+
+
+def grant(users: list[str] = ()) -> list[str]:
+    """Give the database roles of ``users`` (default: every user) exactly the rights their
+    privileges imply, on PostgreSQL (``ec db grant``); return notes for people."""
+    require("UPDATE_USER")
+    return grants.sync(users or [u.name for u in User.select(User.name)])
 
 
 def add_trust(pattern: str) -> Trust:
@@ -307,9 +320,22 @@ def delete(kind: str, name: str, *, cascade: bool = False) -> list[str]:
                     gone.append(f"plug {plug.name}")
             dep.delete_instance()
             gone.append(f"{dep.__class__.__name__.lower()} {dep.name}")
+        affected = _holders(obj)
         obj.delete_instance()
         gone.append(f"{model.__name__.lower()} {name}")
+        grants.sync(affected)  # their database rights follow
         return gone
+
+
+def _holders(obj: Model) -> list[str]:
+    """The users whose privileges change when ``obj`` goes."""
+    if isinstance(obj, User):
+        return [obj.name]
+    if isinstance(obj, Role):
+        return [u.name for u in User.select(User.name).join(UserRole).where(UserRole.role == obj)]
+    if isinstance(obj, Privilege):
+        return [u.name for u in User.select(User.name)]
+    return []
 
 
 def request_status(processor: str, action: str) -> Processor:

@@ -37,3 +37,20 @@ def config_file() -> Path:
     """The config file: ``EC_CONFIG`` if set, else ``ec.toml`` in :func:`config_dir`."""
     explicit = os.environ.get("EC_CONFIG")
     return Path(explicit) if explicit else config_dir() / "ec.toml"
+
+
+def private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) for private data: a new directory is 0700, as
+    ssh and gpg make theirs; an existing one keeps the mode someone chose for it."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty and 0600 unless it exists. An empty file is a valid SQLite
+    database, and SQLite gives its -wal and -shm files the database file's mode, so every
+    file of a new store is readable by its owner only (calls' arguments and results)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass

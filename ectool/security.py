@@ -5,8 +5,10 @@ the workflow engine, schema commands), so the CLI, the Python API and the dashbo
 the same rules. A denied action raises :class:`~ectool.errors.PermissionDenied` (exit 5)
 before anything changes.
 
-Identity: the PostgreSQL login role for a ``postgresql://user@...`` store (the database
-authenticated it); otherwise ``EC_USER`` / the config's ``user``, else the OS user. The user
+Identity: on PostgreSQL the role the server authenticated (``SELECT session_user`` once
+connected; never ``EC_USER``, ``PGUSER`` or the config, which anyone can set); on the
+embedded store ``EC_USER`` / the config's ``user``, else the OS user, so there privileges are
+only as strong as the store file's permissions. The user
 who creates a store (``ec db init``, or the first command on a new store) becomes its
 ``admin``; the ``admin`` role holds every privilege, present and future. A store with no
 users at all (made before users existed) is open.
@@ -32,7 +34,9 @@ _user: str | None = None
 
 
 def identify(db_url: str, configured: str | None = None) -> str:
-    """The acting user for a store URL (see the module docstring)."""
+    """The acting user for a store URL before connecting (see the module docstring): on
+    PostgreSQL only provisional, :func:`ectool.store.open_store` replaces it with the
+    session user once connected."""
     if db_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
         name = urlsplit(db_url).username
         if name:

@@ -2,7 +2,8 @@
 
 States follow supervisor's model: a child that dies is restarted after an exponentially
 growing delay; one that stayed up for :data:`HEALTHY` seconds resets its backoff. SIGTERM
-or SIGINT stops every child gracefully (SIGTERM, then SIGKILL after ``grace``).
+or SIGINT stops every child gracefully (SIGTERM, then SIGKILL after ``grace``). Children
+stop as on SIGTERM when the supervisor dies, however it died (:mod:`ectool.parentdeath`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from .parentdeath import die_with_parent
 
 HEALTHY = 30.0
 
@@ -37,12 +40,16 @@ class Supervisor:
     def __init__(self, argv: Sequence[str], count: int, *, env: dict[str, str] | None = None,
                  grace: float = 30.0, log=None) -> None:
         self.argv, self.count, self.env, self.grace = list(argv), count, env, grace
+        # children die with the supervisor, even one killed with SIGKILL: the kernel's
+        # parent-death signal, and their parent watch (EC_PARENT_PID) as a fallback
+        self.env = dict(os.environ if env is None else env, EC_PARENT_PID=str(os.getpid()))
+        self.preexec = die_with_parent()
         self.children = [Child(i) for i in range(count)]
         self.stopping = False
         self.log = log or (lambda msg: print(f"ec worker: {msg}", file=sys.stderr, flush=True))
 
     def _start(self, child: Child) -> None:
-        child.proc = subprocess.Popen(self.argv, env=self.env)
+        child.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=self.preexec)
         child.started = time.monotonic()
 
     def stop(self, *_: object) -> None:

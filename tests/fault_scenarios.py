@@ -134,6 +134,29 @@ def agent_kill9(ctx: Ctx, calls: int = 1000) -> object:
     return check(ctx.history, f"agent kill -9 + restart ({ctx.kind})", started)
 
 
+def supervisor_kill9(ctx: Ctx, calls: int = 1000) -> object:
+    """kill -9 the `ec worker -c 2` supervisor during CALLS calls: its workers exit with it
+    (found by pid: no orphan left consuming), and a new supervisor finishes every call."""
+    started = time.monotonic()
+    c = client()
+    try:
+        ctx.history.submit(c, "mark", keys("s", calls), 0.002)
+        with workers(ctx.env, ctx.proc, 2) as w:
+            kids = wait_children(w, 2)
+            wait_for(lambda: len(list(ctx.history.marks.iterdir())) >= 10, timeout=60, what="calls running")
+            os.kill(w.pid, signal.SIGKILL)
+            w.wait()
+            _, alive = psutil.wait_procs(kids, timeout=60)
+            for orphan in alive:
+                orphan.kill()
+            assert not alive, f"workers outlived their supervisor: {[k.pid for k in alive]}"
+        with workers(ctx.env, ctx.proc, 2):
+            settle(ctx.history, 120)
+    finally:
+        c.close()
+    return check(ctx.history, f"ec worker supervisor kill -9 ({ctx.kind})", started)
+
+
 def _restart_midflow(ctx: Ctx, calls: int, stop_cmd: list[str], start_cmd: list[str], down: float,
                      serve=None, workers_kept: int | None = None) -> None:
     """Producers and workers running (``serve()``, default ``ec worker -c 2``); run STOP_CMD,
@@ -370,6 +393,7 @@ def consumer_timeout(ctx: Ctx, calls: int = 200) -> object:
 SCENARIOS = {
     "worker_kill9": (worker_kill9, ("sqlite", "amqp")),
     "agent_kill9": (agent_kill9, ("sqlite", "amqp")),
+    "supervisor_kill9": (supervisor_kill9, ("sqlite", "amqp")),
     "store_lock": (store_lock, ("sqlite", "amqp")),
     "poison": (poison, ("sqlite", "amqp")),
     "self_end": (self_end, ("sqlite", "amqp")),

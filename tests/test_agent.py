@@ -76,6 +76,24 @@ def test_empty_store_to_working_calls(setup):
         assert a.poll() is None
 
 
+def test_a_master_repository_deploys_without_b_and_show_says_what(setup):
+    """`git init` made master here: without -b the agent deploys the repository's default
+    branch, and `ec show processor` says which branch and commit run."""
+    import git
+
+    env, repo = setup
+    git.Repo(repo).git.branch("-m", "main", "master")
+    network(env, repo, "up", "upper")
+    with agent(env, "--cpus", "1"):
+        done = ec("run", "up", "hello", "--timeout", "60", env=env)
+        assert (done.returncode, done.stdout) == (0, "HELLO\n"), done.stderr
+    shown = json.loads(ec("show", "processor", "p1", "--json", env=env).stdout)
+    assert shown["branch"] is None and shown["deployed_branch"] == "master"
+    assert shown["deployed_commit"] == git.Repo(repo).head.commit.hexsha
+    text = ec("show", "processor", "p1", env=env).stdout
+    assert "master" in text and shown["deployed_commit"] in text
+
+
 def test_bad_processors_end_in_error_and_the_good_one_serves(setup, tmp_path):
     env, repo = setup
     broken = make_repo(tmp_path / "broken")

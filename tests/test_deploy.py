@@ -40,6 +40,30 @@ def test_cold_then_warm_deploy_reuses_everything(tmp_path):
     print(f"cold deploy {cold:.3f}s, warm {warm:.3f}s")
 
 
+def test_without_a_branch_the_repository_head_is_deployed(tmp_path):
+    """A repository whose default branch is not main: no branch named deploys its HEAD
+    (as git clone does), a named branch that branch, and a later change of the origin's
+    HEAD is followed on the next fetch."""
+    repo = make_repo(tmp_path / "repo")
+    r = git.Repo(repo)
+    r.git.branch("-m", "main", "master")
+    master = r.head.commit.hexsha
+    r.git.checkout("-b", "dev")
+    (repo / "dev.txt").write_text("dev")
+    r.git.add(A=True)
+    dev = r.index.commit("on dev").hexsha
+    r.git.checkout("master")
+    d = deploy(str(repo), None, None, "pyfi.processors.sample")
+    assert (d.branch, d.commit) == ("master", master)
+    d = deploy(str(repo), "dev", None, "pyfi.processors.sample")
+    assert (d.branch, d.commit) == ("dev", dev)
+    r.git.checkout("dev")  # the origin's default branch is now dev
+    d = deploy(str(repo), None, None, "pyfi.processors.sample")
+    assert (d.branch, d.commit) == ("dev", dev)
+    with pytest.raises(DeployError, match="branch 'main' does not exist"):
+        deploy(str(repo), "main", None, "pyfi.processors.sample")
+
+
 def test_subdirectory_and_pinned_commit(tmp_path):
     import shutil
 

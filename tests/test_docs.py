@@ -187,3 +187,43 @@ def test_checkers_catch_omissions():
     assert readme_setup_block("# T\n\n    a\n    b\n    c\n") == ["a", "b", "c"]
     assert readme_setup_block("# T\n\n```sh\na\nb\n```\n") == ["a", "b"]
     assert readme_setup_block("# T\n\nProse first.\n\n    a\n") == []
+
+
+# ---------------------------------------------------------------- linters (mandoc, shellcheck)
+
+#: the shell code shellcheck reads (the zsh and fish completions are not sh: it cannot)
+SHELL_CODE = ("install.sh", ".ci/run", "shell/ec.bash", *sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "shell" / "examples").glob("*.sh")))
+
+
+def need_tool(name: str) -> str:
+    """The tool's path; skip loudly when it is missing (fail under EC_REQUIRE_SERVICES=1,
+    where .ci/run has installed it)."""
+    import os
+    import shutil
+
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (apt-get install -y {name}; .ci/run does)"
+    if os.environ.get("EC_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"EC_REQUIRE_SERVICES=1 but {message}")
+    pytest.skip(f"SKIPPED, TOOL MISSING: {message}")
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "man").iterdir()))
+def test_man_pages_are_mandoc_clean(page):
+    """No mandoc warning: a macro inside a table (not rendered), an empty paragraph, ..."""
+    import subprocess
+
+    done = subprocess.run([need_tool("mandoc"), "-Tlint", "-W", "warning", str(ROOT / "man" / page)],
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("path", SHELL_CODE)
+def test_shell_code_is_shellcheck_clean(path):
+    import subprocess
+
+    done = subprocess.run([need_tool("shellcheck"), "-x", path], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -134,6 +134,36 @@ def test_sigterm_finishes_in_flight_and_returns_the_rest(net):
         c.close()
 
 
+def test_workers_die_with_a_killed_supervisor(net):
+    """kill -9 of `ec worker -c 2` while calls run: both worker processes exit (none is
+    left with parent pid 1 consuming calls), and a new supervisor finishes every call."""
+    import psutil
+
+    env, proc, _, _ = net
+    c = client()
+    try:
+        ids = c.submit("sleep", [([0.5, i], {}) for i in range(6)])
+        with workers(env, proc, 2) as w:
+            kids = wait_children(w, 2)
+            from ectool.store.models import Call
+
+            deadline = time.monotonic() + 30
+            while not Call.select().where(Call.id.in_(ids), Call.status == "running").exists():
+                assert time.monotonic() < deadline, "no call started"
+                time.sleep(0.05)
+            os.kill(w.pid, signal.SIGKILL)
+            w.wait()
+            _, alive = psutil.wait_procs(kids, timeout=60)
+            for orphan in alive:
+                orphan.kill()
+            assert not alive, f"workers outlived their supervisor: {[k.pid for k in alive]}"
+        with workers(env, proc, 2):
+            outcomes = c.wait(ids, timeout=60)
+        assert [outcomes[i].result for i in ids] == list(range(6))
+    finally:
+        c.close()
+
+
 def test_ls_calls_shows_every_outcome(net):
     env, proc, _, _ = net
     from helpers import ec

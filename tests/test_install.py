@@ -32,7 +32,16 @@ def test_install_twice_into_a_fresh_home(tmp_path):
     man = home / ".local/share/man"
     assert (man / "man1/ec.1").exists() and (man / "man8/ec-agentd.8").exists()
     assert (home / ".local/share/bash-completion/completions/ec").exists()
-    assert (home / ".local/share/elasticcode/examples/sample/pyfi/processors/sample.py").exists()
+    # the sample ships in the package: a user with another HOME (a service account, a
+    # container) finds it too, with nothing under the installing user's data directory
+    other = tmp_path / "other-home"
+    other.mkdir()
+    found = subprocess.run([str(prefix / "bin/python"), "-c", "from ectool.demo import sample_source; "
+                            "print(sample_source())"], env=dict(env, HOME=str(other)),
+                           capture_output=True, text=True, cwd=other)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.startswith(str(prefix)) and "site-packages/ectool/sample" in found.stdout
+    assert not (home / ".local/share/elasticcode/examples").exists()
     unit = home / "units/ec-agentd.service"
     text = unit.read_text()
     assert f"ExecStart={prefix}/bin/ec-agentd" in text and "Type=notify" in text

@@ -83,6 +83,53 @@ def test_postgres_identity_is_the_login_role(pg_url):
         conn.close()
 
 
+@pytest.fixture
+def pg_role(pg_url):
+    """A fresh PostgreSQL login role (no rights), dropped with whatever it was granted."""
+    import psycopg2
+    from conftest import PG_URL
+
+    role = f"ec_r_{uuid.uuid4().hex[:8]}"
+    conn = psycopg2.connect(PG_URL)
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        yield role
+    finally:
+        from ectool.store import close_store
+
+        close_store()
+        cur.execute(f"REASSIGN OWNED BY {role} TO postgres")
+        cur.execute(f"DROP OWNED BY {role}")
+        cur.execute(f"DROP ROLE {role}")
+        conn.close()
+
+
+def test_postgres_identity_ignores_pguser_and_ec_user(pg_url, pg_role):
+    """A URL without a user name: libpq takes PGUSER, and the acting user is that role
+    (the session user), not EC_USER=postgres, so the store's admin cannot be impersonated."""
+    from conftest import PG_URL
+
+    schema = pg_url.split("schema=")[1]
+    assert as_user(pg_url, "whoever", "db", "init").exit_code == 0
+    import psycopg2
+
+    with psycopg2.connect(PG_URL) as conn, conn.cursor() as cur:  # table rights, no ec privileges
+        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {pg_role}")
+        cur.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {pg_role}")
+        cur.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {pg_role}")
+    conn.close()
+    no_user = pg_url.replace("postgres@", "", 1)
+    env = {"PGUSER": pg_role, "EC_USER": "postgres"}
+    for args in (["add", "queue", "-n", "q.evil", "-t", "direct"], ["trust", "add", "file:///*"]):
+        denied = CliRunner().invoke(cli, ["--db", no_user, *args], env=env)
+        assert denied.exit_code == 5, denied.output
+        assert f"user '{pg_role}' lacks" in denied.output
+    shown = CliRunner().invoke(cli, ["--db", pg_url, "ls", "trust", "--json"])
+    assert shown.exit_code == 0 and "file:///*" not in shown.stdout
+
+
 def test_no_pickle_eval_or_exec_in_the_code():
     pattern = re.compile(r"\b(import|from) (pickle|marshal|shelve)\b|\b(pickle|marshal)\.|(?<![\w.])(eval|exec)\(")
     offenders = []
@@ -123,3 +170,37 @@ def test_node_state_changes_need_update_node(tmp_path):
     assert [(n["name"], n["state"]) for n in __import__("json").loads(
         as_user(db, "bob", "ls", "nodes", "--json").stdout)] == [("h1", "offline")]
     assert network.get("node", "h1").state == "cordoned"
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_embedded_data_is_private(isolated_home):
+    """A new data directory is 0700 and ec.db, queue.db and their WAL files 0600, under a
+    umask that would make them world-readable."""
+    from ectool.transport import connect
+
+    old = __import__("os").umask(0o022)
+    try:
+        assert CliRunner().invoke(cli, ["db", "init"]).exit_code == 0
+        data = isolated_home / "data" / "elasticcode"
+        transport = connect(f"sqlite:///{data / 'queue.db'}")
+        transport.close()
+        assert CliRunner().invoke(cli, ["add", "queue", "-n", "q"]).exit_code == 0
+    finally:
+        __import__("os").umask(old)
+    assert _mode(data) == 0o700
+    files = sorted(p.name for p in data.iterdir())
+    assert {"ec.db", "queue.db"} <= set(files) and any(name.endswith("-wal") for name in files)
+    assert {name: _mode(data / name) for name in files} == {name: 0o600 for name in files}
+
+
+def test_an_existing_shared_data_directory_keeps_its_mode(tmp_path):
+    """A directory someone made deliberately (here group-readable) is not chmodded; the
+    store's files in it are still 0600."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o750)
+    assert CliRunner().invoke(cli, ["--db", f"sqlite:///{shared / 'ec.db'}", "db", "init"]).exit_code == 0
+    assert _mode(shared) == 0o750 and _mode(shared / "ec.db") == 0o600

@@ -84,6 +84,18 @@ def test_update_and_request_status(store):
         network.update("processor", "proc1", {"concurrency": "-1"})
 
 
+def back_to_v5(database) -> None:
+    """Undo v6 on a current store: processor.branch NOT NULL, no deployed_* columns."""
+    from playhouse.migrate import migrate
+
+    Processor.update(branch="main").where(Processor.branch.is_null()).execute()
+    m = schema._migrator(database)
+    with schema.foreign_keys_off(database):
+        migrate(m.drop_column("processor", "deployed_branch"), m.drop_column("processor", "deployed_commit"),
+                m.add_not_null("processor", "branch"))
+    schema.SchemaVersion.update(version=5).execute()
+
+
 def test_schema_version_and_upgrade_from_v1(db_url):
     """A version-1 store (no processor.status_reason, no call.flow, no workflow tables)
     upgrades step by step with data intact."""
@@ -91,6 +103,7 @@ def test_schema_version_and_upgrade_from_v1(db_url):
 
     database = open_store(db_url)
     seed_network()
+    back_to_v5(database)
     m = schema._migrator(database)
     migrate(m.drop_index("call", "call_flow"), m.drop_column("call", "flow"),
             m.drop_column("processor", "status_reason"), m.drop_index("call", "call_finished"))
@@ -99,8 +112,8 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2, 3, 4, 5]
-    assert schema.version(database) == 5
+    assert schema.upgrade(database) == [2, 3, 4, 5, 6]
+    assert schema.version(database) == 6
     assert database.table_exists("workflow") and database.table_exists("join_slot")
     assert database.table_exists("minute_stat")
     p = Processor.get(Processor.name == "proc1")
@@ -125,14 +138,15 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
     t = metrics.floor_minute(now()) - dt.timedelta(minutes=5)
     Call.insert_many([dict(id=f"c{i}", socket="s", root=f"c{i}", status="done", submitted=t,
                            started=t, finished=t + dt.timedelta(seconds=1)) for i in range(3)]).execute()
+    back_to_v5(database)
     migrate(schema._migrator(database).drop_index("call", "call_finished"))
     database.drop_tables([MinuteStat])
     as_v4(database)
     schema.SchemaVersion.update(version=3).execute()
     assert "call_finished" not in {i.name for i in database.get_indexes("call")}
-    with pytest.raises(UsageError, match="is version 3, this ec needs 5"):
+    with pytest.raises(UsageError, match="is version 3, this ec needs 6"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [4, 5]
+    assert schema.upgrade(database) == [4, 5, 6]
     schema.ensure(database)
     assert "call_finished" in {i.name for i in database.get_indexes("call")}
     assert Call.select().count() == 3 and Processor.get(Processor.name == "proc1").module == "pyfi.processors.sample"
@@ -166,12 +180,13 @@ def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
     agent = Agent.insert(name="a1", node=node, status="online").execute()
     worker = Worker.insert(processor=Processor.get(Processor.name == "proc1"), host="h1", pid=1,
                            status="running", agent=agent).execute()
+    back_to_v5(database)
     with database.atomic():
         as_v4(database)
         schema.SchemaVersion.update(version=4).execute()
     with pytest.raises(IntegrityError), database.atomic():
         Worker.update(status="lost").where(Worker.id == worker).execute()
-    assert schema.upgrade(database) == [5]
+    assert schema.upgrade(database) == [5, 6]
     Worker.update(status="lost").where(Worker.id == worker).execute()
     Agent.update(status="lost").where(Agent.id == agent).execute()
     n = Node.get_by_id(node)
@@ -180,11 +195,27 @@ def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
         Node.update(state="gone").execute()
     with pytest.raises(IntegrityError), database.atomic():
         Worker.update(status="vanished").execute()
+
+
+def test_upgrade_from_v5_lets_a_processor_follow_the_repository_head(db_url):
+    """v5 -> v6: an existing processor keeps its branch; a new one may leave it null (the
+    repository's default branch) and the deployed branch and commit are recorded."""
+    database = open_store(db_url)
+    seed_network()
+    Processor.update(branch="main").execute()
+    back_to_v5(database)
+    with pytest.raises(UsageError, match="is version 5, this ec needs 6"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == [6]
+    assert Processor.get(Processor.name == "proc1").branch == "main"
+    Processor.update(branch=None, deployed_branch="master", deployed_commit="ab" * 20).execute()
+    p = Processor.get(Processor.name == "proc1")
+    assert (p.branch, p.deployed_branch, p.deployed_commit) == (None, "master", "ab" * 20)
     database.close()
 
 
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 5
+    assert schema.version(store) == schema.CURRENT == 6
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]

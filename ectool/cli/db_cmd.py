@@ -26,7 +26,14 @@ def db() -> None:
               help="Also create the broker URL's RabbitMQ vhost and user here (ec broker setup).")
 @pass_env
 def init(env: Env, broker_setup: bool) -> None:
-    """Create the tables (no-op when they exist)."""
+    """Create the tables (no-op when they exist); whoever runs it becomes the store's admin.
+
+    \b
+    On PostgreSQL run it as the role that owns the tables, then for each user:
+      CREATE ROLE bob LOGIN;                 -- in psql, as an admin of the server
+      ec add role -n callers -p RUN_TASK -p READ_CALL
+      ec add user -n bob -r callers          # GRANTs bob exactly what callers imply
+    bob then connects as himself (the session user is the identity, never EC_USER)."""
     from ..store import schema
 
     created = schema.init(_database(env))
@@ -35,6 +42,20 @@ def init(env: Env, broker_setup: bool) -> None:
         from .broker_cmd import run_setup
 
         run_setup(env)
+
+
+@db.command("grant")
+@click.argument("users", nargs=-1)
+@pass_env
+def grant(env: Env, users) -> None:
+    """Give users' PostgreSQL roles exactly the table rights their privileges imply
+    (default: every user). Run it as the tables' owner, after CREATE ROLE or a migration."""
+    from .. import network
+
+    _database(env)
+    for note in network.grant(list(users)):
+        click.echo(f"ec: note: {note}", err=True)
+    click.echo(f"granted: {', '.join(users) if users else 'every user'}", err=True)
 
 
 @db.command("migrate")

@@ -52,7 +52,8 @@ def add_queue(env: Env, name, type_, queue_type, max_length, as_json) -> None:
 @click.option("-n", "--name", required=True, help="Processor name.")
 @click.option("-g", "--gitrepo", required=True, help="Git repository URL (https, ssh, file://, path; #subdirectory=...).")
 @click.option("-m", "--module", help="Python module holding the functions (not for --runtime exec).")
-@click.option("-b", "--branch", default="main", show_default=True, help="Branch to deploy.")
+@click.option("-b", "--branch", help="Branch to deploy (default: the repository's default branch, its "
+              "HEAD, as git clone follows).")
 @click.option("--commit", help="Pin a commit instead of the branch head.")
 @click.option("-c", "--concurrency", default=1, show_default=True, type=int, help="Worker processes (cores).")
 @click.option("-h", "--host", help="Run only on this host.")
@@ -152,9 +153,13 @@ def add_node(env: Env, name, cpus, memory, as_json) -> None:
 @json_option
 @pass_env
 def add_user(env: Env, name, roles, as_json) -> None:
-    """Add a user, optionally with roles."""
+    """Add a user, optionally with roles. On PostgreSQL the user is the database role of
+    that name, and it gets the table rights its privileges imply (GRANT)."""
     env.store()
-    _done(network.add_user(name, list(roles)), as_json)
+    user = network.add_user(name, list(roles))
+    for note in getattr(user, "notes", ()):
+        click.echo(f"ec: note: {note}", err=True)
+    _done(user, as_json)
 
 
 @add.command("role")

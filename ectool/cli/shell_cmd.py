@@ -74,6 +74,18 @@ COMPLETION_HEADER = {
 }
 
 
+#: click's bash script quoted as shellcheck asks (SC2086, SC2162, SC2206: a completion
+#: value holding ``*`` was globbed against the current directory); tests/test_docs.py checks
+SHELLCHECK_FIXES = {
+    "bash": (
+        ("COMP_CWORD=$COMP_CWORD _EC_COMPLETE=bash_complete $1)",
+         'COMP_CWORD="$COMP_CWORD" _EC_COMPLETE=bash_complete "$1")'),
+        ("read type value", "read -r type value"),
+        ("COMPREPLY+=($value)", 'COMPREPLY+=("$value")'),
+    ),
+}
+
+
 def completion_source(shell_name: str) -> str:
     """The completion script for ``ec`` in ``shell_name``: click's, which asks ``ec`` itself
     (``_EC_COMPLETE=..._complete``) on each Tab, so socket, processor and queue names come
@@ -85,6 +97,8 @@ def completion_source(shell_name: str) -> str:
 
     cls = get_completion_class(shell_name)
     body = cls(cli, {}, "ec", "_EC_COMPLETE").source()
+    for old, new in SHELLCHECK_FIXES.get(shell_name, ()):
+        body = body.replace(old, new)
     if shell_name == "zsh" and body.startswith("#compdef ec\n"):
         body = body[len("#compdef ec\n"):]
     return COMPLETION_HEADER[shell_name] + body.rstrip("\n") + "\n"

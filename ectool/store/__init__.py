@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
 
 from ..errors import ConfigError, Unreachable
+from ..paths import private_dir, private_file
 from .models import db, on_sqlite
 
 SQLITE_PRAGMAS = {
@@ -54,7 +55,8 @@ def make_database(url: str) -> Database:
     if scheme == "sqlite":
         path = sqlite_path(url)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
+            private_file(path)
         except OSError as exc:
             raise Unreachable(f"store unreachable ({_describe(url)}): cannot create {path.parent}: "
                               f"{exc.strerror or exc}") from None
@@ -107,6 +109,10 @@ def open_store(url: str, *, create: bool = True, user: str | None = None) -> Dat
                 continue
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Unreachable(f"store unreachable ({_describe(url)}): {first}") from None
+    if isinstance(database, PostgresqlDatabase):
+        # the acting user is the role the server authenticated, whatever the URL, PGUSER,
+        # EC_USER or the config say (libpq falls back to PGUSER and the OS user)
+        security.set_user(database.execute_sql("SELECT session_user").fetchone()[0])
     if create:
         schema.ensure(database)
     return database

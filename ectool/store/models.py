@@ -96,7 +96,7 @@ class Processor(Base):
     name = CharField(unique=True)
     gitrepo = TextField()
     module = CharField()
-    branch = CharField(default="main")
+    branch = CharField(null=True)  # None: the repository's default branch (its HEAD), as git clone
     commit = CharField(null=True)
     concurrency = IntegerField(default=1, constraints=[Check("concurrency >= 1")])
     host = CharField(null=True)
@@ -106,6 +106,8 @@ class Processor(Base):
     )
     status = CharField(default="pending", constraints=[one_of("status", PROCESSOR_STATUS)])
     status_reason = TextField(null=True)
+    deployed_branch = CharField(null=True)  # what an agent last deployed (schema v5)
+    deployed_commit = CharField(null=True)
 
 
 class Socket(Base):

@@ -9,6 +9,7 @@ version intact.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from peewee import Database, OperationalError, ProgrammingError, SqliteDatabase, TextField
 
@@ -26,7 +27,7 @@ from .models import (
     Workflow,
 )
 
-CURRENT = 5
+CURRENT = 6
 
 
 def _migrator(database: Database):
@@ -36,6 +37,24 @@ def _migrator(database: Database):
     if isinstance(database, SqliteDatabase):
         return SqliteMigrator(database)
     return PostgresqlMigrator(database)
+
+
+@contextmanager
+def foreign_keys_off(database: Database):
+    """SQLite rebuilds a table to change a column's NULL constraint (copy, drop, rename);
+    dropping a table others reference fails while foreign keys are enforced, and the pragma
+    only changes outside a transaction. So: off around the steps, checked, then on again."""
+    if not isinstance(database, SqliteDatabase):
+        yield
+        return
+    database.execute_sql("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+        broken = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise UsageError(f"the upgrade broke {len(broken)} foreign key(s), first {broken[0]}")
+    finally:
+        database.execute_sql("PRAGMA foreign_keys = ON")
 
 
 def _migrate(*operations) -> None:
@@ -102,7 +121,19 @@ def _widen_check(database: Database, table: str, column: str, old: tuple[str, ..
     database.execute_sql(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_{column}_check" CHECK ({listed(new)})')
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+def _v5_to_v6(database: Database) -> None:
+    """v6: a processor's branch may be null (the repository's default branch, its HEAD, as
+    ``git clone`` follows; it was "main" whatever the repository used), and it records the
+    branch and commit an agent deployed. Existing branches keep their value."""
+    m = _migrator(database)
+    _migrate(
+        m.drop_not_null("processor", "branch"),
+        m.add_column("processor", "deployed_branch", Processor.deployed_branch),
+        m.add_column("processor", "deployed_commit", Processor.deployed_commit),
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 _ = Processor  # the v2 column is declared on the model
 
 
@@ -162,12 +193,13 @@ def upgrade(database: Database) -> list[int]:
         init(database)
         return [CURRENT]
     reached = []
-    while found < CURRENT:
-        with database.atomic():
-            MIGRATIONS[found](database)
-            SchemaVersion.update(version=found + 1).execute()
-        found += 1
-        reached.append(found)
+    with foreign_keys_off(database):
+        while found < CURRENT:
+            with database.atomic():
+                MIGRATIONS[found](database)
+                SchemaVersion.update(version=found + 1).execute()
+            found += 1
+            reached.append(found)
     return reached
 
 

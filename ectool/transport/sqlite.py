@@ -19,6 +19,7 @@ from collections import deque
 from typing import Any
 
 from ..errors import Unreachable, UsageError
+from ..paths import private_dir, private_file
 from . import wake
 from .base import (
     DEAD_QUEUE,
@@ -105,7 +106,8 @@ class SqliteTransport(Transport):
         deadline = time.monotonic() + 30
         while True:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(self.path.parent)  # calls' arguments and results: owner only
+                private_file(self.path)
                 conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None,
                                        check_same_thread=False)
                 conn.execute("PRAGMA busy_timeout=60000")
