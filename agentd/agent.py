@@ -208,8 +208,13 @@ class AgentDaemon:
                 self.set_status(p, "running", None)
             elif p.requested_status in ("paused", "stopped"):
                 self.set_status(p, p.requested_status, None)
-        # processors no longer placed here: drain (reconcile already stopped them)
-        for name in set(self.deployed) - set(plan):
+        # processors no longer placed here: drain (reconcile already stopped them); one a
+        # person stopped (`ec proc stop`) is no longer claimed, so it is reported here
+        gone = set(self.deployed) - set(plan)
+        for p in Processor.select().where(Processor.name.in_(list(gone) or [""])
+                                          & (Processor.requested_status == "stopped")):
+            self.set_status(p, "stopped", None)
+        for name in gone:
             self.deployed.pop(name, None)
 
     def handle_fatal(self, fatals) -> None:
