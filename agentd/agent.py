@@ -19,12 +19,12 @@ from ectool import events, network
 from ectool.agents import control_queue
 from ectool.config import Config, load
 from ectool.store import reconnect, retrying, transient
-from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
+from ectool.store.models import Agent, Node, Placement, Processor, Socket, Worker, db, now
 
 from . import sdnotify
 from .deploy import DeployError, Deployment, deploy
 from .procs import Pool, cores
-from .reconcile import Candidate, Desired, plan_claims, reconcile
+from .reconcile import Candidate, Desired, plan_claims, reconcile, workers_wanted
 
 #: seconds without a heartbeat before an agent's processors are re-placed
 STALE = float(os.environ.get("EC_AGENT_STALE", "15"))
@@ -58,6 +58,7 @@ class AgentDaemon:
         self.reload = False
         self.deployed: dict[str, Deployed] = {}
         self.fatal: dict[str, tuple[float, str]] = {}  # processor -> (updated stamp, reason)
+        self.served: dict[str, tuple] = {}  # processor -> what its workers read of its sockets
         self.agent: Agent | None = None
 
     # -- registration ------------------------------------------------------------------
@@ -120,7 +121,11 @@ class AgentDaemon:
             for p in Placement.select():
                 target = mine if p.agent_id == self.agent.id else placed
                 target[p.processor_id] = target.get(p.processor_id, 0) + p.workers
-            candidates = [Candidate(p.name, p.concurrency, p.host, placed.get(p.id, 0), mine.get(p.id, 0))
+            sockets: dict[int, list[int]] = {}
+            for pid, conc in Socket.select(Socket.processor, Socket.concurrency).tuples():
+                sockets.setdefault(pid, []).append(conc)
+            candidates = [Candidate(p.name, workers_wanted(p.concurrency, sockets.get(p.id, [])), p.host,
+                                    placed.get(p.id, 0), mine.get(p.id, 0))
                           for p in procs if p.name not in self.fatal]
             plan = plan_claims(candidates, self.host, self.name, self.cpus)
             by_name = {p.name: p for p in procs}
@@ -185,6 +190,7 @@ class AgentDaemon:
                 continue
             d = self.deployment(p) if p.requested_status != "stopped" else None
             desired[name] = Desired(count, p.requested_status, d.deployment.commit if d and d.deployment else None)
+        self.renew_on_socket_change(list(desired))
         for action in reconcile(desired, self.pool.actual()):
             if action.kind == "start":
                 dep = self.deployed[action.processor].deployment
@@ -216,6 +222,21 @@ class AgentDaemon:
             self.set_status(p, "stopped", None)
         for name in gone:
             self.deployed.pop(name, None)
+            self.served.pop(name, None)
+
+    def renew_on_socket_change(self, names: list[str]) -> None:
+        """Workers read their processor's sockets when they start: when a socket is added,
+        changed or deleted, the running ones drain and reconcile starts new ones at once
+        (as `ec proc restart` does), so the change is served without a restart."""
+        served: dict[str, list[tuple]] = {name: [] for name in names}
+        for s in Socket.select(Socket, Processor.name).join(Processor).where(Processor.name.in_(names or [""])):
+            served[s.processor.name].append((s.name, s.task, s.queue_id, s.timeout, s.retries, s.backoff))
+        for name, rows in served.items():
+            key = tuple(sorted(rows, key=lambda row: row[0]))
+            if self.served.get(name, key) != key and self.pool.actual().get(name):
+                log(f"sockets of {name} changed: renewing its workers")
+                self.pool.stop(name, None, len(self.pool.slots))
+            self.served[name] = key
 
     def handle_fatal(self, fatals) -> None:
         """A worker that keeps crashing puts its processor in ``error`` until it changes."""

@@ -148,7 +148,10 @@ class WorkerRuntime:
         for s in rows:
             self.transport.declare(broker_queue(s.name, config.namespace), kind=s.queue.queue_type,
                                    max_length=s.queue.max_length)
-        self.prefetch = prefetch or min(64, max(s.concurrency for s in rows))
+        # one delivery at a time by default (it may be a bundle of calls): a socket's
+        # concurrency is how many worker processes run its calls, not how many calls one
+        # worker holds, or slow calls would queue behind each other while workers idle
+        self.prefetch = prefetch or 1
         self.consumer = self.transport.consumer([i.queue for i in self.sockets.values()], self.prefetch,
                                                 hand_off_after=config.ack_deadline)
         self.park_after = min(PARK, float(config.ack_deadline))
