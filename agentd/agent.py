@@ -181,6 +181,7 @@ class AgentDaemon:
         self.handle_fatal(self.pool.poll())
         procs = {p.name: p for p in Processor.select().where(Processor.name.in_(list(plan) or [""]))}
         desired: dict[str, Desired] = {}
+        served = self.renew_on_socket_change(list(plan))
         for name, count in plan.items():
             p = procs[name]
             fatal = self.fatal.get(name)
@@ -189,8 +190,10 @@ class AgentDaemon:
             elif fatal:
                 continue
             d = self.deployment(p) if p.requested_status != "stopped" else None
-            desired[name] = Desired(count, p.requested_status, d.deployment.commit if d and d.deployment else None)
-        self.renew_on_socket_change(list(desired))
+            # no sockets yet (`ec add processor`, then `ec add socket`): deployed, but no
+            # workers, which would have nothing to serve (they would exit, again and again)
+            desired[name] = Desired(count if served.get(name) else 0, p.requested_status,
+                                    d.deployment.commit if d and d.deployment else None)
         for action in reconcile(desired, self.pool.actual()):
             if action.kind == "start":
                 dep = self.deployed[action.processor].deployment
@@ -210,7 +213,8 @@ class AgentDaemon:
                 self.set_status(p, "error", self.fatal[name][1])
             elif d is not None and d.error:
                 self.set_status(p, "error", d.error)
-            elif p.requested_status == "running" and running.get(name):
+            elif p.requested_status == "running" and (running.get(name) or (
+                    d is not None and d.deployment and not served.get(name))):
                 self.set_status(p, "running", None)
             elif p.requested_status in ("paused", "stopped"):
                 self.set_status(p, p.requested_status, None)
@@ -224,10 +228,11 @@ class AgentDaemon:
             self.deployed.pop(name, None)
             self.served.pop(name, None)
 
-    def renew_on_socket_change(self, names: list[str]) -> None:
+    def renew_on_socket_change(self, names: list[str]) -> dict[str, tuple]:
         """Workers read their processor's sockets when they start: when a socket is added,
         changed or deleted, the running ones drain and reconcile starts new ones at once
-        (as `ec proc restart` does), so the change is served without a restart."""
+        (as `ec proc restart` does), so the change is served without a restart. Returns
+        what each of ``names`` has of sockets (empty: none)."""
         served: dict[str, list[tuple]] = {name: [] for name in names}
         for s in Socket.select(Socket, Processor.name).join(Processor).where(Processor.name.in_(names or [""])):
             served[s.processor.name].append((s.name, s.task, s.queue_id, s.timeout, s.retries, s.backoff))
@@ -237,6 +242,7 @@ class AgentDaemon:
                 log(f"sockets of {name} changed: renewing its workers")
                 self.pool.stop(name, None, len(self.pool.slots))
             self.served[name] = key
+        return self.served
 
     def handle_fatal(self, fatals) -> None:
         """A worker that keeps crashing puts its processor in ``error`` until it changes."""

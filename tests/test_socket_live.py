@@ -78,3 +78,26 @@ def test_a_socket_added_or_changed_is_served_without_a_restart(setup):
         late = wait_for(lambda: (r := ec("run", "nap", "2", "--timeout", "30", env=env)).returncode != 0 and r,
                         timeout=60, what="the new timeout applied")
         assert late.returncode == 1 and "Timeout" in late.stderr, late.stderr
+
+
+def test_a_processor_without_sockets_waits_for_one_without_crashing(setup):
+    """`ec add processor`, then a while later `ec add socket` (the seed's order, typed by
+    hand): no worker starts before there is a socket to serve (workers with nothing to
+    serve exited and were restarted until the processor was put in error, and adding the
+    socket then did not bring it back)."""
+    env, names = setup
+    with agent(env, "--cpus", "2") as a:
+        wait_for(lambda: next(p for p in json.loads(ec("ls", "processors", "--json", env=env).stdout)
+                              if p["name"] == "p1")["status"] == "running", timeout=60, what="p1 deployed")
+        assert "worker(s) of p1" not in logged(a), logged(a)  # deployed, no worker started
+        add_socket(env, names, "up", "upper")
+        done = ec("run", "up", "hello", "--timeout", "45", env=env)
+        assert (done.returncode, done.stdout) == (0, "HELLO\n"), done.stderr
+        assert "exited with" not in logged(a), logged(a)
+
+
+def logged(agent_proc) -> str:
+    """What the agent has written to stderr so far."""
+    agent_proc.stderr_log.flush()
+    agent_proc.stderr_log.seek(0)
+    return agent_proc.stderr_log.read()
