@@ -20,12 +20,12 @@ from ectool.agents import control_queue
 from ectool.config import Config, load
 from ectool.liveness import WORKER_ALIVE, agent_stale
 from ectool.store import reconnect, retrying, transient
-from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
+from ectool.store.models import Agent, Node, Placement, Processor, Socket, Worker, db, now
 
 from . import sdnotify
 from .deploy import DeployError, Deployment, deploy
 from .procs import Pool, cores
-from .reconcile import Candidate, Desired, plan_claims, reconcile
+from .reconcile import Candidate, Desired, plan_claims, reconcile, workers_wanted
 
 #: seconds without a heartbeat before an agent is lost and its processors are re-placed
 STALE = agent_stale()
@@ -61,6 +61,7 @@ class AgentDaemon:
         self.reload = False
         self.deployed: dict[str, Deployed] = {}
         self.fatal: dict[str, tuple[float, str]] = {}  # processor -> (updated stamp, reason)
+        self.served: dict[str, tuple] = {}  # processor -> what its workers read of its sockets
         self.agent: Agent | None = None
 
     # -- registration ------------------------------------------------------------------
@@ -161,8 +162,11 @@ class AgentDaemon:
                 elif p.agent_id not in draining:
                     placed[p.processor_id] = placed.get(p.processor_id, 0) + p.workers
             ready = self.serving_elsewhere(at, draining) if state == "draining" else {}
-            candidates = [Candidate(p.name, p.concurrency, p.host, placed.get(p.id, 0), mine.get(p.id, 0),
-                                    ready.get(p.id, 0))
+            sockets: dict[int, list[int]] = {}
+            for pid, conc in Socket.select(Socket.processor, Socket.concurrency).tuples():
+                sockets.setdefault(pid, []).append(conc)
+            candidates = [Candidate(p.name, workers_wanted(p.concurrency, sockets.get(p.id, [])), p.host,
+                                    placed.get(p.id, 0), mine.get(p.id, 0), ready.get(p.id, 0))
                           for p in procs if p.name not in self.fatal]
             plan = plan_claims(candidates, self.host, self.name, self.cpus, state)
             by_name = {p.name: p for p in procs}
@@ -242,6 +246,7 @@ class AgentDaemon:
         self.handle_fatal(self.pool.poll())
         procs = {p.name: p for p in Processor.select().where(Processor.name.in_(list(plan) or [""]))}
         desired: dict[str, Desired] = {}
+        served = self.renew_on_socket_change(list(plan))
         for name, count in plan.items():
             p = procs[name]
             fatal = self.fatal.get(name)
@@ -250,7 +255,10 @@ class AgentDaemon:
             elif fatal:
                 continue
             d = self.deployment(p) if p.requested_status != "stopped" else None
-            desired[name] = Desired(count, p.requested_status, d.deployment.commit if d and d.deployment else None)
+            # no sockets yet (`ec add processor`, then `ec add socket`): deployed, but no
+            # workers, which would have nothing to serve (they would exit, again and again)
+            desired[name] = Desired(count if served.get(name) else 0, p.requested_status,
+                                    d.deployment.commit if d and d.deployment else None)
         for action in reconcile(desired, self.pool.actual()):
             if action.kind == "start":
                 dep = self.deployed[action.processor].deployment
@@ -270,13 +278,36 @@ class AgentDaemon:
                 self.set_status(p, "error", self.fatal[name][1])
             elif d is not None and d.error:
                 self.set_status(p, "error", d.error)
-            elif p.requested_status == "running" and running.get(name):
+            elif p.requested_status == "running" and (running.get(name) or (
+                    d is not None and d.deployment and not served.get(name))):
                 self.set_status(p, "running", None)
             elif p.requested_status in ("paused", "stopped"):
                 self.set_status(p, p.requested_status, None)
-        # processors no longer placed here: drain (reconcile already stopped them)
-        for name in set(self.deployed) - set(plan):
+        # processors no longer placed here: drain (reconcile already stopped them); one a
+        # person stopped (`ec proc stop`) is no longer claimed, so it is reported here
+        gone = set(self.deployed) - set(plan)
+        for p in Processor.select().where(Processor.name.in_(list(gone) or [""])
+                                          & (Processor.requested_status == "stopped")):
+            self.set_status(p, "stopped", None)
+        for name in gone:
             self.deployed.pop(name, None)
+            self.served.pop(name, None)
+
+    def renew_on_socket_change(self, names: list[str]) -> dict[str, tuple]:
+        """Workers read their processor's sockets when they start: when a socket is added,
+        changed or deleted, the running ones drain and reconcile starts new ones at once
+        (as `ec proc restart` does), so the change is served without a restart. Returns
+        what each of ``names`` has of sockets (empty: none)."""
+        served: dict[str, list[tuple]] = {name: [] for name in names}
+        for s in Socket.select(Socket, Processor.name).join(Processor).where(Processor.name.in_(names or [""])):
+            served[s.processor.name].append((s.name, s.task, s.queue_id, s.timeout, s.retries, s.backoff))
+        for name, rows in served.items():
+            key = tuple(sorted(rows, key=lambda row: row[0]))
+            if self.served.get(name, key) != key and self.pool.actual().get(name):
+                log(f"sockets of {name} changed: renewing its workers")
+                self.pool.stop(name, None, len(self.pool.slots))
+            self.served[name] = key
+        return self.served
 
     def handle_fatal(self, fatals) -> None:
         """A worker that keeps crashing puts its processor in ``error`` until it changes."""

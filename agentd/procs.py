@@ -51,11 +51,13 @@ class Pool:
     slots: list[Slot] = field(default_factory=list)
 
     def free_cpu(self) -> int | None:
+        """A core no live worker is pinned to, one nothing uses first. A draining worker's
+        core is free: after `ec proc restart` or an update the new workers start while the
+        old ones still finish their calls, and must be pinned too."""
+        live = {s.cpu for s in self.slots if s.cpu is not None and not s.draining}
         used = {s.cpu for s in self.slots if s.cpu is not None}
-        for cpu in self.cpus:
-            if cpu is not None and cpu not in used:
-                return cpu
-        return None
+        free = [cpu for cpu in self.cpus if cpu is not None and cpu not in live]
+        return next((cpu for cpu in free if cpu not in used), free[0] if free else None)
 
     def capacity(self) -> int:
         return len(self.cpus) - len([s for s in self.slots if not s.draining])

@@ -45,6 +45,13 @@ def reconcile(desired: dict[str, Desired], actual: dict[str, dict[str, int]]) ->
     return actions
 
 
+def workers_wanted(concurrency: int, sockets: list[int]) -> int:
+    """Worker processes a processor asks for: its own concurrency, or more if one of its
+    sockets asks for more. A socket's concurrency is how many of its calls run at once,
+    and each worker process (one core) runs one call at a time."""
+    return max([concurrency, *sockets])
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A processor an agent might run: ``placed`` workers already run on other live agents

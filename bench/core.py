@@ -40,7 +40,7 @@ from bench.common import (  # noqa: E402
 )
 from helpers import build_network, env_for, make_repo, wait_children, workers  # noqa: E402
 
-#: socket name -> (sample function, options); concurrency only sizes the default prefetch
+#: socket name -> (sample function, options); the bench starts its own workers (--workers, --prefetch)
 SOCKETS = {
     "noop": ("noop", {"concurrency": 8}),
     "emit_one": ("emit_one", {"concurrency": 8}),

@@ -42,7 +42,7 @@ from .store.models import Plug, Processor, Queue, Socket, Trust, db
 FIELDS: dict[str, dict[str, type | tuple]] = {
     "queue": {"name": str, "type": str, "queue_type": str, "max_length": int},
     "processor": {"name": str, "gitrepo": str, "module": str, "branch": str, "commit": str,
-                  "concurrency": int, "host": str, "requested_status": str},
+                  "concurrency": int, "host": str, "requested_status": str, "runtime": str},
     "socket": {"name": str, "queue": str, "processor": str, "task": str, "concurrency": int,
                "retries": int, "backoff": (int, float), "timeout": (int, float)},
     "plug": {"name": str, "source": str, "target": str, "argument": str, "on": str},
@@ -163,7 +163,8 @@ def export() -> str:
                   for q in Queue.select().order_by(Queue.name)],
         "processor": [{"name": p.name, "gitrepo": p.gitrepo, "module": p.module, "branch": p.branch,
                        "commit": p.commit, "concurrency": p.concurrency, "host": p.host,
-                       "requested_status": p.requested_status} for p in Processor.select().order_by(Processor.name)],
+                       "requested_status": p.requested_status, "runtime": p.runtime}
+                      for p in Processor.select().order_by(Processor.name)],
         "socket": [{"name": s.name, "queue": s.queue.name, "processor": s.processor.name, "task": s.task,
                     "concurrency": s.concurrency, "retries": s.retries, "backoff": s.backoff,
                     "timeout": s.timeout} for s in Socket.select().order_by(Socket.name)],

@@ -155,16 +155,16 @@ def stop_agent(agent: subprocess.Popen) -> None:
 
 
 def run_workflow(config: Config, log) -> str:
-    """The seed's pipeline/parallel/funnel example through :mod:`ectool.api`; its id."""
+    """The seed's pipeline/parallel/funnel example, with the seed's own imports
+    (:mod:`pyfi.client.api` is :mod:`ectool.api`); its id."""
     from . import api
 
     saved = {k: os.environ.get(k) for k in ("EC_DB", "EC_BROKER")}
     os.environ.update(EC_DB=config.db, EC_BROKER=config.broker)
     try:
-        from .api import Socket as ApiSocket
-        from .api import funnel, parallel, pipeline
+        from pyfi.client.api import funnel, parallel, pipeline
+        from pyfi.client.example.api import do_something_p as do_something
 
-        do_something = ApiSocket(name="pyfi.processors.sample.do_something").p
         _pipeline = pipeline([
             do_something("One"),
             do_something("Two"),
@@ -194,8 +194,8 @@ def run_workflow(config: Config, log) -> str:
 
 
 WORKFLOW_SOURCE = """\
-from ectool.api import Socket, parallel, pipeline, funnel
-do_something = Socket(name="pyfi.processors.sample.do_something").p
+from pyfi.client.api import parallel, pipeline, funnel
+from pyfi.client.example.api import do_something_p as do_something
 _pipeline = pipeline([do_something("One"), do_something("Two"),
                       parallel([do_something("Four"), do_something("Five")]), do_something("Three")])
 _parallel = parallel([_pipeline, do_something("Six"), do_something("Seven")])
@@ -231,7 +231,7 @@ def run_demo(config: Config, workers: int = 2, log=None, keep: bool = False) -> 
             log(f"\n# {title}\n$ {command}")
             done = subprocess.run(["bash", "-c", command], env=env, timeout=120)
             failures += done.returncode != 0
-        log("\n# The seed's workflow: pipeline, parallel and funnel, through the Python API (ectool.api)\n"
+        log("\n# The seed's workflow: pipeline, parallel and funnel, through the Python API (pyfi.client.api is ectool.api)\n"
             + "\n".join(">>> " + line for line in WORKFLOW_SOURCE.splitlines()))
         try:
             wf = run_workflow(config, log)

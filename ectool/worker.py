@@ -86,6 +86,8 @@ class Result:
     retry_delay: float = 0.0
     ms: float | None = None  # how long the call ran
     log: str | None = None  # what the call printed
+    started: dt.datetime | None = None  # when this call (not its batch) started and ended
+    finished: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         # what a task prints or raises is anybody's text: PostgreSQL's text type cannot
@@ -147,7 +149,10 @@ class WorkerRuntime:
         for s in rows:
             self.transport.declare(broker_queue(s.name, config.namespace), kind=s.queue.queue_type,
                                    max_length=s.queue.max_length)
-        self.prefetch = prefetch or min(64, max(s.concurrency for s in rows))
+        # one delivery at a time by default (it may be a bundle of calls): a socket's
+        # concurrency is how many worker processes run its calls, not how many calls one
+        # worker holds, or slow calls would queue behind each other while workers idle
+        self.prefetch = prefetch or 1
         self.consumer = self.transport.consumer([i.queue for i in self.sockets.values()], self.prefetch,
                                                 hand_off_after=config.ack_deadline)
         self.park_after = min(PARK, float(config.ack_deadline))
@@ -486,13 +491,15 @@ class WorkerRuntime:
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
-        started = time.monotonic()
+        stamp, started = now(), time.monotonic()
         out = self.executor.run(info.task, m.args, m.kwargs, info.timeout)
         ms = round((time.monotonic() - started) * 1000, 3)
+        # each call's own times, not its batch's (ec stats reads finished - started)
+        times = {"started": stamp, "finished": stamp + dt.timedelta(milliseconds=ms)}
         if out["status"] == "done":
-            return Result(m, "done", result_json=out["result"], ms=ms, log=out.get("log"))
+            return Result(m, "done", result_json=out["result"], ms=ms, log=out.get("log"), **times)
         res = Result(m, "failed", error_type=out.get("error_type"), error_message=out.get("error_message"),
-                     traceback=out.get("traceback"), ms=ms, log=out.get("log"))
+                     traceback=out.get("traceback"), ms=ms, log=out.get("log"), **times)
         if not out.get("final") and retry.should_retry(m.attempt, info.retries):
             res.status = "retrying"
             res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)
@@ -627,27 +634,30 @@ def record_outcomes(results: list[Result]) -> None:
     """Commit every outcome of a batch in one statement (one round trip, one transaction).
 
     Only calls not yet final are touched, so a redelivered call keeps its first outcome.
+    Each call gets its own started and finished times (a batch runs its calls one after
+    another), or the batch's end for both when it has none.
     """
     if not results:
         return
     p = db.obj.param
-    cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log")
+    cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log", "started", "ended")
     rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
     params: list = []
+    stamp = now()
     for r in results:
-        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log]
+        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log,
+                   r.started or stamp, r.finished or stamp]
     final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
     head = f"WITH v({', '.join(cols)}) AS (VALUES {rows}) UPDATE \"call\" SET "
     tail = f"updated = {p} "
     if _UPDATE_FROM or not on_sqlite():
         # a join with the values (one lookup per row) rather than a subquery per column
-        sets = ", ".join(f"{c} = v.{c}" for c in cols[1:])
-        sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE {p} END, {tail}"
+        sets = ", ".join(f"{c} = v.{c}" for c in cols[1:-1])
+        sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END, {tail}"
                f"FROM v WHERE \"call\".id = v.id AND \"call\".status NOT IN ({final})")
     else:
-        sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:])
-        sql = (f"{head}{sets}, finished = CASE WHEN (SELECT v.status FROM v WHERE v.id = \"call\".id) = "
-               f"'retrying' THEN NULL ELSE {p} END, {tail}"
+        sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:-1])
+        sql = (f"{head}{sets}, finished = (SELECT CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END "
+               f"FROM v WHERE v.id = \"call\".id), {tail}"
                f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
-    stamp = now()
-    db.execute_sql(sql, [*params, stamp, stamp])  # one statement: atomic on its own
+    db.execute_sql(sql, [*params, stamp])  # one statement: atomic on its own

@@ -230,6 +230,7 @@ def agent(env: dict[str, str], *args: str):
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "ectool", "agent", "run", "--interval", "1",
                              "--grace", "10", *args], env=env, stderr=log, text=True)
+    proc.stderr_log = log  # callers may read what the agent logged
     seen: set[int] = set()
     try:
         yield proc

@@ -256,3 +256,26 @@ def test_sigterm_stops_the_agent_at_once_whatever_its_interval(setup):
         assert time.monotonic() - t < 10, "the agent slept out its interval before stopping"
         assert a.returncode == 0
     assert not live_workers(env, "p1")
+
+
+def test_restart_keeps_core_pinning_and_stop_reports_stopped(setup):
+    """Issue 21: after `ec proc restart` the new workers were not pinned to a core (the old
+    ones, still draining, held the cores), and after `ec proc stop` the processor's status
+    stayed `running`."""
+    env, repo = setup
+    network(env, repo, "pid", "whoami", "-c", "2")
+    with agent(env, "--cpus", "2"):
+        first = wait_for(lambda: len(live_workers(env, "p1")) == 2 and live_workers(env, "p1"), what="2 workers")
+        assert sorted(w["cpu"] for w in first) == [0, 1]
+        add(env, "proc", "restart", "p1")
+        old = {w["pid"] for w in first}
+        again = wait_for(lambda: (ws := live_workers(env, "p1")) and len(ws) == 2
+                         and not {w["pid"] for w in ws} & old and ws, timeout=60, what="2 new workers")
+        assert sorted(w["cpu"] for w in again) == [0, 1]
+        for w in again:
+            assert psutil.Process(w["pid"]).cpu_affinity() == [w["cpu"]]
+        assert ec("run", "pid", "--timeout", "60", env=env).returncode == 0
+        add(env, "proc", "stop", "p1")
+        wait_for(lambda: processor(env, "p1")["status"] == "stopped", timeout=30, what="status stopped")
+        wait_for(lambda: not live_workers(env, "p1"), timeout=30, what="no workers")
+        assert processor(env, "p1")["status"] == "stopped"

@@ -71,3 +71,20 @@ def test_bad_file_changes_nothing(db_url):
                           (b"[[queue]]\nname = '\xff'\n", "not UTF-8 (byte 18)")):
         bad = run(db_url, "compose", "apply", "-", input=text)
         assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
+def test_export_keeps_a_script_processors_runtime_and_applying_it_works(db_url, tmp_path):
+    """Issue 21: export dropped ``runtime = "exec"``, and applying the file then failed
+    (``invalid module name ''``)."""
+    added = run(db_url, "add", "processor", "-n", "scripts", "-g", "file:///src/repo", "--runtime", "exec")
+    assert added.exit_code == 0, added.output
+    exported = run(db_url, "compose", "export").stdout
+    assert 'runtime = "exec"' in exported
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    applied = run(other, "compose", "apply", "-", "--json", input=exported)
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["created"] == ["processor scripts"]
+    shown = json.loads(run(other, "show", "processor", "scripts", "--json").stdout)
+    assert shown["runtime"] == "exec"
+    again = json.loads(run(other, "compose", "apply", "-", "--json", input=exported).stdout)
+    assert again["updated"] == [] and again["created"] == []

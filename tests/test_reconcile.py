@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentd.reconcile import Action, Candidate, Desired, plan_claims, reconcile
+from agentd.reconcile import Action, Candidate, Desired, plan_claims, reconcile, workers_wanted
 
 A, B = "a" * 40, "b" * 40
 
@@ -63,3 +63,14 @@ def test_plan_claims(candidates, cpus, expected):
 ])
 def test_plan_claims_on_cordoned_and_draining_nodes(candidates, state, expected):
     assert plan_claims(candidates, "h1", "agent-x", 4, state) == expected
+
+
+@pytest.mark.parametrize("concurrency, sockets, expected", [
+    (1, [], 1),          # no sockets yet: the processor's own concurrency
+    (1, [5, 8], 8),      # the seed's network: do_this -c 8 runs 8 calls at once
+    (4, [2, 1], 4),      # the processor asks for more than any socket
+    (2, [2], 2),
+])
+def test_workers_wanted(concurrency, sockets, expected):
+    """A socket's -c is how many of its calls run at once: one worker (core) each."""
+    assert workers_wanted(concurrency, sockets) == expected

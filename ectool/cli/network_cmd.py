@@ -90,7 +90,7 @@ def add_processor(env: Env, name, gitrepo, module, branch, commit, concurrency, 
 @click.option("-pn", "--processor", "processor", required=True, help="Processor name.",
               shell_complete=complete.processors)
 @click.option("-t", "--task", required=True, help="Function name in the processor's module.")
-@click.option("-c", "--concurrency", default=1, show_default=True, type=int, help="Concurrent calls (cores).")
+@click.option("-c", "--concurrency", default=1, show_default=True, type=int, help="Calls run at once (a worker process and core each).")
 @click.option("--retries", default=0, show_default=True, type=int, help="Retries after an exception.")
 @click.option("--timeout", type=float, help="Seconds a call may run before it fails.")
 @click.option("--backoff", default=1.0, show_default=True, type=float, help="Base retry delay in seconds: retry n waits between half and all of backoff*2^(n-1), at most 300s.")

@@ -18,7 +18,7 @@ from .group import pass_env
               help="Worker processes (one call at a time each).")
 @click.option("--path", type=click.Path(file_okay=False), help="Import the module from this directory "
               "(default: the processor's repository when it is a local path).")
-@click.option("--prefetch", type=int, help="Deliveries each process holds ahead (default: socket concurrency).")
+@click.option("--prefetch", type=int, help="Deliveries each process takes at a time (default 1; a delivery may be a bundle of calls).")
 @click.option("--grace", default=30.0, show_default=True, type=float, help="Seconds to let in-flight calls finish on stop.")
 @click.option("--python", "python", type=click.Path(dir_okay=False),
               help="Run calls isolated in a child process of this (virtualenv) python.")

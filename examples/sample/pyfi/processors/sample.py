@@ -134,3 +134,12 @@ def mark(directory: str, key: str, seconds: float = 0.0):
     with open(os.path.join(directory, key), "a") as fh:
         fh.write(f"{os.getpid()}\n")
     return key
+
+
+def client_api():
+    """Import ElasticCode's client API inside a call, as the seed's own processors did: this
+    package (``pyfi.processors``) and ElasticCode's ``pyfi.client`` share the namespace
+    package ``pyfi``. Returns the module the API's ``parallel`` comes from."""
+    import pyfi.client.api
+
+    return pyfi.client.api.parallel.__module__

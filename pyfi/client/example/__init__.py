@@ -1,0 +1,1 @@
+"""The seed's example sockets as partials (:mod:`pyfi.client.example.api`)."""
