@@ -135,6 +135,7 @@ def test_bench_faults_smoke():
 def test_bench_hosts_smoke(services):
     """1 test host against 3 (network namespaces: needs root, else skipped or failed)."""
     from conftest import REQUIRE
+
     from hosts import unavailable
 
     reason = unavailable()

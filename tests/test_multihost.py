@@ -6,6 +6,9 @@ the hosts' own links), keeps calls flowing and a nested workflow in flight throu
 fault, then checks the history (tests/history.py): lost = 0, duplicated = 0. Each prints
 the checker's table and what it measured. Agents take a host as lost after
 ``EC_AGENT_STALE`` = 5 s without a heartbeat (the default is 15 s).
+
+Also a real RabbitMQ cluster of three nodes (tests/rabbit_cluster.py): a node killed and
+restarted. ``pytest -m multihost``, alone (never under -n).
 """
 
 from __future__ import annotations
@@ -290,4 +293,16 @@ def _queued_in_stats(stats: dict, socket: str) -> int:
     return row["queued"]
 
 
+def running_nodes(cluster, via: int) -> set[str]:
+    out = cluster.ctl(via, "cluster_status", "--formatter", "json").stdout
+    return set(json.loads(out)["running_nodes"])
 
+
+def test_cluster_runs_three_nodes_and_a_killed_one_rejoins(rabbit_cluster):
+    names = {n.name for n in rabbit_cluster.nodes}
+    assert running_nodes(rabbit_cluster, 0) == names
+    assert rabbit_cluster.url.count(",") == 2
+    rabbit_cluster.kill(2)
+    assert running_nodes(rabbit_cluster, 0) == names - {rabbit_cluster.nodes[2].name}
+    rabbit_cluster.start(2)
+    assert running_nodes(rabbit_cluster, 0) == names
