@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ectool import events, network
 from ectool.agents import control_queue
 from ectool.config import Config, load
+from ectool.liveness import WORKER_ALIVE, agent_stale
 from ectool.store import reconnect, retrying, transient
 from ectool.store.models import Agent, Node, Placement, Processor, Worker, db, now
 
@@ -26,8 +27,8 @@ from .deploy import DeployError, Deployment, deploy
 from .procs import Pool, cores
 from .reconcile import Candidate, Desired, plan_claims, reconcile
 
-#: seconds without a heartbeat before an agent's processors are re-placed
-STALE = float(os.environ.get("EC_AGENT_STALE", "15"))
+#: seconds without a heartbeat before an agent is lost and its processors are re-placed
+STALE = agent_stale()
 #: seconds between per-minute stats rollups (ec stats history), and the most one may take
 ROLLUP_EVERY = 60.0
 ROLLUP_BUDGET = 2.0
@@ -47,9 +48,11 @@ class Deployed:
 
 class AgentDaemon:
     def __init__(self, config: Config, name: str | None = None, cpus: int | None = None,
-                 interval: float = 2.0, grace: float = 30.0) -> None:
+                 interval: float = 2.0, grace: float = 30.0, node: str | None = None) -> None:
         self.config = config
-        self.host = socket.gethostname()
+        # the node this agent registers as: its host name unless overridden (--node,
+        # EC_NODE; like kubelet's --hostname-override, for several test hosts on one machine)
+        self.host = node or os.environ.get("EC_NODE") or socket.gethostname()
         self.name = name or self.host
         self.pool = Pool(cores(cpus), grace=grace)
         self.cpus = len(self.pool.cpus)
@@ -70,14 +73,7 @@ class AgentDaemon:
             agent = Agent.get_or_none(Agent.name == self.name)
             if agent is None:
                 agent = Agent.create(name=self.name, node=node, cpus=self.cpus)
-            if agent.status == "online" and agent.pid != os.getpid() and agent.heartbeat and \
-                    (now() - agent.heartbeat).total_seconds() < STALE and agent.node_id == node.id:
-                import psutil
-
-                if agent.pid and psutil.pid_exists(agent.pid):
-                    from ectool.errors import Conflict
-
-                    raise Conflict(f"agent {self.name!r} is already running (pid {agent.pid}); use --name")
+            self.refuse_a_twin(agent, node)
             agent.node, agent.pid, agent.cpus, agent.status, agent.heartbeat = node, os.getpid(), self.cpus, "online", now()
             agent.save()
             # workers recorded for a previous run of this agent are gone (they exit with it)
@@ -85,6 +81,25 @@ class AgentDaemon:
         self.agent = agent
         events.configure(self.config)
         events.emit("agent.online", agent=self.name, cpus=self.cpus)
+
+    def refuse_a_twin(self, agent: Agent, node: Node) -> None:
+        """Raise :class:`~ectool.errors.Conflict` (exit 2) if another live agent holds this
+        name: one heartbeating on another node, or a running process on this one. A stale
+        or stopped holder is taken over (an agent restarted after a crash, or moved)."""
+        from ectool.errors import Conflict
+
+        if agent.status != "online" or agent.pid == os.getpid() or not agent.heartbeat:
+            return
+        age = (now() - agent.heartbeat).total_seconds()
+        if age >= STALE:
+            return
+        if agent.node_id != node.id:
+            raise Conflict(f"agent {self.name!r} is already running on node {agent.node.name!r} "
+                           f"(heartbeat {age:.0f}s ago); give this one another --name")
+        import psutil
+
+        if agent.pid and psutil.pid_exists(agent.pid):
+            raise Conflict(f"agent {self.name!r} is already running (pid {agent.pid}); use --name")
 
     def roll_up_stats(self) -> None:
         """Fold the minutes since the last rollup into the stats history and prune it
@@ -97,32 +112,57 @@ class AgentDaemon:
             log(f"stats rollup failed: {exc}")
 
     def heartbeat(self) -> None:
-        Agent.update(heartbeat=now(), status="online", pid=os.getpid()).where(Agent.id == self.agent.id).execute()
+        """Beat, and report the node's load. An agent another one took for lost (it was
+        silent past EC_AGENT_STALE: stopped, or cut off from the store) and is back marks
+        the workers it still runs running again."""
+        me = Agent.id == self.agent.id
+        if Agent.update(status="online").where(me & (Agent.status == "lost")).execute():
+            log("this agent was taken for lost (its placements were released); back online")
+            Worker.update(status="running").where((Worker.agent == self.agent.id) & (Worker.status == "lost")
+                                                  & Worker.pid.in_(self.pool.pids() or [0])).execute()
+        Agent.update(heartbeat=now(), status="online", pid=os.getpid()).where(me).execute()
+        if hasattr(os, "getloadavg"):
+            Node.update(load1=round(os.getloadavg()[0], 2)).where(Node.id == self.agent.node_id).execute()
 
     # -- placement -------------------------------------------------------------------
     def claim(self) -> dict[str, int]:
-        """Release stale agents' placements and claim work for free cores, atomically."""
+        """Release stale agents' placements and claim work for free cores, atomically.
+
+        Stale agents (no heartbeat for EC_AGENT_STALE) and their workers are marked lost.
+        Placement follows this node's state (:func:`agentd.reconcile.plan_claims`): a
+        cordoned node takes nothing new, a draining one keeps its workers only until
+        replacements serve elsewhere; placements on draining nodes do not count toward a
+        processor's concurrency, so the other agents claim those replacements."""
         lock = {"lock_type": "IMMEDIATE"} if db.obj.__class__.__name__.startswith("Sqlite") else {}
         with db.atomic(**lock):
-            cutoff = now() - _seconds(STALE)
+            at = now()
+            cutoff = at - _seconds(STALE)
             stale = [a.id for a in Agent.select(Agent.id).where(
                 (Agent.id != self.agent.id) & (Agent.status == "online") & (Agent.heartbeat < cutoff))]
             if stale:
                 Placement.delete().where(Placement.agent.in_(stale)).execute()
-                Agent.update(status="offline").where(Agent.id.in_(stale)).execute()
-                log(f"re-placing processors of {len(stale)} stale agent(s)")
+                Agent.update(status="lost").where(Agent.id.in_(stale)).execute()
+                Worker.update(status="lost").where(Worker.agent.in_(stale) & Worker.status.not_in(
+                    ("stopped", "crashed", "lost"))).execute()
+                log(f"re-placing processors of {len(stale)} stale agent(s); their workers are lost")
             query = Processor.select().where(Processor.requested_status != "stopped")
             if not lock:
                 query = query.for_update()
             procs = list(query)
+            state = Node.select(Node.state).where(Node.id == self.agent.node_id).scalar() or "schedulable"
+            draining = {a.id for a in Agent.select(Agent.id).join(Node).where(Node.state == "draining")}
             placed: dict[int, int] = {}
             mine: dict[int, int] = {}
             for p in Placement.select():
-                target = mine if p.agent_id == self.agent.id else placed
-                target[p.processor_id] = target.get(p.processor_id, 0) + p.workers
-            candidates = [Candidate(p.name, p.concurrency, p.host, placed.get(p.id, 0), mine.get(p.id, 0))
+                if p.agent_id == self.agent.id:
+                    mine[p.processor_id] = mine.get(p.processor_id, 0) + p.workers
+                elif p.agent_id not in draining:
+                    placed[p.processor_id] = placed.get(p.processor_id, 0) + p.workers
+            ready = self.serving_elsewhere(at, draining) if state == "draining" else {}
+            candidates = [Candidate(p.name, p.concurrency, p.host, placed.get(p.id, 0), mine.get(p.id, 0),
+                                    ready.get(p.id, 0))
                           for p in procs if p.name not in self.fatal]
-            plan = plan_claims(candidates, self.host, self.name, self.cpus)
+            plan = plan_claims(candidates, self.host, self.name, self.cpus, state)
             by_name = {p.name: p for p in procs}
             Placement.delete().where((Placement.agent == self.agent.id) & Placement.processor.not_in(
                 [by_name[n].id for n in plan] or [0])).execute()
@@ -133,6 +173,22 @@ class AgentDaemon:
                         conflict_target=[Placement.processor, Placement.agent],
                         update={Placement.workers: count}).execute()
         return plan
+
+    def serving_elsewhere(self, at, draining: set[int]) -> dict[int, int]:
+        """processor id -> workers serving it now off draining nodes: running, with a fresh
+        heartbeat, run by a live agent (or by none: ``ec worker``). A draining agent hands
+        a processor over only once these replacements run."""
+        from peewee import JOIN, fn
+
+        fresh = at - _seconds(WORKER_ALIVE)
+        cutoff = at - _seconds(STALE)
+        agent_ok = (Agent.status == "online") & (Agent.heartbeat >= cutoff) & Agent.id.not_in(
+            list(draining | {self.agent.id}))
+        query = (Worker.select(Worker.processor, fn.COUNT(Worker.id)).join(Agent, JOIN.LEFT_OUTER)
+                 .where((Worker.status == "running") & (Worker.heartbeat >= fresh)
+                        & (Worker.agent.is_null() | agent_ok))
+                 .group_by(Worker.processor))
+        return dict(query.tuples())
 
     # -- deployment ------------------------------------------------------------------
     def deployment(self, p: Processor) -> Deployed:
@@ -231,7 +287,7 @@ class AgentDaemon:
 
     def worker_env(self) -> dict[str, str]:
         return dict(os.environ, EC_DB=self.config.db, EC_BROKER=self.config.broker,
-                    EC_PARENT_PID=str(os.getpid()), EC_AGENT_ID=str(self.agent.id))
+                    EC_PARENT_PID=str(os.getpid()), EC_AGENT_ID=str(self.agent.id), EC_NODE=self.host)
 
     # -- main loop ---------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:

@@ -47,31 +47,46 @@ def reconcile(desired: dict[str, Desired], actual: dict[str, dict[str, int]]) ->
 
 @dataclass(frozen=True)
 class Candidate:
-    """A processor an agent might run: ``placed`` workers already run on other live agents."""
+    """A processor an agent might run: ``placed`` workers already run on other live agents
+    (not counting draining nodes), ``mine`` on this one, and ``ready`` workers serve it now
+    off draining nodes (only looked at when this agent's node drains)."""
 
     name: str
     concurrency: int
     host: str | None
     placed: int
     mine: int
+    ready: int = 0
 
 
-def plan_claims(candidates: list[Candidate], host: str, agent_name: str, cpus: int) -> dict[str, int]:
+def plan_claims(candidates: list[Candidate], host: str, agent_name: str, cpus: int,
+                state: str = "schedulable") -> dict[str, int]:
     """How many workers of each processor this agent should run (micro-scheduling).
 
     Pinned processors (``host``) run only on their host (matched against the host name or
     the agent name); the rest are shared out. An agent keeps what it already runs, then
     fills free cores, never exceeding ``cpus`` in total or a processor's concurrency.
+
+    ``state`` is this agent's node's (Node.state): a ``cordoned`` node keeps what runs and
+    takes nothing new; a ``draining`` one takes nothing new and keeps a floating
+    processor's workers only while the ones ``ready`` elsewhere fall short of its
+    concurrency (make-before-break: the old ones stop as the replacements serve). A
+    processor pinned here has nowhere else to go: it is released and waits for uncordon.
     """
+    eligible = [c for c in candidates if c.host in (None, "", host, agent_name)]
+    if state == "draining":
+        return {c.name: k for c in eligible
+                if not c.host and (k := drain_keep(c.concurrency, c.mine, c.ready)) > 0}
     plan: dict[str, int] = {}
     free = cpus
-    eligible = [c for c in candidates if c.host in (None, "", host, agent_name)]
     # keep existing placements first (stability), pinned before floating
     for c in sorted(eligible, key=lambda c: (c.host is None, c.name)):
         keep = min(c.mine, max(0, c.concurrency - c.placed), free)
         if keep:
             plan[c.name] = keep
             free -= keep
+    if state == "cordoned":
+        return plan
     for c in sorted(eligible, key=lambda c: (c.host is None, c.name)):
         want = c.concurrency - c.placed - plan.get(c.name, 0)
         take = min(want, free)
@@ -79,3 +94,9 @@ def plan_claims(candidates: list[Candidate], host: str, agent_name: str, cpus: i
             plan[c.name] = plan.get(c.name, 0) + take
             free -= take
     return plan
+
+
+def drain_keep(concurrency: int, mine: int, ready: int) -> int:
+    """Workers a draining agent keeps of ``mine``: as many as the ``ready`` replacements
+    still leave short of ``concurrency``."""
+    return min(mine, max(0, concurrency - ready))

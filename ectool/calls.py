@@ -23,7 +23,7 @@ from .messages import CallEncoder, bundle, bundle_size, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
 from .security import require
-from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now
+from .store.models import FINAL_CALL_STATUS, Call, db, now
 
 #: Client.wait reads the store once replies have been quiet this long (seconds), backing
 #: off to QUIET_MAX between reads, and at least every FORCED seconds while replies flow
@@ -403,7 +403,7 @@ def _local_usage(rows: list[dict[str, Any]]) -> None:
                 p.cpu_percent(None)
                 procs[row["pid"]] = p
             except psutil.Error:
-                row["status"] = "gone" if row["status"] != "stopped" else row["status"]
+                row["status"] = "lost" if row["status"] != "stopped" else row["status"]  # its pid is gone
     if procs:
         time.sleep(0.1)
     for row in rows:
@@ -417,27 +417,18 @@ def _local_usage(rows: list[dict[str, Any]]) -> None:
 
 
 def list_runtime(kind: str, everything: bool = False) -> list[dict[str, Any]]:
-    """Live workers (all, with ``everything``), or agents, as rows."""
+    """Workers (all, with ``everything``; else those not stopped), agents or nodes as rows,
+    each with its shown status (:mod:`ectool.runtime`: a stale heartbeat is ``lost``)."""
+    from . import runtime
+
+    require(f"READ_{kind.upper()}")
     if kind == "worker":
-        query = Worker.select().join(Processor).order_by(Processor.name, Worker.pid)
-        if not everything:
-            query = query.where(Worker.status != "stopped")
-        rows = [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
-                 "status": w.status, "commit": w.commit,
-                 "heartbeat": w.heartbeat.isoformat(timespec="seconds") if w.heartbeat else None,
-                 "cpu_percent": None, "rss_mb": None}
-                for w in query]
+        rows = runtime.worker_rows(everything)
         _local_usage(rows)
         return rows
-    from .store.models import Agent, Placement
-
-    rows = []
-    for a in Agent.select().order_by(Agent.name):
-        placed = [f"{p.processor.name}x{p.workers}" for p in Placement.select().where(Placement.agent == a)]
-        rows.append({"name": a.name, "node": a.node.name, "pid": a.pid, "cpus": a.cpus, "status": a.status,
-                     "heartbeat": a.heartbeat.isoformat(timespec="seconds") if a.heartbeat else None,
-                     "processors": placed})
-    return rows
+    if kind == "node":
+        return runtime.node_rows()
+    return runtime.agent_rows()
 
 
 _ = (Unreachable, broker_queue, resolve)  # re-exported: ectool.calls.broker_queue, ...

@@ -115,8 +115,9 @@ def build_network(repo_url: str, log, workers: int = 2) -> None:
 
 def agent_online() -> Agent | None:
     """An agent with a fresh heartbeat, if any."""
-    stale = float(os.environ.get("EC_AGENT_STALE", "15"))
-    cutoff = now() - dt.timedelta(seconds=stale)
+    from .liveness import agent_stale
+
+    cutoff = now() - dt.timedelta(seconds=agent_stale())
     return Agent.select().where((Agent.status == "online") & (Agent.heartbeat >= cutoff)).first()
 
 

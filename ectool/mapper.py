@@ -351,13 +351,12 @@ class ClientBackend:
 
 
 def live_capacity(socket: str) -> tuple[int, int]:
-    """(the socket's concurrency, workers of its processor alive in the last two minutes)."""
-    from .store.models import Socket, Worker, now
+    """(the socket's concurrency, workers of its processor serving now: running, with a
+    fresh heartbeat and an agent not lost, :func:`ectool.runtime.live_workers`)."""
+    from .runtime import live_workers
+    from .store.models import Socket
 
     sock = Socket.get_or_none(Socket.name == socket)
     if sock is None:
         return 1, 0
-    recent = now() - dt.timedelta(minutes=2)
-    live = Worker.select().where((Worker.processor == sock.processor) & (Worker.status == "running")
-                                 & (Worker.heartbeat >= recent)).count()
-    return sock.concurrency or 1, live
+    return sock.concurrency or 1, live_workers(sock.processor_id)

@@ -35,9 +35,7 @@ from .store.models import (
     FINAL_CALL_STATUS,
     Call,
     MinuteStat,
-    Processor,
     Socket,
-    Worker,
     db,
     now,
     on_sqlite,
@@ -751,17 +749,15 @@ class Usage:
 
 def worker_stats(since: dt.datetime, until: dt.datetime | None = None,
                  usage: Usage | None = None) -> list[dict[str, Any]]:
-    """Live workers with cpu/rss (local ones) and the calls each finished in the window."""
+    """Workers not stopped (a stale one shown ``lost``, :mod:`ectool.runtime`) with cpu/rss
+    (local ones) and the calls each finished in the window."""
     from .calls import list_runtime
+    from .runtime import worker_rows
 
     if usage is None:
         rows = list_runtime("worker")  # measures cpu over 0.1 s
     else:
-        query = (Worker.select(Worker, Processor.name).join(Processor)
-                 .where(Worker.status != "stopped").order_by(Processor.name, Worker.pid))
-        rows = [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
-                 "status": w.status, "commit": w.commit, "cpu_percent": None, "rss_mb": None}
-                for w in query]
+        rows = worker_rows()
         usage.fill(rows)
     done = worker_calls(since, until)
     for row in rows:

@@ -47,6 +47,7 @@ from .calls import broker_queue
 from .config import Config
 from .errors import NotFound, UsageError
 from .executor import ExecutorDied, make_executor
+from .liveness import WORKER_ALIVE, WORKER_HEARTBEAT
 from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
 from .parts import Part, Settlement, calls_in
@@ -55,9 +56,9 @@ from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, o
 from .transport import REDELIVERED, Delivery
 
 log = logging.getLogger("ec.worker")
-HOST = _socket.gethostname()
-HEARTBEAT = 10.0
-ALIVE = 3 * HEARTBEAT  # a worker whose heartbeat is older than this is presumed dead
+HOST = os.environ.get("EC_NODE") or _socket.gethostname()  # an agent's --node, else the host
+HEARTBEAT = WORKER_HEARTBEAT
+ALIVE = WORKER_ALIVE  # a worker whose heartbeat is older than this is presumed dead (ectool.liveness)
 PARK = 30.0  # seconds before a parked copy of a call running elsewhere is looked at again
 SPILL_AFTER = 0.1  # a batch running this long hands the rest of its bundles back (seconds)
 

@@ -188,7 +188,7 @@ def test_stale_agent_work_is_replaced_on_a_live_agent(setup):
             done = ec("run", "add", "2", "2", "--timeout", "60", env=env)
             assert done.stdout == "4\n", done.stderr
             agents = {a["name"]: a for a in json.loads(ec("agent", "ls", "--json", env=env).stdout)}
-            assert agents["a1"]["status"] == "offline" and agents["a2"]["processors"] == ["p1x1"]
+            assert agents["a1"]["status"] == "lost" and agents["a2"]["processors"] == ["p1x1"]
 
 
 def test_systemd_notify_protocol(setup, tmp_path):

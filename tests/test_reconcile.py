@@ -28,8 +28,8 @@ def test_reconcile(desired, actual, expected):
     assert reconcile(desired, actual) == expected
 
 
-def cand(name, conc, host=None, placed=0, mine=0):
-    return Candidate(name, conc, host, placed, mine)
+def cand(name, conc, host=None, placed=0, mine=0, ready=0):
+    return Candidate(name, conc, host, placed, mine, ready)
 
 
 @pytest.mark.parametrize("candidates, cpus, expected", [
@@ -45,3 +45,21 @@ def cand(name, conc, host=None, placed=0, mine=0):
 ])
 def test_plan_claims(candidates, cpus, expected):
     assert plan_claims(candidates, "h1", "agent-x", cpus) == expected
+
+
+@pytest.mark.parametrize("candidates, state, expected", [
+    # cordoned: what runs stays, nothing new (not even a processor pinned here)
+    ([cand("a", 2, mine=2), cand("b", 2)], "cordoned", {"a": 2}),
+    ([cand("p", 1, host="h1")], "cordoned", {}),
+    ([cand("a", 4, mine=1)], "cordoned", {"a": 1}),               # no growth either
+    # draining: nothing new; keep what runs until replacements serve elsewhere
+    ([cand("b", 2)], "draining", {}),
+    ([cand("a", 2, mine=2)], "draining", {"a": 2}),               # nowhere else yet
+    ([cand("a", 2, mine=2, ready=1)], "draining", {"a": 1}),      # one replaced
+    ([cand("a", 2, mine=2, ready=2)], "draining", {}),            # all replaced: released
+    ([cand("a", 4, mine=2, placed=2, ready=3)], "draining", {"a": 1}),
+    ([cand("p", 1, host="h1", mine=1)], "draining", {}),          # pinned here: stops, waits for uncordon
+    ([cand("p", 1, host="agent-x", mine=1)], "draining", {}),
+])
+def test_plan_claims_on_cordoned_and_draining_nodes(candidates, state, expected):
+    assert plan_claims(candidates, "h1", "agent-x", 4, state) == expected

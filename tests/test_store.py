@@ -95,11 +95,12 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     migrate(m.drop_index("call", "call_flow"), m.drop_column("call", "flow"),
             m.drop_column("processor", "status_reason"), m.drop_index("call", "call_finished"))
     database.drop_tables([schema.Workflow, schema.JoinSlot, schema.MinuteStat])
+    as_v4(database)
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2, 3, 4]
-    assert schema.version(database) == 4
+    assert schema.upgrade(database) == [2, 3, 4, 5]
+    assert schema.version(database) == 5
     assert database.table_exists("workflow") and database.table_exists("join_slot")
     assert database.table_exists("minute_stat")
     p = Processor.get(Processor.name == "proc1")
@@ -126,11 +127,12 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
                            started=t, finished=t + dt.timedelta(seconds=1)) for i in range(3)]).execute()
     migrate(schema._migrator(database).drop_index("call", "call_finished"))
     database.drop_tables([MinuteStat])
+    as_v4(database)
     schema.SchemaVersion.update(version=3).execute()
     assert "call_finished" not in {i.name for i in database.get_indexes("call")}
-    with pytest.raises(UsageError, match="is version 3, this ec needs 4"):
+    with pytest.raises(UsageError, match="is version 3, this ec needs 5"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [4]
+    assert schema.upgrade(database) == [4, 5]
     schema.ensure(database)
     assert "call_finished" in {i.name for i in database.get_indexes("call")}
     assert Call.select().count() == 3 and Processor.get(Processor.name == "proc1").module == "pyfi.processors.sample"
@@ -141,8 +143,48 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
     database.close()
 
 
+def as_v4(database) -> None:
+    """Take a fresh store's v5 additions away (node state and load, the 'lost' statuses)."""
+    from ectool.store.models import AGENT_STATUS, WORKER_STATUS
+
+    for column in ("state", "load1"):
+        database.execute_sql(f"ALTER TABLE node DROP COLUMN {column}")
+    schema._widen_check(database, "agent", "status", AGENT_STATUS, AGENT_STATUS[:-1])
+    schema._widen_check(database, "worker", "status", WORKER_STATUS, WORKER_STATUS[:-1])
+
+
+def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
+    """v4 -> v5: nodes get a state (schedulable) and a load; agents and workers may be
+    marked lost, which v4's CHECKs refused; the rows stay."""
+    from peewee import IntegrityError
+
+    from ectool.store.models import Agent, Node, Worker
+
+    database = open_store(db_url)
+    seed_network()
+    node = Node.insert(name="h1", cpus=2).execute()
+    agent = Agent.insert(name="a1", node=node, status="online").execute()
+    worker = Worker.insert(processor=Processor.get(Processor.name == "proc1"), host="h1", pid=1,
+                           status="running", agent=agent).execute()
+    with database.atomic():
+        as_v4(database)
+        schema.SchemaVersion.update(version=4).execute()
+    with pytest.raises(IntegrityError), database.atomic():
+        Worker.update(status="lost").where(Worker.id == worker).execute()
+    assert schema.upgrade(database) == [5]
+    Worker.update(status="lost").where(Worker.id == worker).execute()
+    Agent.update(status="lost").where(Agent.id == agent).execute()
+    n = Node.get_by_id(node)
+    assert (n.state, n.load1, n.cpus) == ("schedulable", None, 2)
+    with pytest.raises(IntegrityError), database.atomic():
+        Node.update(state="gone").execute()
+    with pytest.raises(IntegrityError), database.atomic():
+        Worker.update(status="vanished").execute()
+    database.close()
+
+
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 4
+    assert schema.version(store) == schema.CURRENT == 5
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]

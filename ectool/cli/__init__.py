@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trust": ("ectool.cli.network_cmd:trust", "Manage trusted git repository patterns."),
     "compose": ("ectool.cli.compose_cmd:compose", "Apply or export a declarative network (TOML)."),
     "agent": ("ectool.cli.agent_cmd:agent", "Run an agent (ec-agentd) or list agents."),
+    "node": ("ectool.cli.node_cmd:node", "List hosts; cordon, uncordon or drain one."),
     "worker": ("ectool.cli.worker_cmd:worker", "Run worker processes for a processor's sockets."),
     "dead": ("ectool.cli.calls_cmd:dead", "List dead-lettered calls and their reasons."),
     "stats": ("ectool.cli.stats_cmd:stats", "Per-socket rates, latencies, failures, depth (from the store)."),

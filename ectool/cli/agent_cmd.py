@@ -20,9 +20,9 @@ def _run_command():
     @agent.command("run")
     @with_agent_options
     @pass_env
-    def run(env: Env, name, cpus, interval, grace) -> None:
+    def run(env: Env, name, node, cpus, interval, grace) -> None:
         """Run the agent in the foreground (same as ec-agentd)."""
-        run_agent(env.flags["db"], env.flags["broker"], name, cpus, interval, grace)
+        run_agent(env.flags["db"], env.flags["broker"], name, node, cpus, interval, grace)
 
     return run
 
@@ -34,9 +34,12 @@ _run_command()
 @click.option("--json", "as_json", is_flag=True)
 @pass_env
 def ls(env: Env, as_json: bool) -> None:
-    """List agents: node, pid, cores, status, last heartbeat, placed processors."""
+    """List agents: node, pid, cores, status (online, offline, lost), last heartbeat,
+    placed processors."""
     from ..calls import list_runtime
 
     env.store()
-    render(list_runtime("agent"), ["name", "node", "pid", "cpus", "status", "heartbeat", "processors"],
-           as_json=as_json)
+    render(list_runtime("agent"), AGENT_COLUMNS, as_json=as_json)
+
+
+AGENT_COLUMNS = ["name", "node", "pid", "cpus", "status", "heartbeat", "processors"]

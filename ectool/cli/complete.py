@@ -43,6 +43,10 @@ def processors(ctx: click.Context, param: click.Parameter, incomplete: str) -> l
     return _names(ctx, "processor", incomplete)
 
 
+def nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _names(ctx, "node", incomplete)
+
+
 def queues(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     return _names(ctx, "queue", incomplete)
 

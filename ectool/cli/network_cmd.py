@@ -11,6 +11,8 @@ from . import complete
 from .env import Env
 from .group import pass_env
 
+#: ec ls workers: a worker whose heartbeat is stale (or whose agent is lost) is shown lost
+WORKER_COLUMNS = ["processor", "host", "pid", "cpu", "status", "commit", "heartbeat", "cpu_percent", "rss_mb"]
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 COLUMNS = {
@@ -19,7 +21,6 @@ COLUMNS = {
     "socket": ["name", "processor", "task", "queue", "concurrency", "retries", "timeout"],
     "queue": ["name", "type", "queue_type", "durable", "max_length"],
     "plug": ["name", "source", "target", "argument", "fires_on"],
-    "node": ["name", "cpus", "memory"],
     "trust": ["pattern"],
 }
 
@@ -218,13 +219,13 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, limit, kn
 
         calls_cmd.list_calls(call_id, graph, status, socket, since, limit, as_json, flow=flow_id)
         return
-    if k in ("worker", "agent"):
+    if k in ("worker", "agent", "node"):
         from .. import calls as calls_lib
+        from .agent_cmd import AGENT_COLUMNS
+        from .node_cmd import NODE_COLUMNS
 
-        rows = calls_lib.list_runtime(k)
-        cols = (["processor", "host", "pid", "cpu", "status", "commit", "heartbeat", "cpu_percent", "rss_mb"]
-                if k == "worker" else ["name", "node", "pid", "cpus", "status", "heartbeat", "processors"])
-        render(rows, cols, as_json=as_json)
+        cols = {"worker": WORKER_COLUMNS, "agent": AGENT_COLUMNS, "node": NODE_COLUMNS}[k]
+        render(calls_lib.list_runtime(k), cols, as_json=as_json)
         return
     if k == "privilege" and known:
         render([{"name": p} for p in network.PRIVILEGES], ["name"], as_json=as_json)

@@ -16,18 +16,15 @@ from typing import Any
 
 from peewee import fn
 
-from .. import metrics
+from .. import liveness, metrics, runtime
 from ..security import allowed
 from ..store.models import (
     CALL_STATUS,
-    Agent,
     Call,
-    Node,
     Plug,
     Processor,
     Queue,
     Socket,
-    Worker,
     now,
 )
 
@@ -139,19 +136,17 @@ def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
                             .where(Call.status.in_(("queued", "retrying", "running")))
                             .group_by(Call.socket, Call.status).tuples()):
         current.setdefault(sock, {})[status] = n
-    live_workers = list(Worker.select(Worker, Processor.name).join(Processor)
-                        .where(Worker.status != "stopped").order_by(Processor.name, Worker.pid))
-    worker_rows = [{"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
-                    "status": w.status, "commit": w.commit, "cpu_percent": None, "rss_mb": None,
-                    "heartbeat": w.heartbeat} for w in live_workers]
+    agents = runtime.agent_rows(at)
+    worker_rows = runtime.worker_rows(at=at, agents=agents)
     usage.fill(worker_rows)
+    serving = [w for w in worker_rows if liveness.live(w["status"])]
     empty = {"in": [0] * HISTORY, "out": [0] * HISTORY, "failed": [0] * HISTORY}
     processors = []
     for p in Processor.select().order_by(Processor.name):
         mine = [s for s in sockets if s.processor_id == p.id]
         ins = _sum([series.get(s.name, empty)["in"] for s in mine], HISTORY)
         outs = _sum([series.get(s.name, empty)["out"] for s in mine], HISTORY)
-        workers = [w for w in worker_rows if w["processor"] == p.name]
+        workers = [w for w in serving if w["processor"] == p.name]
         commits = sorted({w["commit"] for w in workers if w["commit"]})
         processors.append({
             "name": p.name, "requested": p.requested_status, "status": p.status, "reason": p.status_reason,
@@ -176,9 +171,9 @@ def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
             "in_per_min": round(sum(ins[-RATE_MINUTES:]) / RATE_MINUTES, 1),
             "out_per_min": round(sum(outs[-RATE_MINUTES:]) / RATE_MINUTES, 1), "out": outs,
         })
-    agents = [{"name": a.name, "host": a.node.name, "pid": a.pid, "cpus": a.cpus, "status": a.status,
-               "heartbeat": a.heartbeat} for a in Agent.select(Agent, Node).join(Node).order_by(Agent.name)]
-    hosts = sorted({a["host"] for a in agents if a["status"] == "online"} | {w["host"] for w in worker_rows})
+    for a in agents:
+        a["host"] = a["node"]
+    hosts = sorted({a["host"] for a in agents if a["status"] == "online"} | {w["host"] for w in serving})
     plugs = [{"name": p.name, "source": p.source.name, "target": p.target.name, "argument": p.argument}
              for p in Plug.select().order_by(Plug.name)]
     return Snapshot(at=at, counts=metrics.status_counts(), hosts=hosts, processors=processors, queues=queues,

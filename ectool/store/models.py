@@ -34,8 +34,10 @@ def on_sqlite() -> bool:
 QUEUE_TYPES = ("direct", "topic", "fanout")
 PROCESSOR_REQUESTED = ("running", "stopped", "paused")
 PROCESSOR_STATUS = ("pending", "deploying", "running", "stopped", "paused", "error")
-AGENT_STATUS = ("online", "offline")
-WORKER_STATUS = ("starting", "running", "paused", "stopping", "stopped", "crashed")
+AGENT_STATUS = ("online", "offline", "lost")  # lost: released as stale by another agent
+WORKER_STATUS = ("starting", "running", "paused", "stopping", "stopped", "crashed", "lost")
+#: what an admin asked of a node: ec node cordon|drain|uncordon (see ectool.nodes)
+NODE_STATE = ("schedulable", "cordoned", "draining")
 CALL_STATUS = ("queued", "running", "retrying", "done", "failed", "dead", "cancelled")
 FINAL_CALL_STATUS = ("done", "failed", "dead", "cancelled")
 #: python: a socket's task is a function of the module; exec: an executable file in the checkout
@@ -69,6 +71,8 @@ class Node(Base):
     name = CharField(unique=True)
     cpus = IntegerField(default=1, constraints=[Check("cpus >= 1")])
     memory = IntegerField(null=True)
+    state = CharField(default="schedulable", constraints=[one_of("state", NODE_STATE)])  # schema v5
+    load1 = FloatField(null=True)  # the 1-minute load average its agents last reported (v5)
 
 
 class Agent(Base):

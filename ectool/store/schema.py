@@ -13,9 +13,20 @@ from collections.abc import Callable
 from peewee import Database, OperationalError, ProgrammingError, SqliteDatabase, TextField
 
 from ..errors import UsageError
-from .models import MODELS, Call, JoinSlot, MinuteStat, Processor, SchemaVersion, Workflow
+from .models import (
+    AGENT_STATUS,
+    MODELS,
+    NODE_STATE,
+    WORKER_STATUS,
+    Call,
+    JoinSlot,
+    MinuteStat,
+    Processor,
+    SchemaVersion,
+    Workflow,
+)
 
-CURRENT = 4
+CURRENT = 5
 
 
 def _migrator(database: Database):
@@ -54,7 +65,44 @@ def _v3_to_v4(database: Database) -> None:
     _migrate(_migrator(database).add_index("call", ("finished",), False))  # named call_finished, as the field's
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(database: Database) -> None:
+    """v5 records what an admin asked of a node (``state``: cordon, drain) and its load,
+    and lets agents and workers be marked ``lost`` (their CHECKs widened)."""
+    states = ", ".join(f"'{s}'" for s in NODE_STATE)
+    database.execute_sql(f"ALTER TABLE node ADD COLUMN state VARCHAR(255) NOT NULL DEFAULT 'schedulable' "
+                         f"CHECK (state IN ({states}))")
+    database.execute_sql("ALTER TABLE node ADD COLUMN load1 REAL")
+    _widen_check(database, "agent", "status", AGENT_STATUS[:-1], AGENT_STATUS)
+    _widen_check(database, "worker", "status", WORKER_STATUS[:-1], WORKER_STATUS)
+
+
+def _widen_check(database: Database, table: str, column: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    """Let ``column`` of ``table`` take the values ``new`` (a superset of ``old``: rows stay valid).
+
+    PostgreSQL drops the column's CHECK and adds the wider one. SQLite cannot alter a
+    constraint, but a change that leaves every stored row valid may rewrite the table's
+    definition in place (https://sqlite.org/lang_altertable.html, "otherwise": the
+    writable_schema procedure), which beats copying the table under its foreign keys."""
+    def listed(values: tuple[str, ...]) -> str:
+        return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+    if isinstance(database, SqliteDatabase):
+        version = database.execute_sql("PRAGMA schema_version").fetchone()[0]
+        database.execute_sql("PRAGMA writable_schema = ON")
+        database.execute_sql("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = ?",
+                             (listed(old), listed(new), table))
+        database.execute_sql(f"PRAGMA schema_version = {version + 1}")
+        database.execute_sql("PRAGMA writable_schema = OFF")
+        return
+    checks = database.execute_sql(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c' "
+        "AND pg_get_constraintdef(oid) LIKE %s", (table, f"%{column}%")).fetchall()
+    for (name,) in checks:
+        database.execute_sql(f'ALTER TABLE "{table}" DROP CONSTRAINT "{name}"')
+    database.execute_sql(f'ALTER TABLE "{table}" ADD CONSTRAINT "{table}_{column}_check" CHECK ({listed(new)})')
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 _ = Processor  # the v2 column is declared on the model
 
 
