@@ -194,6 +194,8 @@ def test_host_death_replaces_its_processors(cluster, capsys):
             wait_for(lambda: sum(n for h, n in running("work").items() if h != victim.name) == 2,
                      timeout=REPLACE_BOUND + 60, every=0.2, what="work re-placed on the other hosts")
             replaced = time.monotonic() - t0
+            shown = {w["status"] for w in json.loads(ec("ls", "workers", "--json", env=c.env).stdout)
+                     if w["host"] == victim.name}
             time.sleep(1.0)  # calls keep coming onto the re-placed workers
         result = flow.get(timeout=180)
         r = report(c, f"host kill -9 ({victim.name} of 3)", started)
@@ -203,6 +205,8 @@ def test_host_death_replaces_its_processors(cluster, capsys):
     assert result == WORKFLOW_RESULT
     assert_clean(r)
     assert replaced < REPLACE_BOUND
+    # its heartbeat is stale once its work is re-placed: ec ls workers never says running
+    assert shown and "running" not in shown, shown
 
 
 def done_on_any() -> bool:
@@ -229,7 +233,7 @@ def test_partitioned_host_rejoins_and_nothing_completes_twice(cluster, capsys):
             net.partition(victim)
             # the others see its heartbeat age (the link is really down), then the cut lasts
             # its 20 s (the fault's length, not a wait for an outcome)
-            wait_for(lambda: Agent.get(Agent.name == victim.name).status == "offline", timeout=20, every=0.2,
+            wait_for(lambda: Agent.get(Agent.name == victim.name).status in ("offline", "lost"), timeout=20, every=0.2,
                      what=f"the other agents taking {victim.name} as lost")
             time.sleep(max(0.0, 20.0 - (time.monotonic() - cut)))
             net.heal(victim)
@@ -286,6 +290,35 @@ def test_pinned_processor_waits_for_its_host(cluster, capsys):
     assert result == ds_(ds_(ds_("one"), "two"), "three")
     assert Call.get_by_id(first.id).attempts == 1
     assert_clean(r)
+
+
+def test_drained_host_hands_its_processor_over_and_no_call_fails(cluster, capsys):
+    """ec node drain HOST --wait while calls run: no call fails, the processor ends up on
+    the other hosts (replacements first, then the drained host's workers stop)."""
+    c = cluster
+    network(c, concurrency=2)
+    started = time.monotonic()
+    with hosts(3, c.tmp, c.db_url, c.broker_url, c.env, ("--cpus", "2")) as net:
+        wait_for(lambda: sum(running("work").values()) == 2, timeout=120, what="2 workers of work")
+        with Producer(c):
+            wait_for(done_on_any, timeout=60, what="calls flowing")
+            flow = workflow()
+            placed = running("work")
+            victim = net.host(max(placed, key=placed.get))
+            t0 = time.monotonic()
+            drained = ec("node", "drain", victim.name, "--wait", "--timeout", "120", env=c.env, timeout=180)
+            took = time.monotonic() - t0
+            time.sleep(1.0)  # calls keep coming onto the other hosts
+        result = flow.get(timeout=180)
+        r = report(c, f"host drained ({victim.name} of 3)", started)
+        after = running("work")
+        assert victim.pid, "the drained host's agent stopped"
+    with capsys.disabled():
+        print(f"\n{Report.header()}\n{r.line()}\n  drain done after: {took:.1f} s")
+    assert drained.returncode == 0, drained.stderr
+    assert result == WORKFLOW_RESULT
+    assert_clean(r)
+    assert victim.name not in after and sum(after.values()) == 2, after
 
 
 def _queued_in_stats(stats: dict, socket: str) -> int:
