@@ -14,6 +14,7 @@ restarted. ``pytest -m multihost``, alone (never under -n).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -194,8 +195,7 @@ def test_host_death_replaces_its_processors(cluster, capsys):
             wait_for(lambda: sum(n for h, n in running("work").items() if h != victim.name) == 2,
                      timeout=REPLACE_BOUND + 60, every=0.2, what="work re-placed on the other hosts")
             replaced = time.monotonic() - t0
-            shown = {w["status"] for w in json.loads(ec("ls", "workers", "--json", env=c.env).stdout)
-                     if w["host"] == victim.name}
+            dead = shown("ls", "workers", host=victim.name)
             time.sleep(1.0)  # calls keep coming onto the re-placed workers
         result = flow.get(timeout=180)
         r = report(c, f"host kill -9 ({victim.name} of 3)", started)
@@ -206,7 +206,13 @@ def test_host_death_replaces_its_processors(cluster, capsys):
     assert_clean(r)
     assert replaced < REPLACE_BOUND
     # its heartbeat is stale once its work is re-placed: ec ls workers never says running
-    assert shown and "running" not in shown, shown
+    assert dead and "running" not in dead, dead
+
+
+def shown(*command: str, **where: str) -> set[str]:
+    """The statuses ``ec COMMAND --json`` shows for the rows matching WHERE."""
+    rows = json.loads(ec(*command, "--json", env=os.environ.copy()).stdout)
+    return {r["status"] for r in rows if all(r.get(k) == v for k, v in where.items())}
 
 
 def done_on_any() -> bool:
@@ -243,6 +249,11 @@ def test_partitioned_host_rejoins_and_nothing_completes_twice(cluster, capsys):
             resumed = time.monotonic() - healed
             back = wait_for(lambda: Agent.get(Agent.name == victim.name).heartbeat > healed_at, timeout=60,
                             what=f"{victim.name}'s agent heartbeat after the heal")
+            # it rejoins: shown online again, its worker shown running
+            wait_for(lambda: shown("agent", "ls", name=victim.name) == {"online"}, timeout=60,
+                     what=f"{victim.name}'s agent shown online")
+            wait_for(lambda: "running" in shown("ls", "workers", host=victim.name), timeout=60,
+                     what=f"{victim.name}'s worker shown running")
         result = flow.get(timeout=180)
         r = report(c, f"host partitioned 20 s ({victim.name})", started)
         assert back and victim.pid, "the partitioned host's agent died"
