@@ -44,8 +44,8 @@ def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys):
     report = result.report
     with capsys.disabled():
         print(f"\n{Report.header()}\n{report.line()}\n"
-              f"killed {result.victim} ({result.consumers_there} worker consumers on it): calls resumed "
-              f"{result.resumed_after:.1f}s after the kill; it rejoined {result.rejoined_after:.1f}s "
-              "after its restart")
+              f"killed {result.victim} ({result.consumers_there} worker consumers on it): first outcome "
+              f"{result.first_outcome:.2f}s after the kill, calls sent after it done {result.resumed_after:.2f}s "
+              f"after it; restarted, the node rejoined in {result.rejoined_after:.1f}s")
     assert report.confirmed > 0
     assert (report.lost, report.duplicated, report.unexpected) == (0, 0, 0), report
