@@ -49,3 +49,29 @@ def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys):
               f"after it; restarted, the node rejoined in {result.rejoined_after:.1f}s")
     assert report.confirmed > 0
     assert (report.lost, report.duplicated, report.unexpected) == (0, 0, 0), report
+
+
+def quorum_members(cluster, queue: str, via: int = 0) -> set[str]:
+    out = cluster.ctl(via, "list_queues", "name", "type", "members", "--formatter", "json").stdout
+    row = next(q for q in json.loads(out) if q["name"] == queue)
+    assert row["type"] == "quorum", row
+    return set(row["members"])
+
+
+def test_quorum_queues_are_replicated_on_every_node(rabbit_cluster, queue_name):
+    """A socket queue declared through the multi-node URL has a member on each of the three
+    nodes (RabbitMQ 3.10's default group size: every cluster node), even one declared while
+    a node is down, so losing any one node loses no message."""
+    from ectool.transport import connect
+
+    names = {n.name for n in rabbit_cluster.nodes}
+    with connect(rabbit_cluster.url) as t:
+        t.declare(queue_name)
+        assert quorum_members(rabbit_cluster, queue_name) == names
+        assert quorum_members(rabbit_cluster, "ec.dead") == names
+        rabbit_cluster.kill(1)
+        t.declare(queue_name + ".late")
+        assert quorum_members(rabbit_cluster, queue_name + ".late") == names
+        rabbit_cluster.start(1)
+        t.delete_queue(queue_name)
+        t.delete_queue(queue_name + ".late")

@@ -186,14 +186,16 @@ def open_connection(url: str, purpose: str, *, heartbeat: int = HEARTBEAT,
     start = _preferred.setdefault(url, random.randrange(len(urls)))
     failures = []
     for offset, one in enumerate(rotate(urls, start)):
+        index = (start + offset) % len(urls)
         try:
             conn = _connect_one(one, purpose, heartbeat, 1)
-        except Unreachable as exc:
-            failures.append(f"{hosts.hosts[(start + offset) % len(urls)]}: {exc.reason}")
-            log.warning("RabbitMQ node %s unreachable (%s); trying the next",
-                        hosts.hosts[(start + offset) % len(urls)], exc.reason)
+        except _NodeUnreachable as exc:
+            failures.append(f"{hosts.hosts[index]}: {exc.reason}")
             continue
-        _preferred[url] = (start + offset) % len(urls)
+        if failures:
+            log.warning("RabbitMQ node%s unreachable (%s); %s connected to %s",
+                        "s" if len(failures) > 1 else "", "; ".join(failures), purpose, hosts.hosts[index])
+        _preferred[url] = index
         return conn
     raise Unreachable(f"cannot reach RabbitMQ: none of the {len(urls)} nodes of {redact(url)} "
                       f"answered ({'; '.join(failures)})")
