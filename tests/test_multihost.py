@@ -75,3 +75,29 @@ def test_quorum_queues_are_replicated_on_every_node(rabbit_cluster, queue_name):
         rabbit_cluster.start(1)
         t.delete_queue(queue_name)
         t.delete_queue(queue_name + ".late")
+
+
+def test_delayed_messages_survive_their_delay_queues_node(rabbit_cluster, queue_name):
+    """A delay queue is a classic queue on the node it was declared through. With that node
+    down a retry still goes out (through an alternate delay queue on a running node), and
+    what the first one held comes back with its node: both messages arrive."""
+    from ectool.transport import connect
+
+    with connect(rabbit_cluster.urls[0]) as t:
+        t.declare(queue_name)
+        t.publish(queue_name, [b"before"], delay=1.0)  # its delay queue is on node 1
+    rabbit_cluster.kill(0)
+    with connect(rabbit_cluster.urls[1]) as t:
+        t.publish(queue_name, [b"during"], delay=1.0)
+        consumer = t.consumer([queue_name])
+        try:
+            first = consumer.get(timeout=60)
+            assert first is not None and first.body == b"during"
+            consumer.ack([first])
+            rabbit_cluster.start(0)
+            second = consumer.get(timeout=60)
+            assert second is not None and second.body == b"before"
+            consumer.ack([second])
+        finally:
+            consumer.close()
+        t.delete_queue(queue_name)

@@ -8,7 +8,8 @@ Topology, all durable:
 * ``ec.delay.<queue>.<ms>`` holds delayed messages: a classic queue whose messages expire
   after ``ms`` and are then dead-lettered to ``<queue>`` through the default exchange. The
   delay is rounded up to two significant digits so that few such queues exist, and each
-  vanishes a minute after its last message (``x-expires``);
+  vanishes a minute after its last message (``x-expires``). On a cluster it lives on one
+  node; while that node is down ``ec.delay.<queue>.<ms>.<n>`` (n = 1, 2, ...) stands in;
 * inboxes are exclusive, auto-delete, server-named queues fed through the default exchange;
 * events go to a durable topic exchange (``ec.events``; routing key = event kind) as
   non-persistent messages without confirms; each subscriber binds an exclusive,
@@ -69,6 +70,7 @@ CONFIRM_TIMEOUT = 30.0  # no publisher confirm for this long: give up
 IDLE_CHECK = 5.0  # a producer connection used more recently than this (s) is not checked first
 PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
 DELAY_EXPIRY_MS = 60_000  # an unused delay queue vanishes this long after its delay
+DELAY_ALTERNATES = 4  # other names a delay queue may take while its node is down
 NOT_FOUND, PRECONDITION_FAILED = 404, 406
 
 # Errors meaning "the connection (or a channel with it) is gone": reconnect and retry.
@@ -335,6 +337,12 @@ def _noop() -> None:
     pass
 
 
+class HomeNodeDown(EcError):
+    """A classic queue's node (its only copy) is down; a cluster's other nodes answer 404."""
+
+    exit_code = Unreachable.exit_code
+
+
 class QueueMissing(UsageError):
     """Messages came back unroutable: ``queue`` does not exist. ``returned`` are those
     bodies (not enqueued); the rest of the batch is durable. A caller that may create the
@@ -527,6 +535,9 @@ class AmqpTransport(Transport):
             return operation(self._admin_channel())
         except px.ChannelClosedByBroker as exc:
             self._admin = None
+            if exc.reply_code == NOT_FOUND and "home node" in (exc.reply_text or ""):
+                raise HomeNodeDown(f"queue {queue!r} is on a RabbitMQ node that is down: "
+                                   f"{describe(exc)}") from None
             if exc.reply_code == NOT_FOUND:
                 if missing is not None:
                     return missing()
@@ -548,11 +559,22 @@ class AmqpTransport(Transport):
         self._on_queue(queue, operation)
 
     def _delay_queue(self, queue: str, delay: float) -> str:
-        """Declare (and so keep alive) the delay queue feeding ``queue`` after ``delay``."""
+        """Declare (and so keep alive) the delay queue feeding ``queue`` after ``delay``.
+
+        A delay queue is a classic queue, on one node of a cluster: while that node is down
+        an alternate (``NAME.1``, ``NAME.2``, ...) on a running node takes the messages (what
+        the first one holds comes back with its node)."""
         self._on_queue(queue, lambda channel: channel.queue_declare(queue, passive=True))
         name, arguments = delay_queue(queue, delay)
-        self._declare(name, arguments)
-        return name
+        for alternate in range(DELAY_ALTERNATES + 1):
+            target = f"{name}.{alternate}" if alternate else name
+            try:
+                self._declare(target, arguments)
+                return target
+            except HomeNodeDown as exc:
+                log.info("%s; trying an alternate delay queue", exc)
+        raise HomeNodeDown(f"no delay queue for {queue!r} is on a running RabbitMQ node "
+                           f"(tried {DELAY_ALTERNATES + 1})")
 
     # Transport
 
