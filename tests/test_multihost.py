@@ -350,3 +350,81 @@ def test_cluster_runs_three_nodes_and_a_killed_one_rejoins(rabbit_cluster):
     assert running_nodes(rabbit_cluster, 0) == names - {rabbit_cluster.nodes[2].name}
     rabbit_cluster.start(2)
     assert running_nodes(rabbit_cluster, 0) == names
+
+
+def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys):
+    """The node holding the workers' consumers is killed mid-flow, then restarted: calls
+    keep flowing (the time until they do is printed), nothing lost or duplicated."""
+    from cluster_scenarios import rabbitmq_node_kill
+
+    from fault_scenarios import cleanup, setup
+    from history import Report
+
+    ctx = setup(tmp_path / "s", rabbit_cluster.url)
+    try:
+        result = rabbitmq_node_kill(ctx, rabbit_cluster)
+    finally:
+        from ectool.store import close_store
+
+        cleanup(ctx)
+        close_store()
+    report = result.report
+    with capsys.disabled():
+        print(f"\n{Report.header()}\n{report.line()}\n"
+              f"killed {result.victim} ({result.consumers_there} worker consumers on it): first outcome "
+              f"{result.first_outcome:.2f}s after the kill, calls sent after it done {result.resumed_after:.2f}s "
+              f"after it; restarted, the node rejoined in {result.rejoined_after:.1f}s")
+    assert report.confirmed > 0
+    assert (report.lost, report.duplicated, report.unexpected) == (0, 0, 0), report
+
+
+def quorum_members(cluster, queue: str, via: int = 0) -> set[str]:
+    out = cluster.ctl(via, "list_queues", "name", "type", "members", "--formatter", "json").stdout
+    row = next(q for q in json.loads(out) if q["name"] == queue)
+    assert row["type"] == "quorum", row
+    return set(row["members"])
+
+
+def test_quorum_queues_are_replicated_on_every_node(rabbit_cluster, queue_name):
+    """A socket queue declared through the multi-node URL has a member on each of the three
+    nodes (RabbitMQ 3.10's default group size: every cluster node), even one declared while
+    a node is down, so losing any one node loses no message."""
+    from ectool.transport import connect
+
+    names = {n.name for n in rabbit_cluster.nodes}
+    with connect(rabbit_cluster.url) as t:
+        t.declare(queue_name)
+        assert quorum_members(rabbit_cluster, queue_name) == names
+        assert quorum_members(rabbit_cluster, "ec.dead") == names
+        rabbit_cluster.kill(1)
+        t.declare(queue_name + ".late")
+        assert quorum_members(rabbit_cluster, queue_name + ".late") == names
+        rabbit_cluster.start(1)
+        t.delete_queue(queue_name)
+        t.delete_queue(queue_name + ".late")
+
+
+def test_delayed_messages_survive_their_delay_queues_node(rabbit_cluster, queue_name):
+    """A delay queue is a classic queue on the node it was declared through. With that node
+    down a retry still goes out (through an alternate delay queue on a running node), and
+    what the first one held comes back with its node: both messages arrive."""
+    from ectool.transport import connect
+
+    with connect(rabbit_cluster.urls[0]) as t:
+        t.declare(queue_name)
+        t.publish(queue_name, [b"before"], delay=1.0)  # its delay queue is on node 1
+    rabbit_cluster.kill(0)
+    with connect(rabbit_cluster.urls[1]) as t:
+        t.publish(queue_name, [b"during"], delay=1.0)
+        consumer = t.consumer([queue_name])
+        try:
+            first = consumer.get(timeout=60)
+            assert first is not None and first.body == b"during"
+            consumer.ack([first])
+            rabbit_cluster.start(0)
+            second = consumer.get(timeout=60)
+            assert second is not None and second.body == b"before"
+            consumer.ack([second])
+        finally:
+            consumer.close()
+        t.delete_queue(queue_name)
