@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[hosts] round {r + 1}: {n} host(s)", file=sys.stderr, flush=True)
                 runs[n].append(one_config(n, args.lines, args.task_ms, Path(d)))
     ratios = [spread["lines_s"] / one["lines_s"] for one, spread in zip(runs[1], runs[args.hosts], strict=True)]
-    med = {n: statistics.median(x["lines_s"] for x in rs) for n, rs in runs.items()}
+    med = {n: round(statistics.median(x["lines_s"] for x in rs), 1) for n, rs in runs.items()}
     print(table(["configuration", "lines/s (median)", "rounds"],
                 [[f"seq {args.lines} | ec map work, {n} host(s) x 1 worker", f"{med[n]:,.0f}", str(len(runs[n]))]
                  for n in runs] +

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,21 +55,25 @@ class Cluster:
     history: History
 
 
-@pytest.fixture
-def cluster(tmp_path, pg_url, amqp_url, monkeypatch):
-    """A PostgreSQL schema, a RabbitMQ namespace and the environment the hosts share; the
-    scenario adds its processors. RabbitMQ queues are deleted afterwards."""
+def need_hosts() -> None:
     reason = unavailable()
     if reason:
         if REQUIRE:
             pytest.fail(f"EC_REQUIRE_SERVICES=1 but {reason}")
         pytest.skip(f"SKIPPED, NO TEST HOSTS: {reason}")
-    env = env_for(pg_url, amqp_url, EC_AGENT_STALE=str(STALE))
+
+
+@contextmanager
+def shared(tmp_path: Path, pg_url: str, broker_url: str, monkeypatch):
+    """A PostgreSQL schema, a RabbitMQ namespace and the environment the hosts share; the
+    scenario adds its processors. RabbitMQ queues are deleted afterwards."""
+    need_hosts()
+    env = env_for(pg_url, broker_url, EC_AGENT_STALE=str(STALE))
     for key in ("EC_DB", "EC_BROKER", "EC_AGENT_STALE"):
         monkeypatch.setenv(key, env[key])
     marks = tmp_path / "marks"
     marks.mkdir()
-    c = Cluster(tmp_path, pg_url, amqp_url, env, History(marks))
+    c = Cluster(tmp_path, pg_url, broker_url, env, History(marks))
     try:
         yield c
     finally:
@@ -76,6 +81,13 @@ def cluster(tmp_path, pg_url, amqp_url, monkeypatch):
 
         api.close()
         _delete_queues(c)
+
+
+@pytest.fixture
+def cluster(tmp_path, pg_url, amqp_url, monkeypatch):
+    """Test hosts' shared setup on the system RabbitMQ."""
+    with shared(tmp_path, pg_url, amqp_url, monkeypatch) as c:
+        yield c
 
 
 def _delete_queues(c: Cluster) -> None:
@@ -428,3 +440,42 @@ def test_delayed_messages_survive_their_delay_queues_node(rabbit_cluster, queue_
         finally:
             consumer.close()
         t.delete_queue(queue_name)
+
+
+def test_rabbitmq_node_killed_under_three_hosts(tmp_path, pg_url, rabbit_cluster, monkeypatch, capsys):
+    """Three test hosts on a three-node RabbitMQ cluster (the hosts reach every node through
+    their own links): the node holding most worker consumers is killed mid-flow, then
+    restarted; calls keep flowing, nothing is lost or duplicated, the workflow finishes."""
+    need_hosts()
+    from cluster_scenarios import busiest_node, connections_by_node
+
+    from ectool.store.models import Call, now
+
+    def done_since(stamp) -> bool:
+        return Call.select().where((Call.finished > stamp) & (Call.created > stamp)).exists()
+
+    with shared(tmp_path, pg_url, rabbit_cluster.url, monkeypatch) as c:
+        network(c, concurrency=3)
+        started = time.monotonic()
+        with hosts(3, c.tmp, c.db_url, c.broker_url, c.env) as net:
+            wait_for(lambda: len(running("work")) == 3, timeout=120, what="a worker of work on each host")
+            with Producer(c):
+                wait_for(done_on_any, timeout=60, what="calls flowing")
+                flow = workflow()
+                victim = busiest_node(rabbit_cluster)
+                consumers = sum("consumer" in name for name in connections_by_node(rabbit_cluster)[victim])
+                stamp, t0 = now(), time.monotonic()
+                rabbit_cluster.kill(victim)
+                wait_for(lambda: done_since(stamp), timeout=120, every=0.1, what="calls sent after the kill done")
+                resumed = time.monotonic() - t0
+                rabbit_cluster.start(victim)
+                stamp = now()
+                wait_for(lambda: done_since(stamp), timeout=120, every=0.1, what="calls sent after the restart done")
+            result = flow.get(timeout=180)
+            r = report(c, "RabbitMQ node kill -9, 3 hosts", started)
+            assert all(h.pid for h in net.hosts), "an agent died with the node"
+    with capsys.disabled():
+        print(f"\n{Report.header()}\n{r.line()}\n  killed a node holding {consumers} worker consumer(s); calls "
+              f"sent after the kill done after: {resumed:.1f} s")
+    assert result == WORKFLOW_RESULT
+    assert_clean(r)
