@@ -137,14 +137,16 @@ class AgentDaemon:
         with db.atomic(**lock):
             at = now()
             cutoff = at - _seconds(STALE)
-            stale = [a.id for a in Agent.select(Agent.id).where(
-                (Agent.id != self.agent.id) & (Agent.status == "online") & (Agent.heartbeat < cutoff))]
+            lost = {a.id: (a.name, a.node.name) for a in Agent.select(Agent, Node).join(Node).where(
+                (Agent.id != self.agent.id) & (Agent.status == "online") & (Agent.heartbeat < cutoff))}
+            stale = list(lost)
             if stale:
                 Placement.delete().where(Placement.agent.in_(stale)).execute()
                 Agent.update(status="lost").where(Agent.id.in_(stale)).execute()
                 Worker.update(status="lost").where(Worker.agent.in_(stale) & Worker.status.not_in(
                     ("stopped", "crashed", "lost"))).execute()
-                log(f"re-placing processors of {len(stale)} stale agent(s); their workers are lost")
+                log(f"re-placing processors of stale agent(s) {', '.join(n for n, _ in lost.values())}; "
+                    "they and their workers are lost")
             query = Processor.select().where(Processor.requested_status != "stopped")
             if not lock:
                 query = query.for_update()
@@ -172,6 +174,8 @@ class AgentDaemon:
                     Placement.insert(processor=p, agent=self.agent.id, workers=count).on_conflict(
                         conflict_target=[Placement.processor, Placement.agent],
                         update={Placement.workers: count}).execute()
+        for name, node in lost.values():
+            events.emit("agent.lost", agent=name, node=node)
         return plan
 
     def serving_elsewhere(self, at, draining: set[int]) -> dict[int, int]:

@@ -36,7 +36,7 @@ log = logging.getLogger("ec.events")
 KINDS = (
     "call.queued", "call.started", "call.retrying", "call.done", "call.failed", "call.dead",
     "worker.online", "worker.offline", "worker.heartbeat",
-    "agent.online", "agent.offline",
+    "agent.online", "agent.offline", "agent.lost",
     "processor.deployed", "processor.error",
 )
 BUFFER = 10_000  # events held in memory at most (drop-oldest beyond)

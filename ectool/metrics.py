@@ -751,13 +751,13 @@ def worker_stats(since: dt.datetime, until: dt.datetime | None = None,
                  usage: Usage | None = None) -> list[dict[str, Any]]:
     """Workers not stopped (a stale one shown ``lost``, :mod:`ectool.runtime`) with cpu/rss
     (local ones) and the calls each finished in the window."""
-    from .calls import list_runtime
+    from .calls import _local_usage
     from .runtime import worker_rows
 
+    rows = worker_rows()
     if usage is None:
-        rows = list_runtime("worker")  # measures cpu over 0.1 s
+        _local_usage(rows)  # measures cpu over 0.1 s
     else:
-        rows = worker_rows()
         usage.fill(rows)
     done = worker_calls(since, until)
     for row in rows:

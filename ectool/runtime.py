@@ -41,15 +41,15 @@ def worker_rows(everything: bool = False, at: dt.datetime | None = None,
     agent that ran them is lost. ``cpu_percent``/``rss_mb`` are left for the caller."""
     at = at or now()
     shown = {a["name"]: a["status"] for a in (agents if agents is not None else agent_rows(at))}
-    query = (Worker.select(Worker, Processor.name, Agent.name).join(Processor)
-             .switch(Worker).join(Agent, join_type=JOIN.LEFT_OUTER)
+    query = (Worker.select(Worker, Processor.name.alias("processor_name"), Agent.name.alias("agent_name"))
+             .join(Processor).switch(Worker).join(Agent, join_type=JOIN.LEFT_OUTER)
              .order_by(Processor.name, Worker.host, Worker.pid))
     if not everything:
         query = query.where(Worker.status != "stopped")
     rows = []
-    for w in query:
-        agent = w.agent.name if w.agent_id is not None else None
-        rows.append({"processor": w.processor.name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
+    for w in query.objects():
+        agent = w.agent_name
+        rows.append({"processor": w.processor_name, "host": w.host, "pid": w.pid, "cpu": w.cpu,
                      "status": liveness.worker_state(w.status, w.heartbeat, at, liveness.WORKER_ALIVE,
                                                      shown.get(agent)),
                      "commit": w.commit, "agent": agent, "heartbeat": _iso(w.heartbeat),
@@ -74,12 +74,15 @@ def live_workers(processor_id: int, at: dt.datetime | None = None) -> int:
     return count
 
 
-def node_rows(at: dt.datetime | None = None) -> list[dict[str, Any]]:
+def node_rows(at: dt.datetime | None = None, agents: list[dict[str, Any]] | None = None,
+              workers: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every node: its admin's wish and shown state (:func:`~ectool.liveness.node_state`),
-    cores, load, agents, live workers and the processors running there (pxN)."""
+    cores, load, agents, live workers and the processors running there (pxN). ``agents``
+    and ``workers``: rows already built by :func:`agent_rows` and :func:`worker_rows`."""
     at = at or now()
-    agents = agent_rows(at)
-    workers = [w for w in worker_rows(at=at, agents=agents) if liveness.live(w["status"])]
+    agents = agent_rows(at) if agents is None else agents
+    workers = worker_rows(at=at, agents=agents) if workers is None else workers
+    workers = [w for w in workers if liveness.live(w["status"])]
     rows = []
     for n in Node.select().order_by(Node.name):
         mine = [a for a in agents if a["node"] == n.name]

@@ -365,12 +365,17 @@ class FixedSource:
             {"name": "q", "type": "direct", "kind": "quorum", "max_length": None, "sockets": 3, "depth": 4,
              "queued": 5, "in_per_min": 18.6, "out_per_min": 17.6, "out": wave},
         ]
-        agents = [{"name": f"node-{x}", "host": f"node-{x}", "pid": 1000 + i, "cpus": 4, "status": "online",
-                   "heartbeat": ago(3)} for i, x in enumerate("ab")]
-        workers = [{"processor": "sample", "host": host, "pid": pid, "cpu": cpu, "status": "running",
+        agents = [{"name": f"node-{x}", "host": f"node-{x}", "pid": 1000 + i, "cpus": 4, "status": status,
+                   "heartbeat": ago(3)} for i, (x, status) in enumerate(zip("abc", ("online", "online", "lost"), strict=True))]
+        workers = [{"processor": "sample", "host": host, "pid": pid, "cpu": cpu, "status": status,
                     "commit": "3f2a9c1d0b7e44", "cpu_percent": pct, "rss_mb": rss, "heartbeat": ago(2)}
-                   for host, pid, cpu, pct, rss in (("node-a", 2101, 0, 41.5, 38.2), ("node-a", 2102, 1, 12.0, 37.9),
-                                                    ("node-b", 3301, 0, None, None))]
+                   for host, pid, cpu, pct, rss, status in (
+                       ("node-a", 2101, 0, 41.5, 38.2, "running"), ("node-a", 2102, 1, 12.0, 37.9, "running"),
+                       ("node-b", 3301, 0, None, None, "running"), ("node-c", 4401, 0, None, None, "lost"))]
+        nodes = [{"name": name, "state": state, "cpus": 4, "load": load, "processors": procs}
+                 for name, state, load, procs in (("node-a", "online", 1.5, ["samplex2"]),
+                                                  ("node-b", "cordoned", 0.4, ["samplex1"]),
+                                                  ("node-c", "lost", None, []))]
         calls = [
             {"id": "c0ffee00-0000-4000-8000-000000000001", "socket": "add_two", "status": "done", "attempts": 1,
              "submitted": ago(5), "ms": 12.4, "error_type": None, "root": "c0ffee00-0000-4000-8000-000000000001"},
@@ -391,7 +396,7 @@ class FixedSource:
                         workers=workers, calls=calls,
                         plugs=[{"name": "sum-to-report", "source": "add_two", "target": "render",
                                 "argument": "total"}],
-                        host={"cpu_percent": 37.0})
+                        host={"cpu_percent": 37.0}, nodes=nodes)
 
     def call_graph(self, call_id: str):
         def call(id, socket, status, start, took, **kw):

@@ -103,3 +103,23 @@ def test_credentials_are_never_printed(args, secret, tmp_path):
                           env={"PATH": "/usr/bin:/bin", "EC_HOME": str(tmp_path), "HOME": str(tmp_path)})
     assert secret not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_node_state_changes_need_update_node(tmp_path):
+    from ectool import network
+    from ectool.store import open_store
+
+    db = f"sqlite:///{tmp_path / 'ec.db'}"
+    assert as_user(db, "alice", "add", "node", "-n", "h1").exit_code == 0
+    for action in ("cordon", "drain", "uncordon"):
+        denied = as_user(db, "bob", "node", action, "h1")
+        assert denied.exit_code == 5 and "lacks UPDATE_NODE" in denied.output, denied.output
+    assert as_user(db, "bob", "ls", "nodes").exit_code == 5  # READ_NODE
+    open_store(db, user="alice")
+    assert network.get("node", "h1").state == "schedulable"  # nothing changed
+    assert as_user(db, "alice", "add", "role", "-n", "ops", "-p", "UPDATE_NODE", "-p", "READ_NODE").exit_code == 0
+    assert as_user(db, "alice", "add", "user", "-n", "bob", "-r", "ops").exit_code == 0
+    assert as_user(db, "bob", "node", "cordon", "h1").exit_code == 0
+    assert [(n["name"], n["state"]) for n in __import__("json").loads(
+        as_user(db, "bob", "ls", "nodes", "--json").stdout)] == [("h1", "offline")]
+    assert network.get("node", "h1").state == "cordoned"

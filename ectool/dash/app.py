@@ -158,7 +158,7 @@ class DashApp(App):
             self.query_one(StatusBar).show(snap.counts)
             self.query_one(ProcessorsView).show(snap.processors)
             self.query_one(QueuesView).show(snap.queues)
-            self.query_one(WorkersView).show(snap.agents, snap.workers)
+            self.query_one(WorkersView).show(snap.agents, snap.workers, snap.nodes)
             self.query_one(CallsView).show(snap.calls)
             self.query_one(FlowView).show(snap.plugs)
         except NoMatches:  # a snapshot read before the app began shutting down (as on_problem)

@@ -47,6 +47,7 @@ class Snapshot:
     calls: list[dict[str, Any]]
     plugs: list[dict[str, Any]]
     host: dict[str, Any] = field(default_factory=dict)
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # as ec ls nodes (lost, cordoned, ...)
     denied: list[str] = field(default_factory=list)  # READ_ privileges the user lacks
 
 
@@ -96,7 +97,7 @@ def load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
 
 
 #: the object kinds the dashboard reads
-READS = ("PROCESSOR", "QUEUE", "SOCKET", "AGENT", "WORKER", "CALL", "PLUG")
+READS = ("PROCESSOR", "QUEUE", "SOCKET", "AGENT", "WORKER", "CALL", "PLUG", "NODE")
 
 
 def _restricted(snap: Snapshot, may: dict[str, bool]) -> Snapshot:
@@ -122,6 +123,8 @@ def _restricted(snap: Snapshot, may: dict[str, bool]) -> Snapshot:
         snap.hosts = []
     if not may["PLUG"]:
         snap.plugs = []
+    if not may["NODE"]:
+        snap.nodes = []
     snap.denied = [f"READ_{kind}" for kind, ok in may.items() if not ok]
     return snap
 
@@ -138,6 +141,7 @@ def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
         current.setdefault(sock, {})[status] = n
     agents = runtime.agent_rows(at)
     worker_rows = runtime.worker_rows(at=at, agents=agents)
+    nodes = runtime.node_rows(at, agents=agents, workers=worker_rows)
     usage.fill(worker_rows)
     serving = [w for w in worker_rows if liveness.live(w["status"])]
     empty = {"in": [0] * HISTORY, "out": [0] * HISTORY, "failed": [0] * HISTORY}
@@ -178,7 +182,7 @@ def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
              for p in Plug.select().order_by(Plug.name)]
     return Snapshot(at=at, counts=metrics.status_counts(), hosts=hosts, processors=processors, queues=queues,
                     agents=agents, workers=worker_rows, calls=recent_calls(*parse_filter(calls_filter)),
-                    plugs=plugs, host=usage.host())
+                    plugs=plugs, host=usage.host(), nodes=nodes)
 
 
 def call_graph(call_id: str) -> tuple[Any, dict[str | None, list[Any]]]:

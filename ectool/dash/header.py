@@ -1,4 +1,5 @@
-"""The header: active hosts, queues, processors and a system-usage sparkline."""
+"""The header: active hosts (and how many are lost), queues, processors, serving workers
+and a system-usage sparkline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Sparkline, Static
 
+from .. import liveness
 from .data import Snapshot
 
 
@@ -23,9 +25,12 @@ class DashHeader(Horizontal):
         yield Sparkline(list(self.cpu), id="usage")
 
     def show(self, snap: Snapshot) -> None:
+        serving = sum(liveness.live(w["status"]) for w in snap.workers)  # lost ones are not
+        lost = sum(n["state"] == liveness.LOST for n in snap.nodes)
         self.query_one("#summary", Static).update(
-            f"hosts [b]{len(snap.hosts)}[/b]  queues [b]{len(snap.queues)}[/b]  "
-            f"processors [b]{len(snap.processors)}[/b]  workers [b]{len(snap.workers)}[/b]")
+            f"hosts [b]{len(snap.hosts)}[/b]{f' ([b]{lost}[/b] lost)' if lost else ''}  "
+            f"queues [b]{len(snap.queues)}[/b]  "
+            f"processors [b]{len(snap.processors)}[/b]  workers [b]{serving}[/b]")
         cpu = snap.host.get("cpu_percent")
         if cpu is not None:
             self.cpu.append(float(cpu))
