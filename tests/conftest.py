@@ -42,8 +42,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     alone = {
         "faults": pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the fault suite restarts services; "
                                           "run it with a plain `pytest -m faults`, not under -n"),
-        "multihost": pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the multihost tests run a RabbitMQ "
-                                             "cluster; run them with a plain `pytest -m multihost`"),
+        "multihost": pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the multihost tests run test hosts and a "
+                                             "RabbitMQ cluster; run them with a plain `pytest -m multihost`"),
     }
     for item in items:
         for marker, skip in alone.items():
