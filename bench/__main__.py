@@ -18,6 +18,7 @@ BENCHES = {
     "compare": ("bench.compare", "ceiling, celery and ec alternately; medians and pairwise ratios"),
     "profile": ("bench.profile", "py-spy profiles of an ec client and worker under throughput load"),
     "faults": ("bench.faults", "fault injection with the loss checker (tests/fault_scenarios.py)"),
+    "hosts": ("bench.hosts", "seq N | ec map over 3 test hosts (network namespaces) against 1, same run"),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,8 @@ from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
 from .security import require
 from .store.models import FINAL_CALL_STATUS, Call, db, now
+
+log = logging.getLogger(__name__)
 
 #: Client.wait reads the store once replies have been quiet this long (seconds), backing
 #: off to QUIET_MAX between reads, and at least every FORCED seconds while replies flow
@@ -173,7 +176,13 @@ class Client:
             if self._inbox is None:
                 time.sleep(max(wait, 0.0))
                 continue
-            body = self._inbox.get(max(wait, 0.0))
+            try:
+                body = self._inbox.get(max(wait, 0.0))
+            except Unreachable as exc:  # its node went away (a cluster fails over): the store has the truth
+                log.info("replies stopped (%s); reading outcomes from the store", exc)
+                self._inbox.close()
+                self._inbox = None
+                continue
             if not body:
                 continue
             last_reply = time.monotonic()

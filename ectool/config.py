@@ -41,7 +41,8 @@ TEMPLATE = """\
 # The model store: sqlite:///path/to/ec.db or postgresql://user:password@host:5432/db
 # db = "{db}"
 
-# The transport: sqlite:///path/to/queue.db (embedded) or amqp://user:password@host:5672/%2F
+# The transport: sqlite:///path/to/queue.db (embedded) or amqp://user:password@host:5672/%2F;
+# the nodes of a RabbitMQ cluster as a list: amqp://user:password@h1:5672,h2:5672,h3:5672/%2F
 # broker = "{broker}"
 
 # RabbitMQ queue type for socket queues: "quorum" (default, replicated) or "classic".
@@ -141,6 +142,11 @@ def validate_url(key: str, url: str) -> str:
         raise ConfigError(f"bad {key} URL {shown!r}: scheme must be one of {', '.join(allowed)}")
     if scheme == "sqlite" and not url.split("://", 1)[1].lstrip("/"):
         raise ConfigError(f"bad {key} URL {shown!r}: sqlite URLs need a file path (sqlite:///path)")
+    if scheme in ("amqp", "amqps"):  # one node or several (h1:p1,h2:p2): each host checked
+        from .broker_hosts import split
+
+        split(url, shown)
+        return url
     try:
         urlsplit(url).port  # noqa: B018 - a bad IPv6 host or port raises here, not in the store
     except ValueError:  # (its message may quote part of the password)

@@ -34,15 +34,21 @@ def need_service(name: str, host: str, port: int) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """The fault suite restarts RabbitMQ and PostgreSQL under every test sharing them, so it
-    never runs beside other tests: under pytest-xdist with more than one worker it skips."""
+    """The fault suite restarts RabbitMQ and PostgreSQL under every test sharing them, and
+    the multihost tests run (and kill) a RabbitMQ cluster of three more nodes: neither runs
+    beside other tests, so under pytest-xdist with more than one worker they skip."""
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) <= 1:
         return
-    alone = pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the fault suite restarts services; "
-                                    "run it with a plain `pytest -m faults`, not under -n")
+    alone = {
+        "faults": pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the fault suite restarts services; "
+                                          "run it with a plain `pytest -m faults`, not under -n"),
+        "multihost": pytest.mark.skip(reason="SKIPPED, RUNS ALONE: the multihost tests run test hosts and a "
+                                             "RabbitMQ cluster; run them with a plain `pytest -m multihost`"),
+    }
     for item in items:
-        if item.get_closest_marker("faults"):
-            item.add_marker(alone)
+        for marker, skip in alone.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +69,41 @@ def isolated_home(tmp_path, monkeypatch) -> Path:
 def amqp_url() -> str:
     need_service("RabbitMQ", "127.0.0.1", 5672)
     return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster_session():
+    """A RabbitMQ cluster of three extra nodes on this machine (tests/rabbit_cluster.py),
+    started once per session and removed at its end. Skips loudly without root or
+    RabbitMQ's server script; fails under EC_REQUIRE_SERVICES=1."""
+    from rabbit_cluster import RabbitCluster, unavailable
+
+    why = unavailable()
+    if why:
+        if REQUIRE:
+            pytest.fail(f"EC_REQUIRE_SERVICES=1 but no RabbitMQ cluster: {why}")
+        pytest.skip(f"SKIPPED, NO RABBITMQ CLUSTER: {why}")
+    cluster = RabbitCluster()
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def rabbit_cluster(rabbit_cluster_session):
+    """The session's cluster with every node running, before and after the test (a test
+    that kills a node gets it restarted here if it did not restart it itself)."""
+    def restart_stopped() -> None:
+        running = rabbit_cluster_session.running()
+        for i in range(len(rabbit_cluster_session.nodes)):
+            if i not in running:
+                rabbit_cluster_session.start(i)
+
+    restart_stopped()
+    yield rabbit_cluster_session
+    restart_stopped()
 
 
 @pytest.fixture

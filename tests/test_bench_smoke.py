@@ -130,3 +130,18 @@ def test_bench_faults_smoke():
     """One fault scenario that restarts no service (poison messages, embedded)."""
     result = bench("faults", "--only", "poison", "--kind", "sqlite")
     assert result["ok"] is True and result["rows"][0]["lost"] == 0
+
+
+def test_bench_hosts_smoke(services):
+    """1 test host against 3 (network namespaces: needs root, else skipped or failed)."""
+    from conftest import REQUIRE
+
+    from hosts import unavailable
+
+    reason = unavailable()
+    if reason:
+        if REQUIRE:
+            pytest.fail(f"EC_REQUIRE_SERVICES=1 but {reason}")
+        pytest.skip(f"SKIPPED, NO TEST HOSTS: {reason}")
+    result = bench("hosts", "--lines", "30", "--task-ms", "1")
+    assert result["one_host"]["lines_s"] > 0 and result["spread"]["hosts"] == 3 and result["ratio"] > 0

@@ -4,11 +4,12 @@ Topology, all durable:
 
 * work queues are quorum queues (``x-delivery-limit`` = the transport's ``delivery_limit``)
   or classic queues; both dead-letter to the fanout exchange ``ec.dead``, bound to the
-  queue ``ec.dead``;
+  queue ``ec.dead`` (a quorum queue when ec creates it);
 * ``ec.delay.<queue>.<ms>`` holds delayed messages: a classic queue whose messages expire
   after ``ms`` and are then dead-lettered to ``<queue>`` through the default exchange. The
   delay is rounded up to two significant digits so that few such queues exist, and each
-  vanishes a minute after its last message (``x-expires``);
+  vanishes a minute after its last message (``x-expires``). On a cluster it lives on one
+  node; while that node is down ``ec.delay.<queue>.<ms>.<n>`` (n = 1, 2, ...) stands in;
 * inboxes are exclusive, auto-delete, server-named queues fed through the default exchange;
 * events go to a durable topic exchange (``ec.events``; routing key = event kind) as
   non-persistent messages without confirms; each subscriber binds an exclusive,
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import ssl
 import time
 import urllib.parse
@@ -40,6 +42,8 @@ from pika import exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
+from ..broker_hosts import rotate
+from ..broker_hosts import split as split_hosts
 from ..errors import EcError, Unreachable, UsageError
 from .base import (
     DEAD_QUEUE,
@@ -66,6 +70,7 @@ CONFIRM_TIMEOUT = 30.0  # no publisher confirm for this long: give up
 IDLE_CHECK = 5.0  # a producer connection used more recently than this (s) is not checked first
 PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
 DELAY_EXPIRY_MS = 60_000  # an unused delay queue vanishes this long after its delay
+DELAY_ALTERNATES = 4  # other names a delay queue may take while its node is down
 NOT_FOUND, PRECONDITION_FAILED = 404, 406
 
 # Errors meaning "the connection (or a channel with it) is gone": reconnect and retry.
@@ -164,9 +169,47 @@ def _tls_context(url: str, tls: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
+#: per broker URL, the index (in its host list) of the node this process last reached:
+#: the next connection tries that node first (at first a random one, to spread processes)
+_preferred: dict[str, int] = {}
+
+
 def open_connection(url: str, purpose: str, *, heartbeat: int = HEARTBEAT,
                     attempts: int = 2) -> BlockingConnection:
-    """A new blocking connection to ``url``; :class:`Unreachable` if there is none."""
+    """A new blocking connection to ``url``; :class:`Unreachable` if there is none.
+
+    A URL naming several nodes (``h1:p1,h2:p2,...``, see :mod:`ectool.broker_hosts`) is
+    tried node by node, from the one this process last reached, each once: an unreachable
+    node is skipped with a warning, and Unreachable names how many were tried."""
+    hosts = split_hosts(url)
+    urls = hosts.urls()
+    if len(urls) == 1:
+        return _connect_one(url, purpose, heartbeat, attempts)
+    start = _preferred.setdefault(url, random.randrange(len(urls)))
+    failures = []
+    for offset, one in enumerate(rotate(urls, start)):
+        index = (start + offset) % len(urls)
+        try:
+            conn = _connect_one(one, purpose, heartbeat, 1)
+        except _NodeUnreachable as exc:
+            failures.append(f"{hosts.hosts[index]}: {exc.reason}")
+            continue
+        if failures:
+            log.warning("RabbitMQ node%s unreachable (%s); %s connected to %s",
+                        "s" if len(failures) > 1 else "", "; ".join(failures), purpose, hosts.hosts[index])
+        _preferred[url] = index
+        return conn
+    raise Unreachable(f"cannot reach RabbitMQ: none of the {len(urls)} nodes of {redact(url)} "
+                      f"answered ({'; '.join(failures)})")
+
+
+class _NodeUnreachable(Unreachable):
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"cannot reach RabbitMQ at {redact(url)}: {reason}")
+        self.reason = reason
+
+
+def _connect_one(url: str, purpose: str, heartbeat: int, attempts: int) -> BlockingConnection:
     params = connection_parameters(url)
     given = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
     defaults = {"heartbeat": heartbeat, "connection_attempts": attempts, "retry_delay": 0.5,
@@ -180,15 +223,35 @@ def open_connection(url: str, purpose: str, *, heartbeat: int = HEARTBEAT,
     try:
         return BlockingConnection(params)
     except (px.AMQPError, OSError) as exc:
-        raise Unreachable(f"cannot reach RabbitMQ at {redact(url)}: {describe(exc)}") from None
+        raise _NodeUnreachable(url, describe(exc)) from None
 
 
 def declare_dead_topology(connection: BlockingConnection) -> None:
-    """The ``ec.dead`` fanout exchange and queue (idempotent; on a channel of its own)."""
+    """The ``ec.dead`` fanout exchange and queue (idempotent; on channels of their own).
+
+    A new ``ec.dead`` is a quorum queue, replicated like the work queues, so a cluster that
+    loses a node still takes dead letters; one that exists is used as it is (an older
+    classic one included). A classic ``ec.dead`` whose node is down is skipped with a
+    warning: consuming and publishing go on, only dead-lettering waits for that node."""
     channel = connection.channel()
     try:
         channel.exchange_declare(DEAD_QUEUE, exchange_type="fanout", durable=True)
-        channel.queue_declare(DEAD_QUEUE, durable=True)
+        channel.queue_declare(DEAD_QUEUE, passive=True)
+        channel.queue_bind(DEAD_QUEUE, DEAD_QUEUE)
+        return
+    except px.ChannelClosedByBroker as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise EcError(f"cannot declare {DEAD_QUEUE}: {describe(exc)}") from None
+        if "home node" in (exc.reply_text or ""):
+            log.warning("%s is on a RabbitMQ node that is down (%s); going on without it",
+                        DEAD_QUEUE, exc.reply_text)
+            return
+    finally:
+        if channel.is_open:
+            channel.close()
+    channel = connection.channel()  # the passive declare's 404 closed the first one
+    try:
+        channel.queue_declare(DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_bind(DEAD_QUEUE, DEAD_QUEUE)
     except px.ChannelClosedByBroker as exc:
         if exc.reply_code != PRECONDITION_FAILED:
@@ -272,6 +335,12 @@ class _Batch:
 
 def _noop() -> None:
     pass
+
+
+class HomeNodeDown(EcError):
+    """A classic queue's node (its only copy) is down; a cluster's other nodes answer 404."""
+
+    exit_code = Unreachable.exit_code
 
 
 class QueueMissing(UsageError):
@@ -466,6 +535,9 @@ class AmqpTransport(Transport):
             return operation(self._admin_channel())
         except px.ChannelClosedByBroker as exc:
             self._admin = None
+            if exc.reply_code == NOT_FOUND and "home node" in (exc.reply_text or ""):
+                raise HomeNodeDown(f"queue {queue!r} is on a RabbitMQ node that is down: "
+                                   f"{describe(exc)}") from None
             if exc.reply_code == NOT_FOUND:
                 if missing is not None:
                     return missing()
@@ -487,11 +559,22 @@ class AmqpTransport(Transport):
         self._on_queue(queue, operation)
 
     def _delay_queue(self, queue: str, delay: float) -> str:
-        """Declare (and so keep alive) the delay queue feeding ``queue`` after ``delay``."""
+        """Declare (and so keep alive) the delay queue feeding ``queue`` after ``delay``.
+
+        A delay queue is a classic queue, on one node of a cluster: while that node is down
+        an alternate (``NAME.1``, ``NAME.2``, ...) on a running node takes the messages (what
+        the first one holds comes back with its node)."""
         self._on_queue(queue, lambda channel: channel.queue_declare(queue, passive=True))
         name, arguments = delay_queue(queue, delay)
-        self._declare(name, arguments)
-        return name
+        for alternate in range(DELAY_ALTERNATES + 1):
+            target = f"{name}.{alternate}" if alternate else name
+            try:
+                self._declare(target, arguments)
+                return target
+            except HomeNodeDown as exc:
+                log.info("%s; trying an alternate delay queue", exc)
+        raise HomeNodeDown(f"no delay queue for {queue!r} is on a running RabbitMQ node "
+                           f"(tried {DELAY_ALTERNATES + 1})")
 
     # Transport
 
