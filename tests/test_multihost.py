@@ -25,9 +25,11 @@ def test_cluster_runs_three_nodes_and_a_killed_one_rejoins(rabbit_cluster):
     assert running_nodes(rabbit_cluster, 0) == names
 
 
-def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys):
-    """The node holding the workers' consumers is killed mid-flow, then restarted: calls
-    keep flowing (the time until they do is printed), nothing lost or duplicated."""
+@pytest.mark.parametrize("victim_is", ["consumers", "leader"])
+def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys, victim_is):
+    """The node holding the workers' consumers, or the one leading the socket's queue, is
+    killed mid-flow, then restarted: calls keep flowing (the time until they do is
+    printed), nothing lost or duplicated."""
     from cluster_scenarios import rabbitmq_node_kill
 
     from fault_scenarios import cleanup, setup
@@ -35,7 +37,7 @@ def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys):
 
     ctx = setup(tmp_path / "s", rabbit_cluster.url)
     try:
-        result = rabbitmq_node_kill(ctx, rabbit_cluster)
+        result = rabbitmq_node_kill(ctx, rabbit_cluster, victim_is)
     finally:
         from ectool.store import close_store
 
@@ -44,9 +46,11 @@ def test_node_kill_mid_flow_loses_nothing(rabbit_cluster, tmp_path, capsys):
     report = result.report
     with capsys.disabled():
         print(f"\n{Report.header()}\n{report.line()}\n"
-              f"killed {result.victim} ({result.consumers_there} worker consumers on it): first outcome "
+              f"killed {result.victim} ({victim_is}; {result.consumers_there} worker consumers on it): first outcome "
               f"{result.first_outcome:.2f}s after the kill, calls sent after it done {result.resumed_after:.2f}s "
               f"after it; restarted, the node rejoined in {result.rejoined_after:.1f}s")
+        for error in sorted(set(ctx.history.errors)):
+            print(f"submit failed ({ctx.history.errors.count(error)}x): {error}")
     assert report.confirmed > 0
     assert (report.lost, report.duplicated, report.unexpected) == (0, 0, 0), report
 
