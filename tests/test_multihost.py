@@ -105,3 +105,33 @@ def test_delayed_messages_survive_their_delay_queues_node(rabbit_cluster, queue_
         finally:
             consumer.close()
         t.delete_queue(queue_name)
+
+
+def test_a_client_whose_inbox_node_dies_still_gets_its_outcome(rabbit_cluster, tmp_path, monkeypatch):
+    """The node holding a waiting client's reply inbox is killed: the client reads the
+    outcome from the store instead (and its next calls get a new inbox)."""
+    import os
+
+    from cluster_scenarios import connections_by_node
+
+    from ectool.calls import Client
+    from ectool.config import load
+    from helpers import sample_network, workers
+
+    with sample_network(tmp_path, rabbit_cluster.url) as (env, proc):
+        for key in ("EC_DB", "EC_BROKER", "EC_NAMESPACE"):
+            monkeypatch.setenv(key, env[key])
+        client = Client(load())
+        try:
+            with workers(env, proc, 1):
+                assert client.call("echo", ["warm"], timeout=60).result == "warm"
+                cid = client.submit("sleep", [([2.0, "slept"], {})])[0]
+                mine = f"ectool inbox pid={os.getpid()}"
+                node = next(i for i, names in connections_by_node(rabbit_cluster).items() if mine in names)
+                rabbit_cluster.kill(node)
+                outcome = client.wait([cid], timeout=60)[cid]
+                assert (outcome.status, outcome.result) == ("done", "slept")
+                assert client.call("echo", ["again"], timeout=60).result == "again"
+                rabbit_cluster.start(node)  # deleting the test's quorum queues waits for a down member
+        finally:
+            client.close()
