@@ -135,3 +135,33 @@ def test_a_client_whose_inbox_node_dies_still_gets_its_outcome(rabbit_cluster, t
                 rabbit_cluster.start(node)  # deleting the test's quorum queues waits for a down member
         finally:
             client.close()
+
+
+def test_a_hand_off_goes_to_an_alternate_delay_queue(rabbit_cluster, queue_name):
+    """A worker's consumer hands off a delivery it held too long by parking a copy in the
+    queue's delay queue; with that delay queue's node down, the copy goes to an alternate
+    and the consumer keeps its connection (the copy comes back, not a redelivery)."""
+    from ectool.transport import connect
+    from helpers import wait_for
+
+    with connect(rabbit_cluster.urls[0]) as t:
+        t.declare(queue_name)
+        t.publish(queue_name, [b"early"], delay=0.5)  # creates the 0.5 s delay queue on node 1
+        wait_for(lambda: t.depth(queue_name) == 1, what="the delayed message back")
+        t.purge(queue_name)
+    rabbit_cluster.kill(0)
+    with connect(rabbit_cluster.urls[1]) as t:
+        consumer = t.consumer([queue_name], hand_off_after=0.5)
+        try:
+            t.publish(queue_name, [b"held"])
+            held = consumer.get(timeout=30)
+            assert held is not None and held.body == b"held"
+            copy = consumer.get(timeout=30)  # not acked: handed off after 0.5 s, back 0.5 s later
+            assert copy is not None and copy.body == b"held"
+            assert copy.headers.get("x-ec-parked") == 1, copy.headers
+            assert copy.tag[0] == held.tag[0], "the consumer lost its connection"
+            consumer.ack([held, copy])
+        finally:
+            consumer.close()
+        rabbit_cluster.start(0)
+        t.delete_queue(queue_name)
