@@ -39,6 +39,13 @@ def busiest_node(cluster, kind: str = "consumer") -> int:
     return max(counts, key=lambda i: (counts[i], -i))
 
 
+def queue_leader(cluster, queue: str) -> int:
+    """The index of the node leading quorum queue ``queue``."""
+    out = cluster.ctl(cluster.running()[0], "list_queues", "name", "leader", "--formatter", "json").stdout
+    leader = next(q["leader"] for q in json.loads(out) if q["name"] == queue)
+    return [n.name for n in cluster.nodes].index(leader)
+
+
 @dataclass
 class NodeKill:
     report: Report
@@ -49,11 +56,13 @@ class NodeKill:
     rejoined_after: float  # seconds the restarted node took to rejoin
 
 
-def rabbitmq_node_kill(ctx: Ctx, cluster, batch: int = 20) -> NodeKill:
+def rabbitmq_node_kill(ctx: Ctx, cluster, victim_is: str = "consumers", batch: int = 20) -> NodeKill:
     """``ec worker -c 2`` and a producer (BATCH calls every 0.1 s) on a three-node cluster;
-    the node holding most worker consumers is killed (-9) mid-flow; once calls sent after
-    the kill come back done it is restarted, and the producer stops once calls sent after
-    the restart do too."""
+    a node is killed (-9) mid-flow: the one holding most worker consumers (``victim_is`` =
+    ``consumers``) or the leader of the socket's quorum queue (``leader``). Once calls sent
+    after the kill come back done it is restarted, and the producer stops once calls sent
+    after the restart do too."""
+    from ectool.calls import broker_queue
     from ectool.store.models import Call, Worker, now
 
     started = time.monotonic()
@@ -79,7 +88,10 @@ def rabbitmq_node_kill(ctx: Ctx, cluster, batch: int = 20) -> NodeKill:
             stamp = now()
             producer.start()
             wait_for(lambda: done_since(stamp, True), timeout=60, what="calls flowing")
-            victim = busiest_node(cluster)
+            if victim_is == "leader":
+                victim = queue_leader(cluster, broker_queue("mark", ctx.env["EC_NAMESPACE"]))
+            else:
+                victim = busiest_node(cluster)
             consumers = sum("consumer" in name for name in connections_by_node(cluster)[victim])
             stamp, t_kill = now(), time.monotonic()
             cluster.kill(victim)
@@ -102,5 +114,5 @@ def rabbitmq_node_kill(ctx: Ctx, cluster, batch: int = 20) -> NodeKill:
         if producer.is_alive():
             producer.join(60)
         c.close()
-    report = check(ctx.history, "RabbitMQ node kill -9 (3-node cluster)", started)
+    report = check(ctx.history, f"RabbitMQ node kill -9 ({victim_is})", started)
     return NodeKill(report, cluster.nodes[victim].name, consumers, first, resumed, rejoined)

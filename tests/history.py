@@ -26,6 +26,7 @@ class History:
     confirmed: dict[str, str] = field(default_factory=dict)  # call id -> key
     failed: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # why submits failed, one line each
 
     def submit(self, client, socket: str, keys: list[str], seconds: float = 0.0) -> None:
         """Submit one ``mark`` call per key, recording what the system promised."""
@@ -35,9 +36,11 @@ class History:
             ids = client.submit(socket, [([str(self.marks), k, seconds], {}) for k in keys], reply=False)
         except EcError as exc:
             (self.failed if exc.exit_code != 3 else self.unknown).extend(keys)
+            self.errors.append(f"{type(exc).__name__}: {exc}")
             return
-        except Exception:  # noqa: BLE001 - anything else leaves the fate unknown
+        except Exception as exc:  # noqa: BLE001 - anything else leaves the fate unknown
             self.unknown.extend(keys)
+            self.errors.append(f"{type(exc).__name__}: {exc}")
             return
         self.confirmed.update(zip(ids, keys, strict=True))
 

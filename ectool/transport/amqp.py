@@ -44,6 +44,7 @@ from pika.spec import Basic, BasicProperties
 
 from ..broker_hosts import rotate
 from ..broker_hosts import split as split_hosts
+from ..config import mask_url
 from ..errors import EcError, Unreachable, UsageError
 from .base import (
     DEAD_QUEUE,
@@ -88,12 +89,9 @@ DEATH_REASONS = {
 
 
 def redact(url: str) -> str:
-    """``url`` without its password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    """``url`` without its password (:func:`ectool.config.mask_url`: on the text, so a
+    list of hosts or an odd password is masked as ``ec config show`` masks it)."""
+    return mask_url(url)
 
 
 def describe(error: BaseException) -> str:

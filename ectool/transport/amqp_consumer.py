@@ -43,6 +43,7 @@ from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
 from .amqp import (
+    DELAY_ALTERNATES,
     LOST,
     NOT_FOUND,
     declare_dead_topology,
@@ -392,12 +393,11 @@ class AmqpConsumer(Consumer):
 
     def _park(self, delivery: Delivery, delay: float) -> None:
         """Publish a confirmed copy of ``delivery`` to its queue, after ``delay`` seconds."""
-        channel = self._dead_channel
-        assert channel is not None
         target = delivery.queue
         if delay > 0:
-            target, arguments = delay_queue(delivery.queue, delay)
-            channel.queue_declare(target, durable=True, arguments=arguments)
+            target = self._declare_delay(*delay_queue(delivery.queue, delay))
+        channel = self._dead_channel
+        assert channel is not None
         headers = {k: v for k, v in delivery.headers.items() if not k.startswith("x-")} | {PARKED: 1}
         if delivery.redeliveries > 0:
             headers[REDELIVERED] = 1
@@ -407,6 +407,24 @@ class AmqpConsumer(Consumer):
         except (px.UnroutableError, px.NackError) as exc:
             raise EcError(f"RabbitMQ did not take a parked copy for {delivery.queue!r}: "
                           f"{type(exc).__name__}") from None
+
+
+    def _declare_delay(self, name: str, arguments: dict[str, Any]) -> str:
+        """Declare the delay queue ``name`` on the confirm channel; while its node is down
+        (a cluster answers 404, home node down) an alternate ``NAME.1``, ``NAME.2``, ...
+        as the producer side does. EcError (the channel reopened) if none will do."""
+        for alternate in range(DELAY_ALTERNATES + 1):
+            target = f"{name}.{alternate}" if alternate else name
+            try:
+                self._dead_channel.queue_declare(target, durable=True, arguments=arguments)
+                return target
+            except px.ChannelClosedByBroker as exc:
+                self._dead_channel = self._conn.channel()  # the error closed it
+                self._dead_channel.confirm_delivery()
+                if exc.reply_code != NOT_FOUND or "home node" not in (exc.reply_text or ""):
+                    raise EcError(f"cannot declare {target}: {describe(exc)}") from None
+                log.info("%s is on a RabbitMQ node that is down; trying an alternate", target)
+        raise EcError(f"no delay queue {name} is on a running RabbitMQ node")
 
 
 def delivery_from(queue: str, method: Basic.Deliver, properties: BasicProperties,
