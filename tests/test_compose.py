@@ -88,3 +88,16 @@ def test_export_keeps_a_script_processors_runtime_and_applying_it_works(db_url, 
     assert shown["runtime"] == "exec"
     again = json.loads(run(other, "compose", "apply", "-", "--json", input=exported).stdout)
     assert again["updated"] == [] and again["created"] == []
+
+
+def test_the_three_host_example_applies(db_url):
+    """examples/three-hosts.toml (README "Many hosts") is a valid network: a floating
+    processor and one pinned to host3."""
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "three-hosts.toml"
+    applied = run(db_url, "compose", "apply", str(example), "--json")
+    assert applied.exit_code == 0, applied.output
+    procs = {p["name"]: p for p in json.loads(run(db_url, "ls", "processors", "--json").stdout)}
+    assert procs["proc1"]["host"] is None and procs["proc1"]["concurrency"] == 6
+    assert procs["proc-big"]["host"] == "host3"
