@@ -81,7 +81,8 @@ def serve(amqp: str, db_url: str, queue: str, prefetch: int, ready) -> None:
         calls = [json.loads(body) for _, body in batch]
         claim_calls([c["id"] for c in calls], pid)
         record_outcomes([SimpleNamespace(msg=SimpleNamespace(id=c["id"]), status="done", result_json="null",
-                                         error_type=None, error_message=None, traceback=None, log=None)
+                                         error_type=None, error_message=None, traceback=None, log=None,
+                                         started=None, finished=None)
                          for c in calls])
         replies = [(c["reply_to"], json.dumps({"id": c["id"], "status": "done", "result": "null"}).encode())
                    for c in calls]
