@@ -233,26 +233,51 @@ def done_on_any() -> bool:
     return Call.select().where(Call.status == "done").exists()
 
 
+def broker_connections_from(host) -> list[str]:
+    """The names of the system RabbitMQ's connections opened by HOST's agent or workers
+    (ec names each connection with its pid; the test hosts share the root's pid space)."""
+    import subprocess
+
+    import psutil
+
+    agent = psutil.Process(host.proc.pid)
+    pids = {agent.pid} | {p.pid for p in agent.children(recursive=True)}
+    out = subprocess.run(["rabbitmqctl", "list_connections", "client_properties", "--formatter", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    names = [str({k: v for k, _t, v in conn.get("client_properties", [])}.get("connection_name", ""))
+             for conn in json.loads(out)]
+    return [n for n in names if n.rpartition("pid=")[2].isdigit() and int(n.rpartition("pid=")[2]) in pids]
+
+
 def test_partitioned_host_rejoins_and_nothing_completes_twice(cluster, capsys):
-    """Cut one host's link for 20 s mid-flow, then restore it: no call has two outcomes,
-    nothing is lost, the host's agent comes back online and its worker serves again."""
+    """Cut one host's link for 20 s mid-flow, then restore it: RabbitMQ closes the host's
+    connections (its workers lose the broker; their deliveries go to the others while the
+    cut host may still be running them), yet no call has two outcomes, nothing is lost, and
+    the host's agent comes back online and its worker serves again."""
     from ectool.store.models import Agent, now
 
     c = cluster
     network(c, concurrency=3)
     started = time.monotonic()
-    with hosts(3, c.tmp, c.db_url, c.broker_url, c.env) as net:
+    # 5 s AMQP heartbeats on the hosts: the broker closes the cut host's connections
+    # (two missed heartbeats) well inside the 20 s, so its workers really lose the broker
+    # and their unacknowledged deliveries go to the other hosts while it still holds them
+    quick = c.broker_url + ("&" if "?" in c.broker_url else "?") + "heartbeat=5"
+    with hosts(3, c.tmp, c.db_url, quick, c.env) as net:
         wait_for(lambda: len(running("work")) == 3, timeout=120, what="a worker of work on each host")
         victim = net.hosts[0]
         with Producer(c):
             wait_for(done_on_any, timeout=60, what="calls flowing")
             flow = workflow()
+            assert broker_connections_from(victim), f"{victim.name} has no RabbitMQ connection to lose"
             cut = time.monotonic()
             net.partition(victim)
             # the others see its heartbeat age (the link is really down), then the cut lasts
             # its 20 s (the fault's length, not a wait for an outcome)
             wait_for(lambda: Agent.get(Agent.name == victim.name).status in ("offline", "lost"), timeout=20, every=0.2,
                      what=f"the other agents taking {victim.name} as lost")
+            wait_for(lambda: not broker_connections_from(victim), timeout=20, every=0.5,
+                     what=f"RabbitMQ closing {victim.name}'s connections (missed heartbeats)")
             time.sleep(max(0.0, 20.0 - (time.monotonic() - cut)))
             net.heal(victim)
             healed, healed_at = time.monotonic(), now()
