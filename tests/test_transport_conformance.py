@@ -520,3 +520,34 @@ def test_amqp_delay_quantization(amqp_only):
 
     assert [quantize_ms(s) for s in (0.0001, 0.05, 0.8, 1.234, 99.9, 3600)] == [
         1, 50, 800, 1300, 100_000, 3_600_000]
+
+
+def test_amqp_refused_messages_are_sent_again(amqp_only, queue_name, transports, tq):
+    """A message the broker nacks (here: a full queue; on a cluster, a quorum queue whose
+    leader is moving) is sent again after a pause: once the queue has room it is enqueued,
+    and publish returns as if nothing happened."""
+    import logging
+
+    full = transports.track(queue_name + ".bounded")
+    tq.declare(full, kind="classic", max_length=1)
+    tq.publish(full, [b"first"])
+    other = transports.open()
+
+    class DrainOnRefusal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "refused" in record.getMessage():
+                other.purge(full)  # room again before the resend
+
+    handler = DrainOnRefusal()
+    logger = logging.getLogger("ectool.transport.amqp")
+    logger.addHandler(handler)
+    try:
+        tq.publish(full, [b"second"])
+    finally:
+        logger.removeHandler(handler)
+    consumer = other.consumer([full])
+    try:
+        got = consumer.get(timeout=5)
+        assert got is not None and got.body == b"second"
+    finally:
+        consumer.close()

@@ -68,6 +68,8 @@ T = TypeVar("T")
 HEARTBEAT = 30  # seconds
 RECONNECT_WINDOW = 30.0  # how long a producer keeps trying to get a lost connection back
 CONFIRM_TIMEOUT = 30.0  # no publisher confirm for this long: give up
+NACK_RETRIES = 4  # messages the broker refused (nacked) are sent again this often, then an error
+NACK_PAUSE = 0.25  # seconds before the first resend of refused messages, doubling (3.75 s in all)
 IDLE_CHECK = 5.0  # a producer connection used more recently than this (s) is not checked first
 PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
 DELAY_EXPIRY_MS = 60_000  # an unused delay queue vanishes this long after its delay
@@ -311,6 +313,7 @@ class _Batch:
         self.pending: set[int] = set()
         self.sent = 0
         self.nacked = 0
+        self.nacked_tags: list[int] = []
         self.returned: list[bytes] = []  # bodies that came back unroutable (not enqueued)
 
     def on_confirm(self, method: Basic.Ack | Basic.Nack) -> None:
@@ -325,10 +328,20 @@ class _Batch:
             if t in self.pending:
                 self.pending.remove(t)
                 self.nacked += nack
+                if nack:
+                    self.nacked_tags.append(t)
 
     def unconfirmed(self, bodies: list[bytes]) -> list[bytes]:
         """The bodies that are not known to be durable, in their original order."""
         return [bodies[t - self.first] for t in sorted(self.pending)] + bodies[self.sent:]
+
+    def refused(self, bodies: list[bytes]) -> list[bytes]:
+        """The bodies the broker nacked (not made durable), in their original order."""
+        return [bodies[t - self.first] for t in sorted(self.nacked_tags)]
+
+
+class _Refused(Exception):
+    """Some messages of a batch were nacked; they are sent again (see Producer.publish)."""
 
 
 def _noop() -> None:
@@ -593,30 +606,44 @@ class AmqpTransport(Transport):
             return
         properties = BasicProperties(delivery_mode=2, headers=dict(headers) if headers else None)
         returned: list[bytes] = []  # settled but not enqueued, over every attempt
-        nacked = 0
+        refusals = 0
 
         def attempt() -> None:
-            nonlocal todo, nacked
+            nonlocal todo, refusals
             target = self._delay_queue(queue, delay) if delay > 0 else queue
             try:
                 batch = self._publish_batch(target, todo, properties)
             except LOST:
                 if self._batch is not None:
                     returned.extend(self._batch.returned)
-                    nacked += self._batch.nacked
-                    todo = self._batch.unconfirmed(todo)
+                    todo = self._batch.unconfirmed(todo) + self._batch.refused(todo)
                 raise
             finally:
                 self._batch = None
             returned.extend(batch.returned)
-            nacked += batch.nacked
-            if nacked:  # first: a caller that resends what QueueMissing returns must not lose these
-                raise EcError(f"RabbitMQ refused {nacked} of {len(bodies)} messages "
-                              f"for {queue!r} (is the queue full?)")
+            refused = batch.refused(todo)
+            if refused:  # first: a caller that resends what QueueMissing returns must not lose these
+                refusals += 1
+                if refusals > NACK_RETRIES:
+                    raise EcError(f"RabbitMQ refused {len(refused)} of {len(bodies)} messages "
+                                  f"for {queue!r} (is the queue full?)")
+                todo = refused
+                raise _Refused(len(refused))
             if returned:
                 raise QueueMissing(queue, returned)
 
-        self._retrying(f"publishing to {queue!r}", attempt)
+        pause = NACK_PAUSE
+        while True:
+            try:
+                self._retrying(f"publishing to {queue!r}", attempt)
+                return
+            except _Refused as refused:
+                # a quorum queue nacks while its leader moves to another node (a node lost),
+                # and a full queue (max_length) nacks until it drains: both may pass
+                log.warning("RabbitMQ refused %s message(s) for %r; sending them again in %.2fs",
+                            refused, queue, pause)
+                time.sleep(pause)
+                pause *= 2
 
     def _publish_batch(self, target: str, bodies: list[bytes],
                        properties: BasicProperties) -> _Batch:
