@@ -390,6 +390,21 @@ def test_inbox_reply_round_trip(broker_url, queue_name, transports, tq):
     assert worker.depth(queue_name) == 1
 
 
+@pytest.mark.parametrize("inbox_of", ["inbox", "producer_inbox"])
+def test_both_inboxes_get_replies_larger_ones_too(broker_url, transports, tq, inbox_of):
+    """Every transport has a producer inbox (its own connection's, or an ordinary one) and
+    carries replies up to its :attr:`max_reply_bytes`."""
+    worker = transports.open()
+    inbox = getattr(tq, inbox_of)()
+    big = b"x" * (worker.max_reply_bytes or 200_000)
+    try:
+        worker.replies([(inbox.address, b"small"), (inbox.address, big)])
+        assert [inbox.get(timeout=3), inbox.get(timeout=3)] == [b"small", big]
+    finally:
+        inbox.close()
+    assert isinstance(tq.returns_unroutable, bool) and isinstance(tq.single_connection, bool)
+
+
 def test_a_batch_of_replies_arrives_one_body_each_in_order(broker_url, transports, tq):
     worker = transports.open()
     first, second = tq.inbox(), transports.open().inbox()

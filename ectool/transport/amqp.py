@@ -421,6 +421,7 @@ class AmqpTransport(Transport):
     #: publish raises QueueMissing with the bodies that came back unroutable (a client may
     #: then declare the queue and send them again instead of declaring before every use)
     returns_unroutable = True
+    single_connection = True
 
     def __init__(self, url: str, *, delivery_limit: int = 5):
         self.url = url
