@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..arguments import parse_data, parse_kwargs
 from ..errors import UsageError
 from . import complete
-from .args import parse_data, parse_kwargs
 from .env import Env
 from .group import pass_env
 from .map_cmd import with_map_options

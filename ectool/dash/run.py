@@ -1,6 +1,6 @@
 """The run dialog (``c``): send input to a socket and see its result.
 
-The input is read like ``ec run SOCKET ARGS... -k NAME=VALUE`` (:mod:`ectool.cli.args`):
+The input is read like ``ec run SOCKET ARGS... -k NAME=VALUE`` (:mod:`ectool.arguments`):
 shell words, each a JSON value when it parses and a string otherwise. The call goes
 through :class:`ectool.calls.Client`, so the same privileges apply as for ``ec run``; it
 is sent and awaited in a worker thread, so the dashboard stays live. Bad input, a denied
@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from ..cli.args import parse_kwargs, parse_word
+from ..arguments import parse_kwargs, parse_word
 from ..errors import UsageError
 
 #: a longer result is cut in the dialog (``ec result ID`` prints all of it)
