@@ -116,7 +116,7 @@ def exchange_cleanup(broker_url):
     """Delete this test's event exchange from RabbitMQ afterwards (it is durable)."""
     yield
     if broker_url.startswith("amqp"):
-        from ectool.transport.amqp import open_connection
+        from ectool.transport.amqp_connection import open_connection
 
         conn = open_connection(broker_url, "test cleanup")
         try:
@@ -450,7 +450,7 @@ def test_subscription_reconnects_after_a_lost_connection(amqp_url, tmp_path):
     finally:
         bus.close()
         sub.close()
-        from ectool.transport.amqp import open_connection
+        from ectool.transport.amqp_connection import open_connection
 
         conn = open_connection(amqp_url, "test cleanup")
         try:

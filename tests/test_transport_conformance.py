@@ -70,7 +70,7 @@ class Transports:
             _quietly(transport.close)
 
     def _clean_rabbitmq(self) -> None:
-        from ectool.transport.amqp import dead_letter_from, open_connection
+        from ectool.transport.amqp_connection import dead_letter_from, open_connection
 
         conn = open_connection(self.url, "test cleanup")
         try:
@@ -286,7 +286,7 @@ def test_dead_letter_with_reason(broker_url, queue_name, transports, tq):
 
 
 def test_delayed_publish(broker_url, queue_name, transports, tq):
-    from ectool.transport.amqp import delay_queue_name, quantize_ms
+    from ectool.transport.amqp_connection import delay_queue_name, quantize_ms
 
     transports.track(delay_queue_name(queue_name, quantize_ms(0.8)))
     consumer = transports.consumer(tq)
@@ -531,7 +531,7 @@ def test_amqp_consumer_reconnects(amqp_only, broker_url, queue_name, transports,
 
 
 def test_amqp_delay_quantization(amqp_only):
-    from ectool.transport.amqp import quantize_ms
+    from ectool.transport.amqp_connection import quantize_ms
 
     assert [quantize_ms(s) for s in (0.0001, 0.05, 0.8, 1.234, 99.9, 3600)] == [
         1, 50, 800, 1300, 100_000, 3_600_000]
