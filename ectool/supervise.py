@@ -53,7 +53,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.stop)
         for c in self.children:
             self._start(c)
-        self.log(f"started {self.count} worker process(es): {' '.join(str(c.proc.pid) for c in self.children)}")
+        self.log(f"started {self.count} worker process(es): {' '.join(str(c.proc.pid) for c in self.children if c.proc)}")
         while not self.stopping:
             now = time.monotonic()
             for c in self.children:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..arguments import parse_data, parse_kwargs
@@ -111,6 +113,7 @@ def task() -> None:
 @pass_env
 def task_run(env: Env, socket, data, no_wait, timeout, as_json, verbose) -> None:
     """Run a task: ec task run --socket pyfi.processors.sample.do_something --data "['some data']" """
+    kwargs: dict[str, Any]
     if data is None:
         args, kwargs = read_stdin(explicit=False), {}
     else:

@@ -176,7 +176,7 @@ def _latency(since, until, middle, counts, socket) -> tuple[dict[str, dict[str, 
     rolled-up minutes are all still there; otherwise they come from the histograms."""
     timed = sum(c.get("timed", 0) for c in counts["rolled"].values())
     everything = timed + sum(c.get("timed", 0) for c in counts["calls"].values())
-    exact = middle is None or (everything <= SAMPLE and _timed_calls(*middle, socket) == timed)
+    exact = middle is None or (everything <= SAMPLE and _timed_calls(middle[0], middle[1], socket) == timed)
     out: dict[str, dict[str, float | None]] = {}
     if exact:
         for sock, (runs, waits) in _latencies(since, until, socket).items():
@@ -184,10 +184,11 @@ def _latency(since, until, middle, counts, socket) -> tuple[dict[str, dict[str, 
                          "p99_ms": _ms(percentile(runs, 99)), "wait_p50_ms": _ms(percentile(waits, 50)),
                          "wait_p95_ms": _ms(percentile(waits, 95))}
         return out, True
-    for sock, (runs, waits) in _histograms(since, until, middle, socket).items():
-        out[sock] = {"p50_ms": _ms(hist_percentile(runs, 50)), "p95_ms": _ms(hist_percentile(runs, 95)),
-                     "p99_ms": _ms(hist_percentile(runs, 99)), "wait_p50_ms": _ms(hist_percentile(waits, 50)),
-                     "wait_p95_ms": _ms(hist_percentile(waits, 95))}
+    for sock, (run_hist, wait_hist) in _histograms(since, until, middle, socket).items():
+        out[sock] = {"p50_ms": _ms(hist_percentile(run_hist, 50)), "p95_ms": _ms(hist_percentile(run_hist, 95)),
+                     "p99_ms": _ms(hist_percentile(run_hist, 99)),
+                     "wait_p50_ms": _ms(hist_percentile(wait_hist, 50)),
+                     "wait_p95_ms": _ms(hist_percentile(wait_hist, 95))}
     return out, False
 
 
@@ -258,7 +259,7 @@ def socket_stats(since: dt.datetime, until: dt.datetime | None = None, socket: s
         current.setdefault(sock, {})[status] = n
     latencies, exact = _latency(since, until, middle, counts, socket)
     series_ = minute_series(since, until, socket, middle) if minutes else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names | set(window_counts) | set(current):
         c = window_counts.get(name, {})
         out = sum(c.get(k, 0) for k in FINAL_CALL_STATUS)

@@ -154,9 +154,10 @@ def rollup(until: dt.datetime | None = None, *, since: dt.datetime | None = None
         cur = covered[1]
         done += _repair(max(covered[0], cur - REPAIR * MINUTE), min(cur, horizon))
     else:
-        cur = _next_activity(floor_minute(since) if since is not None else None)
-        if cur is None:
+        first = _next_activity(floor_minute(since) if since is not None else None)
+        if first is None:
             return done  # no calls yet: nothing to mark
+        cur = first
     while cur < horizon:
         if budget is not None and chunks and time.monotonic() - started > budget:
             break

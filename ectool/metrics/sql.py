@@ -4,7 +4,7 @@ the drivers return them."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, overload
 
 from peewee import fn
 
@@ -41,6 +41,12 @@ def minute_sql(field):
     return fn.date_trunc("minute", field)
 
 
+@overload
+def as_datetime(value: None) -> None: ...
+@overload
+def as_datetime(value: dt.datetime | str) -> dt.datetime: ...
+@overload
+def as_datetime(value: Any) -> Any: ...
 def as_datetime(value: Any) -> dt.datetime | None:
     """A timestamp as the drivers return it (datetime, or SQLite's text), naive UTC."""
     if value is None or isinstance(value, dt.datetime):

@@ -161,7 +161,7 @@ class ProducerInbox(Inbox):
         self._received.extend(unpack_replies(body))
 
     def _alive(self) -> bool:
-        return self._conn is self._transport._conn and self._conn.is_open and self._channel.is_open
+        return self._conn is self._transport._conn and self._conn.is_open and self._channel.is_open  # type: ignore[union-attr]
 
     def get(self, timeout: float | None = None) -> bytes | None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -18,6 +18,7 @@ from ..pika_lean import import_pika
 pika = import_pika()
 from pika import exceptions as px
 from pika.adapters.blocking_connection import BlockingConnection
+from pika.connection import URLParameters
 from pika.spec import BasicProperties
 
 from ..broker_hosts import rotate
@@ -82,7 +83,7 @@ def describe(error: BaseException) -> str:
 TLS_QUERY = ("cafile", "certfile", "keyfile", "server_name")
 
 
-def connection_parameters(url: str) -> pika.URLParameters:
+def connection_parameters(url: str) -> URLParameters:
     """pika's parameters for ``url``: ``amqp://`` or ``amqps://USER:PASS@HOST:PORT/VHOST``.
 
     An ``amqps://`` URL verifies the broker's certificate against the system's CAs and its

@@ -85,9 +85,10 @@ class AmqpConsumer(Consumer):
         self._closed = False
         self._generation = 0
         # owned by the I/O thread:
-        self._conn: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-        self._dead_channel: BlockingChannel | None = None  # confirm mode
+        # None only while disconnected; the methods using them run while connected
+        self._conn: BlockingConnection = None  # type: ignore[assignment]
+        self._channel: BlockingChannel = None  # type: ignore[assignment]
+        self._dead_channel: BlockingChannel = None  # type: ignore[assignment]  # confirm mode
         self._consumer_queues: dict[str, str] = {}  # consumer tag -> queue
         self._cancelled = False  # the broker cancelled a consumer
         self._unacked: set[int] = set()  # delivery tags of the current generation
@@ -367,16 +368,17 @@ class AmqpConsumer(Consumer):
 
     def _hand_off_overdue(self) -> None:
         """Hand off every delivery held longer than ``hand_off_after`` (see the module doc)."""
-        if not self._received:
+        after = self._hand_off_after
+        if not self._received or after is None:
             return
         now = time.monotonic()
-        overdue = [tag for tag, (since, _) in self._received.items() if now - since >= self._hand_off_after]
+        overdue = [tag for tag, (since, _) in self._received.items() if now - since >= after]
         for tag in overdue:
             since, delivery = self._received.pop(tag)
             if tag not in self._unacked:
                 continue
             try:
-                self._park(delivery, min(PARK_MAX, self._hand_off_after))
+                self._park(delivery, min(PARK_MAX, after))
             except EcError as exc:  # not parked: keep holding it, try again later
                 log.warning("cannot hand off a delivery from %s: %s", delivery.queue, exc)
                 self._received[tag] = (now, delivery)
