@@ -62,7 +62,7 @@ class AgentDaemon:
         self.deployed: dict[str, Deployed] = {}
         self.fatal: dict[str, tuple[float, str]] = {}  # processor -> (updated stamp, reason)
         self.served: dict[str, tuple] = {}  # processor -> what its workers read of its sockets
-        self.agent: Agent | None = None
+        self.agent: Agent = None  # type: ignore[assignment]  # set by register(), before any use
 
     # -- registration ------------------------------------------------------------------
     def register(self) -> None:
@@ -263,9 +263,9 @@ class AgentDaemon:
             if action.kind == "start":
                 dep = self.deployed[action.processor].deployment
                 for _ in range(action.count):
-                    self.pool.start(action.processor, action.commit, self.worker_argv(action.processor, dep),
+                    self.pool.start(action.processor, action.commit, self.worker_argv(action.processor, dep),  # type: ignore[arg-type]
                                     self.worker_env())
-                log(f"started {action.count} worker(s) of {action.processor} at {action.commit[:12]}")
+                log(f"started {action.count} worker(s) of {action.processor} at {action.commit[:12]}")  # type: ignore[index]
             else:
                 self.pool.stop(action.processor, action.commit, action.count)
                 log(f"draining {action.count} worker(s) of {action.processor}")

@@ -1,9 +1,10 @@
 """Worker processes of one agent: spawn pinned to a core, restart with backoff, drain.
 
 A slot is one worker process of one processor at one commit. A slot that dies is
-restarted after :func:`ectool.supervise.restart_delay`; one that dies ``MAX_CRASHES`` times
+restarted after :func:`ectool.backoff.restart_delay`; one that dies ``MAX_CRASHES`` times
 in a row (each within ``HEALTHY`` seconds of starting) is given up and reported, so the
-agent can mark the processor ``error`` instead of looping (supervisor's BACKOFF -> FATAL).
+agent can mark the processor ``error`` instead of looping (:mod:`ectool.backoff`'s
+BACKOFF -> FATAL).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from ectool.supervise import HEALTHY, restart_delay
+from ectool.backoff import FATAL, Backoff
 
 MAX_CRASHES = 5
 
@@ -28,9 +29,7 @@ class Slot:
     env: dict[str, str]
     cpu: int | None = None
     proc: subprocess.Popen | None = None
-    started: float = 0.0
-    failures: int = 0
-    restart_at: float = 0.0
+    life: Backoff = field(default_factory=lambda: Backoff(max_tries=MAX_CRASHES))
     draining: bool = False
     drain_deadline: float = 0.0
     last_code: int | None = None
@@ -59,9 +58,6 @@ class Pool:
         free = [cpu for cpu in self.cpus if cpu is not None and cpu not in live]
         return next((cpu for cpu in free if cpu not in used), free[0] if free else None)
 
-    def capacity(self) -> int:
-        return len(self.cpus) - len([s for s in self.slots if not s.draining])
-
     def start(self, processor: str, commit: str, argv: list[str], env: dict[str, str]) -> Slot:
         slot = Slot(processor, commit, argv, dict(env), cpu=self.free_cpu())
         self._spawn(slot)
@@ -73,7 +69,7 @@ class Pool:
         if slot.cpu is not None:
             env["EC_CPU"] = str(slot.cpu)
         slot.proc = subprocess.Popen(slot.argv, env=env, start_new_session=False)
-        slot.started = time.monotonic()
+        slot.life.start(time.monotonic())
         if slot.cpu is not None:
             try:
                 import psutil
@@ -115,17 +111,16 @@ class Pool:
                 if s.draining:
                     self.slots.remove(s)
                     continue
-                s.failures = 1 if now - s.started > HEALTHY else s.failures + 1
-                s.restart_at = now + restart_delay(s.failures)
+                delay = s.life.exit(now)
                 print(f"ec-agentd: worker of {s.processor} exited with {s.last_code}; "
-                      f"restart {s.failures} in {s.restart_at - now:.1f}s", file=sys.stderr, flush=True)
-                if s.failures >= MAX_CRASHES:
-                    fatal.append(Fatal(s.processor, s.commit, s.failures, s.last_code))
+                      f"restart {s.life.failures} in {delay:.1f}s", file=sys.stderr, flush=True)
+                if s.life.state(now) == FATAL:
+                    fatal.append(Fatal(s.processor, s.commit, s.life.failures, s.last_code))
                     self.slots.remove(s)
                     continue
             if s.draining and s.proc is not None and now > s.drain_deadline:
                 s.proc.kill()
-            if s.proc is None and not s.draining and now >= s.restart_at:
+            if s.proc is None and not s.draining and s.life.due(now):
                 self._spawn(s)
         return fatal
 

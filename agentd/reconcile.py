@@ -33,7 +33,7 @@ def reconcile(desired: dict[str, Desired], actual: dict[str, dict[str, int]]) ->
         want = desired.get(name)
         have = {c: n for c, n in actual.get(name, {}).items() if n > 0}
         target = want.commit if want and want.state == "running" and want.workers > 0 else None
-        if target is not None:
+        if target is not None and want is not None:
             missing = want.workers - have.get(target, 0)
             if missing > 0:
                 actions.append(Action("start", name, target, missing))

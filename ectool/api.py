@@ -136,8 +136,8 @@ class Socket:
                 raise EcError(f"no socket named {name!r} (give processor=, queue= and task= to create it)")
             qname = queue["name"] if isinstance(queue, dict) else getattr(queue, "name", queue)
             if isinstance(queue, dict):
-                Queue(qname, queue.get("type", "direct"))
-            network.add_socket(name, qname, getattr(processor, "name", processor), task,
+                Queue(qname, queue.get("type", "direct"))  # type: ignore[arg-type]
+            network.add_socket(name, qname, getattr(processor, "name", processor), task,  # type: ignore[arg-type]
                                concurrency=concurrency, retries=retries, timeout=timeout)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Handle:

@@ -243,7 +243,7 @@ def teardown(acct: Account, rabbitmqctl: str = "rabbitmqctl",
 
 def check(acct: Account) -> None:
     """Connect with the broker URL (as the new user, to the vhost); Unreachable if not."""
-    from .transport.amqp import open_connection
+    from .transport.amqp_connection import open_connection
 
     try:
         connection = open_connection(acct.url, "broker setup check", attempts=1)

@@ -55,7 +55,7 @@ class Client:
         self.publisher = Publisher(self.transport, config.namespace)
         self._engine = None
         self._replies: dict[str, Outcome] = {}
-        self._single = single_connection and hasattr(self.transport, "producer_inbox")
+        self._single = single_connection and self.transport.single_connection
 
     def target(self, socket_name: str) -> Target:
         return self.publisher.target(socket_name)

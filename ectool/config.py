@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import paths
@@ -169,7 +170,7 @@ def duration(text: object) -> float:
     return seconds
 
 
-def _coerce(key: str, value: object, origin: str) -> object:
+def _coerce(key: str, value: Any, origin: str) -> Any:
     default = KEYS[key][1]
     if isinstance(default, int) and not isinstance(default, bool):
         try:
@@ -203,7 +204,7 @@ def load(**flags: object) -> Config:
     """Resolve the configuration; ``flags`` are command-line values (None = not given)."""
     path = paths.config_file()
     file_values = _read_file(path)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, (env, default) in KEYS.items():
         if flags.get(key) is not None:

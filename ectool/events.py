@@ -27,9 +27,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
+
+if TYPE_CHECKING:
+    from .transport.base import EventStream, Transport
 
 log = logging.getLogger("ec.events")
 
@@ -129,7 +132,7 @@ class Bus:
         self.stopped = threading.Event()  # set by close(): cuts the flusher's pauses short
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
-        self._transport = None
+        self._transport: Transport | None = None
         self._reconnect = False
 
     def publish(self, kind: str, **fields: Any) -> None:
@@ -221,7 +224,7 @@ class Bus:
                     self.config = load()
                 self._transport = open_transport(self.config)
             wire = pack(batch)
-            self._transport.publish_events(exchange_name(self.config.namespace), wire)
+            self._transport.publish_events(exchange_name(self.config.namespace), wire)  # type: ignore[union-attr]
             self.sent += len(batch)
             return True
         except Exception as exc:  # noqa: BLE001 - the bus must never take its process down
@@ -294,8 +297,8 @@ class Subscription:
         self.patterns = patterns(kinds)
         self.match = match
         self.problem: str | None = None
-        self._transport = None
-        self._stream = None
+        self._transport: Transport | None = None
+        self._stream: EventStream | None = None
         self._retry_at = 0.0
         self._pending: deque[Event] = deque()  # the rest of a packed message
         self._open()  # the first connection's failure is the caller's (exit 3)
@@ -348,7 +351,7 @@ class Subscription:
                     self._drop(str(exc))
                     continue
             try:
-                body = self._stream.get(timeout=1.0 if left is None else min(left, 1.0))
+                body = self._stream.get(timeout=1.0 if left is None else min(left, 1.0))  # type: ignore[union-attr]
             except EcError as exc:
                 self._drop(str(exc))
                 continue

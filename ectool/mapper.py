@@ -273,9 +273,9 @@ class Mapper:
             host, started, finished = details.get(out.id, (None, None, None))
             start = started or job.wall
             runtime = (finished - started) if (started and finished) else 0.0
-            self.joblog.write(format_joblog(JobEntry(seq, host or ":", start, max(0.0, runtime), job.sent_bytes,
+            self.joblog.write(format_joblog(JobEntry(seq, host or ":", start, max(0.0, runtime), job.sent_bytes,  # type: ignore[union-attr]
                                                      size, status_exitval(out.status), job.command or "")))
-        self.joblog.flush()
+        self.joblog.flush()  # type: ignore[union-attr]
 
     def _cancel_pending(self) -> None:
         ids = list(self.pending)
@@ -306,7 +306,7 @@ class ClientBackend:
 
     def poll(self, timeout: float) -> list[Outcome]:
         inbox = self.client.inbox
-        got = []
+        got: list[Outcome] = []
         body = inbox.get(timeout)
         while body is not None and len(got) < 4 * BATCH:
             out = Outcome.decode(body)

@@ -8,6 +8,7 @@ the dashboard share one set of rules. Multi-row changes run in one transaction.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from typing import Any
 
 from peewee import IntegrityError, Model
@@ -75,7 +76,7 @@ def to_row(obj: Model) -> dict[str, Any]:
         if field.__class__.__name__ == "ForeignKeyField" and value is not None:
             target = getattr(obj, name)
             value = getattr(target, "name", value)
-        elif hasattr(value, "isoformat"):
+        elif value is not None and hasattr(value, "isoformat"):
             value = value.isoformat(timespec="seconds")
         row[name] = value
     if isinstance(obj, Processor):
@@ -206,7 +207,7 @@ def add_privilege(name: str) -> Privilege:
     return _create(Privilege, name=name)
 
 
-def add_role(name: str, privileges: list[str] = ()) -> Role:
+def add_role(name: str, privileges: Sequence[str] = ()) -> Role:
     """Create a role holding ``privileges`` (created on demand)."""
     require("ADD_ROLE")
     with db.atomic():
@@ -219,7 +220,7 @@ def add_role(name: str, privileges: list[str] = ()) -> Role:
         return role
 
 
-def add_user(name: str, roles: list[str] = ()) -> User:
+def add_user(name: str, roles: Sequence[str] = ()) -> User:
     """Add a user holding ``roles``. On PostgreSQL its database role gets the table rights
     those privileges imply (:mod:`ectool.store.grants`); ``user.notes`` says what could not
     be done there."""
@@ -232,7 +233,7 @@ def add_user(name: str, roles: list[str] = ()) -> User:
         return user
 
 
-def grant(users: list[str] = ()) -> list[str]:
+def grant(users: Sequence[str] = ()) -> list[str]:
     """Give the database roles of ``users`` (default: every user) exactly the rights their
     privileges imply, on PostgreSQL (``ec db grant``); return notes for people."""
     require("UPDATE_USER")

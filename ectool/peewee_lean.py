@@ -51,7 +51,7 @@ def store_known(db_url: str) -> None:
 def import_without_servers() -> None:
     """``import peewee`` with :data:`SERVER_DRIVERS` hidden while it imports."""
     hidden = [name for name in SERVER_DRIVERS if name not in sys.modules]
-    sys.modules.update(dict.fromkeys(hidden))
+    sys.modules.update(dict.fromkeys(hidden))  # type: ignore[arg-type]  # None hides a module
     try:
         import peewee  # noqa: F401
     finally:

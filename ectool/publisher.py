@@ -53,7 +53,7 @@ class Publisher:
         self.namespace = namespace
         self.targets: dict[str, Target] = {}
         self.declared: set[str] = set()
-        self.declare_on_miss = bool(getattr(transport, "returns_unroutable", False))
+        self.declare_on_miss = transport.returns_unroutable
 
     def target(self, socket_name: str) -> Target:
         """The socket's target (NotFound if there is none), its queue declared if needed."""

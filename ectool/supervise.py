@@ -1,7 +1,8 @@
 """Run N worker processes and keep them running (restart with backoff after a crash).
 
-States follow supervisor's model: a child that dies is restarted after an exponentially
-growing delay; one that stayed up for :data:`HEALTHY` seconds resets its backoff. SIGTERM
+States follow supervisor's model (:mod:`ectool.backoff`): a child that dies is restarted
+after an exponentially growing delay; one that stayed up for ``HEALTHY`` seconds resets its
+backoff; ``ec worker`` never gives up on a child. SIGTERM
 or SIGINT stops every child gracefully (SIGTERM, then SIGKILL after ``grace``). Children
 stop as on SIGTERM when the supervisor dies, however it died (:mod:`ectool.parentdeath`).
 """
@@ -16,23 +17,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .backoff import Backoff
 from .parentdeath import die_with_parent
-
-HEALTHY = 30.0
-
-
-def restart_delay(failures: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Delay before restarting a child that has crashed ``failures`` times in a row."""
-    return 0.0 if failures <= 0 else min(cap, base * 2 ** (failures - 1))
 
 
 @dataclass
 class Child:
     slot: int
     proc: subprocess.Popen | None = None
-    started: float = 0.0
-    failures: int = 0
-    restart_at: float = 0.0
+    life: Backoff = field(default_factory=Backoff)
     history: list[int] = field(default_factory=list)
 
 
@@ -50,7 +43,7 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         child.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=self.preexec)
-        child.started = time.monotonic()
+        child.life.start(time.monotonic())
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -60,18 +53,17 @@ class Supervisor:
         signal.signal(signal.SIGINT, self.stop)
         for c in self.children:
             self._start(c)
-        self.log(f"started {self.count} worker process(es): {' '.join(str(c.proc.pid) for c in self.children)}")
+        self.log(f"started {self.count} worker process(es): {' '.join(str(c.proc.pid) for c in self.children if c.proc)}")
         while not self.stopping:
             now = time.monotonic()
             for c in self.children:
                 if c.proc is not None and c.proc.poll() is not None:
                     code = c.proc.returncode
-                    c.failures = 1 if now - c.started > HEALTHY else c.failures + 1
-                    c.restart_at = now + restart_delay(c.failures)
-                    self.log(f"worker {c.proc.pid} exited with {code}; restarting in {c.restart_at - now:.1f}s")
+                    delay = c.life.exit(now)
+                    self.log(f"worker {c.proc.pid} exited with {code}; restarting in {delay:.1f}s")
                     c.history.append(code)
                     c.proc = None
-                if c.proc is None and now >= c.restart_at:
+                if c.proc is None and c.life.due(now):
                     self._start(c)
             time.sleep(0.1)
         return self.shutdown()
@@ -88,7 +80,3 @@ class Supervisor:
                 p.kill()
                 p.wait()
         return 0
-
-
-def child_env() -> dict[str, str]:
-    return dict(os.environ)

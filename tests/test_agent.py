@@ -180,7 +180,12 @@ def test_kill_9_agent_workers_exit_and_restart_loses_nothing(setup):
     with agent(env, "--cpus", "2") as a:
         kids = wait_for(lambda: len(psutil.Process(a.pid).children()) >= 2 and psutil.Process(a.pid).children(),
                         what="workers")
-        time.sleep(0.5)
+
+        def under_way():
+            rows = json.loads(ec("ls", "calls", "--json", env=env).stdout)
+            return [r for r in rows if r["status"] in ("running", "done")]
+
+        wait_for(under_way, what="calls under way")  # killed mid-stream, not before it
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
         gone, alive = psutil.wait_procs(kids, timeout=15)

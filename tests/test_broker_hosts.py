@@ -88,19 +88,19 @@ def test_an_unreachable_node_is_skipped(amqp_url, queue_name, caplog):
     """A dead node first in the list: the connection goes to the next one, with a warning,
     and what is published there is there."""
     from ectool.broker_hosts import split as split_url
-    from ectool.transport import amqp, connect
+    from ectool.transport import amqp_connection, connect
 
     live = split_url(amqp_url).hosts[0]
     dead = f"127.0.0.1:{closed_port()}"
     url = amqp_url.replace(live, f"{dead},{live}", 1)
-    amqp._preferred[url] = 0  # the dead node first
+    amqp_connection._preferred[url] = 0  # the dead node first
     with caplog.at_level(logging.WARNING, logger="ectool.transport.amqp"), connect(url) as t:
         t.declare(queue_name)
         t.publish(queue_name, [b"one", b"two"])
         assert t.depth(queue_name) == 2
         t.delete_queue(queue_name)
     assert f"RabbitMQ node unreachable ({dead}: Connection refused); producer connected to {live}" in caplog.text
-    assert amqp._preferred[url] == 1  # the next connection starts at the node that answered
+    assert amqp_connection._preferred[url] == 1  # the next connection starts at the node that answered
 
 
 def test_no_node_reachable_is_exit_3_naming_how_many(monkeypatch):

@@ -28,7 +28,7 @@ from conftest import REQUIRE, need_service
 
 from ectool import broker_setup
 from ectool.errors import PermissionDenied, Unreachable, UsageError
-from ectool.transport.amqp import connection_parameters
+from ectool.transport.amqp_connection import connection_parameters
 from helpers import ec, env_for, sample_network, workers
 
 PASSWORD = "pw$ secret/ä%"  # awkward on purpose: '$', space, '/', non-ASCII, '%'

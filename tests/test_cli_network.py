@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -175,18 +174,11 @@ def test_every_command_has_help(name):
     assert result.exit_code == 0 and "Usage:" in result.output
 
 
-def test_help_is_fast_and_light():
-    """`ec --help` imports no heavy modules and starts quickly."""
+def test_help_is_light():
+    """`ec --help` imports no heavy modules (tests/test_import_budget.py pins the rest)."""
     code = ("import sys, time; t=time.perf_counter(); from ectool.cli import cli; "
             "heavy=[m for m in ('textual','pika','git','peewee','rich','psutil') if m in sys.modules]; "
             "print(heavy)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stdout
-    best = min(_time([sys.executable, "-m", "ectool", "--help"]) for _ in range(3))
-    assert best < 1.0  # generous bound for a loaded CI machine; the note has the real figure
-
-
-def _time(argv) -> float:
-    t = time.perf_counter()
-    subprocess.run(argv, capture_output=True, check=True)
-    return time.perf_counter() - t
+    assert subprocess.run([sys.executable, "-m", "ectool", "--help"], capture_output=True).returncode == 0

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from ectool.arguments import parse_data, parse_word, stdin_value
 from ectool.cli import cli
-from ectool.cli.args import parse_data, parse_word, stdin_value
 from ectool.errors import UsageError
 from ectool.messages import BadMessage, CallMessage, decode
 

@@ -287,7 +287,7 @@ def test_amqp_client_declares_a_missing_queue_once_and_delivers_once(amqp_client
 def test_amqp_single_connection_client_sends_events_and_gets_replies_on_its_own_connection(amqp_client,
                                                                                            monkeypatch):
     from ectool import events
-    from ectool.transport.amqp import ProducerInbox
+    from ectool.transport.amqp_inbox import ProducerInbox
 
     client = amqp_client(single_connection=True)
     # not through the event thread (and its connection of its own)

@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from ectool.cli.args import parse_data, parse_kwargs, parse_word, stdin_value
+from ectool.arguments import parse_data, parse_kwargs, parse_word, stdin_value
+from ectool.backoff import restart_delay
 from ectool.errors import UsageError
 from ectool.messages import BadMessage, CallMessage, decode, peek_id
 from ectool.retry import backoff_delay, should_retry
-from ectool.supervise import restart_delay
 
 
 @pytest.mark.parametrize("word, value", [

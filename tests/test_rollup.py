@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from ectool import metrics
-from ectool.metrics import MINUTE
+from ectool.metrics import MINUTE, queries, rollups
+from ectool.metrics.sql import as_datetime
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -147,7 +148,7 @@ def stored_rows() -> list[dict]:
     out = []
     for r in MinuteStat.select().order_by(MinuteStat.minute, MinuteStat.socket).dicts():
         r.pop("id")
-        r["minute"] = metrics._as_datetime(r["minute"])
+        r["minute"] = as_datetime(r["minute"])
         for k in ("run_ms_sum", "run_p50_ms", "run_p95_ms", "run_p99_ms", "wait_p50_ms"):
             r[k] = None if r[k] is None else round(r[k], 1)
         out.append(r)
@@ -158,7 +159,7 @@ def from_calls(since, until):
     """socket_stats as if nothing were rolled up."""
     from unittest import mock
 
-    with mock.patch.object(metrics, "rolled_up", return_value=None):
+    with mock.patch.object(queries, "rolled_up", return_value=None):
         return {r["socket"]: r for r in metrics.socket_stats(since, until)}
 
 
@@ -175,7 +176,7 @@ def test_rollup_is_idempotent_and_matches_the_calls(store):
     assert metrics.rolled_up() == (base, until)
     first = stored_rows()
     assert metrics.rollup(until) == 0 and metrics.rollup() >= 0
-    metrics._write(metrics.compute(base, until), until - MINUTE)  # a second writer of the same minutes
+    rollups._write(metrics.compute(base, until), until - MINUTE)  # a second writer of the same minutes
     assert stored_rows()[: len(first)] == first
     # every minute's counts agree with the Call rows, per socket and in the totals row
     for r in (r for r in first if r["socket"]):
@@ -213,8 +214,8 @@ def test_history_survives_deleted_calls(store):
     rows = stored_rows()
     # a rollup over minutes whose calls are partly gone never shrinks them
     Call.delete().where(Call.submitted < base + 5 * MINUTE).execute()
-    metrics._write(metrics.compute(base, base + 15 * MINUTE))
-    assert metrics._repair(base, base + 15 * MINUTE) == 0
+    rollups._write(metrics.compute(base, base + 15 * MINUTE))
+    assert rollups._repair(base, base + 15 * MINUTE) == 0
     assert stored_rows() == rows
     Call.delete().where(Call.submitted < base + 15 * MINUTE).execute()
     Call.insert_many([call("late", "s1", "done", base + 16 * MINUTE)]).execute()

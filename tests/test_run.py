@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from helpers import ec, sample_network, stop_tree, workers
+from helpers import ec, sample_network, stop_tree, wait_for, workers
 
 
 @pytest.fixture
@@ -125,9 +125,7 @@ def test_interrupted_run_says_the_call_goes_on_and_it_does(net):
     run = subprocess.Popen([sys.executable, "-m", "ectool", "run", "add_two", "20", "22"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not json.loads(ec("ls", "calls", "--json", env=env).stdout) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: json.loads(ec("ls", "calls", "--json", env=env).stdout), what="the call in the store")
         time.sleep(0.2)  # past the submit, into the wait
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=30)

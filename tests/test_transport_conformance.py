@@ -70,7 +70,7 @@ class Transports:
             _quietly(transport.close)
 
     def _clean_rabbitmq(self) -> None:
-        from ectool.transport.amqp import dead_letter_from, open_connection
+        from ectool.transport.amqp_connection import dead_letter_from, open_connection
 
         conn = open_connection(self.url, "test cleanup")
         try:
@@ -286,7 +286,7 @@ def test_dead_letter_with_reason(broker_url, queue_name, transports, tq):
 
 
 def test_delayed_publish(broker_url, queue_name, transports, tq):
-    from ectool.transport.amqp import delay_queue_name, quantize_ms
+    from ectool.transport.amqp_connection import delay_queue_name, quantize_ms
 
     transports.track(delay_queue_name(queue_name, quantize_ms(0.8)))
     consumer = transports.consumer(tq)
@@ -388,6 +388,21 @@ def test_inbox_reply_round_trip(broker_url, queue_name, transports, tq):
     worker.reply("no-such-inbox", b"nobody")
     worker.publish(queue_name, [b"still works"])
     assert worker.depth(queue_name) == 1
+
+
+@pytest.mark.parametrize("inbox_of", ["inbox", "producer_inbox"])
+def test_both_inboxes_get_replies_larger_ones_too(broker_url, transports, tq, inbox_of):
+    """Every transport has a producer inbox (its own connection's, or an ordinary one) and
+    carries replies up to its :attr:`max_reply_bytes`."""
+    worker = transports.open()
+    inbox = getattr(tq, inbox_of)()
+    big = b"x" * (worker.max_reply_bytes or 200_000)
+    try:
+        worker.replies([(inbox.address, b"small"), (inbox.address, big)])
+        assert [inbox.get(timeout=3), inbox.get(timeout=3)] == [b"small", big]
+    finally:
+        inbox.close()
+    assert isinstance(tq.returns_unroutable, bool) and isinstance(tq.single_connection, bool)
 
 
 def test_a_batch_of_replies_arrives_one_body_each_in_order(broker_url, transports, tq):
@@ -516,7 +531,7 @@ def test_amqp_consumer_reconnects(amqp_only, broker_url, queue_name, transports,
 
 
 def test_amqp_delay_quantization(amqp_only):
-    from ectool.transport.amqp import quantize_ms
+    from ectool.transport.amqp_connection import quantize_ms
 
     assert [quantize_ms(s) for s in (0.0001, 0.05, 0.8, 1.234, 99.9, 3600)] == [
         1, 50, 800, 1300, 100_000, 3_600_000]

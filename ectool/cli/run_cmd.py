@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from ..arguments import parse_data, parse_kwargs
 from ..errors import UsageError
 from . import complete
-from .args import parse_data, parse_kwargs
 from .env import Env
 from .group import pass_env
 from .map_cmd import with_map_options
@@ -111,6 +113,7 @@ def task() -> None:
 @pass_env
 def task_run(env: Env, socket, data, no_wait, timeout, as_json, verbose) -> None:
     """Run a task: ec task run --socket pyfi.processors.sample.do_something --data "['some data']" """
+    kwargs: dict[str, Any]
     if data is None:
         args, kwargs = read_stdin(explicit=False), {}
     else:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from ..arguments import parse_word, stdin_value
 from ..errors import CallTimeout, TaskFailed
-from .args import parse_word, stdin_value
 from .env import Env
 
 

@@ -96,7 +96,7 @@ def completion_source(shell_name: str) -> str:
     from . import cli
 
     cls = get_completion_class(shell_name)
-    body = cls(cli, {}, "ec", "_EC_COMPLETE").source()
+    body = cls(cli, {}, "ec", "_EC_COMPLETE").source()  # type: ignore[misc]
     for old, new in SHELLCHECK_FIXES.get(shell_name, ()):
         body = body.replace(old, new)
     if shell_name == "zsh" and body.startswith("#compdef ec\n"):

@@ -8,7 +8,7 @@ Data comes from the store unless a ``source`` is given: an object with
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -16,6 +16,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Input, TabbedContent, TabPane
 
 from ..config import Config
+
+if TYPE_CHECKING:
+    from ..metrics import Usage
 from . import data
 from .banner import Banner
 from .calls import CallsTable, CallsView
@@ -57,7 +60,7 @@ class DashApp(App):
         self.events_seen = 0
         self._loading = False
         self._last_load = 0.0
-        self._usage = None
+        self._usage: Usage | None = None
         self._transport = None
         self._filter = ""
         self.last_run: tuple[str | None, str, str] = (None, "", "")  # socket, args, kwargs

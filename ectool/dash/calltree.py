@@ -43,7 +43,7 @@ class CallTreeScreen(ModalScreen[None]):
     @work(thread=True)
     def load(self) -> None:
         try:
-            root, children = self.app.read_call_graph(self.call_id)
+            root, children = self.app.read_call_graph(self.call_id)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - shown in the tree
             self.post_message(CallGraphReady(None, {"error": str(exc)}))
             return

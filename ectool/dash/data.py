@@ -164,7 +164,7 @@ def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
     queues = []
     for q in Queue.select().order_by(Queue.name):
         mine = [s for s in sockets if s.queue_id == q.id]
-        depths = [metrics._depth(transport, s.name, namespace) for s in mine] if transport else []
+        depths = [metrics.queue_depth(transport, s.name, namespace) for s in mine] if transport else []
         outs = _sum([series.get(s.name, empty)["out"] for s in mine], HISTORY)
         ins = _sum([series.get(s.name, empty)["in"] for s in mine], HISTORY)
         queues.append({

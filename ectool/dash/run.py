@@ -1,6 +1,6 @@
 """The run dialog (``c``): send input to a socket and see its result.
 
-The input is read like ``ec run SOCKET ARGS... -k NAME=VALUE`` (:mod:`ectool.cli.args`):
+The input is read like ``ec run SOCKET ARGS... -k NAME=VALUE`` (:mod:`ectool.arguments`):
 shell words, each a JSON value when it parses and a string otherwise. The call goes
 through :class:`ectool.calls.Client`, so the same privileges apply as for ``ec run``; it
 is sent and awaited in a worker thread, so the dashboard stays live. Bad input, a denied
@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from ..cli.args import parse_kwargs, parse_word
+from ..arguments import parse_kwargs, parse_word
 from ..errors import UsageError
 
 #: a longer result is cut in the dialog (``ec result ID`` prints all of it)
@@ -74,7 +74,7 @@ class RunScreen(ModalScreen[None]):
                 yield Label("socket", classes="run-label")
                 yield Select([(s, s) for s in self.sockets], prompt="no sockets in the store",
                              allow_blank=self.socket is None, id="run-socket", compact=True,
-                             **({"value": self.socket} if self.socket is not None else {}))
+                             **({"value": self.socket} if self.socket is not None else {}))  # type: ignore[arg-type]
             with Horizontal(classes="run-row"):
                 yield Label("args", classes="run-label")
                 yield Input(self.args, placeholder="as for ec run: 3 10  \"two words\"  '{\"a\": 1}'",
@@ -108,7 +108,7 @@ class RunScreen(ModalScreen[None]):
         except UsageError as exc:
             self.show(RunUpdate(error_line(exc), error=True))
             return
-        self.app.last_run = (socket, args_text, kwargs_text)
+        self.app.last_run = (socket, args_text, kwargs_text)  # type: ignore[attr-defined]
         self.show(RunUpdate(f"sending to {socket}: args {_short(args)} kwargs {_short(kwargs)}"))
         self.call(socket, args, kwargs)
 
@@ -124,7 +124,7 @@ class RunScreen(ModalScreen[None]):
         worker = get_current_worker()
         client = None
         try:
-            client = Client(self.app.config)
+            client = Client(self.app.config)  # type: ignore[attr-defined]
             cid = client.submit(socket, [(args, kwargs)])[0]
             self.call_id = cid
             self.post_message(RunUpdate(f"call {cid} sent; waiting for its result (Esc closes, the call goes on)"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 
@@ -22,7 +23,7 @@ class KeyedTable(DataTable):
     def current_key(self) -> str | None:
         if not self.row_count:
             return None
-        row_key, _ = self.coordinate_to_cell_key((self.cursor_row, 0))
+        row_key, _ = self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0))
         return row_key.value
 
     def replace(self, rows: list[tuple[str, tuple]]) -> None:

@@ -3,6 +3,8 @@ processes). A lost, cordoned or draining host is shown as such (:mod:`ectool.liv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .table import KeyedTable
 
 
@@ -20,7 +22,7 @@ def _load(node: dict) -> str:
 class WorkersView(KeyedTable):
     COLUMNS = ("kind", "name", "host", "pid", "status", "cpu", "cpu %", "rss MB", "commit / runs")
 
-    def show(self, agents: list[dict], workers: list[dict], nodes: list[dict] = ()) -> None:
+    def show(self, agents: list[dict], workers: list[dict], nodes: Sequence[dict] = ()) -> None:
         rows = [(f"node:{n['name']}", ("node", n["name"], n["name"], "", n["state"], str(n["cpus"]), _load(n),
                                        "", ",".join(n["processors"]))) for n in nodes]
         rows += [(f"agent:{a['name']}", ("agent", a["name"], a["host"], str(a["pid"] or ""), a["status"],

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from peewee import Database, InterfaceError, OperationalError, PostgresqlDatabase, SqliteDatabase
@@ -20,7 +20,7 @@ from ..errors import ConfigError, Unreachable
 from ..paths import private_dir, private_file
 from .models import db, on_sqlite
 
-SQLITE_PRAGMAS = {
+SQLITE_PRAGMAS: dict[str, Any] = {
     "journal_mode": "wal",
     "busy_timeout": 60_000,
     "foreign_keys": 1,

@@ -23,7 +23,7 @@ from .models import MODELS, SchemaVersion, db, on_sqlite
 
 R, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
 ALL = frozenset((R, INS, U, D))
-TABLES = tuple(m._meta.table_name for m in (*MODELS, SchemaVersion))
+TABLES = tuple(m._meta.table_name for m in (*MODELS, SchemaVersion))  # type: ignore[attr-defined]
 #: everyone reads who may do what (every privilege check does) and the schema version
 BASE = {t: {R} for t in ("user", "role", "privilege", "user_role", "role_privilege", "ec_schema")}
 #: the tables behind each object kind's READ_/ADD_/UPDATE_/DELETE_ privileges

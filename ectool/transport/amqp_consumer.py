@@ -29,7 +29,6 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -42,7 +41,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.spec import Basic, BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
-from .amqp import (
+from .amqp_connection import (
     DELAY_ALTERNATES,
     LOST,
     NOT_FOUND,
@@ -57,10 +56,7 @@ from .base import (
     REDELIVERED,
     Consumer,
     Delivery,
-    EventStream,
-    Inbox,
     reported_redeliveries,
-    unpack_replies,
 )
 
 log = logging.getLogger(__name__)
@@ -89,9 +85,10 @@ class AmqpConsumer(Consumer):
         self._closed = False
         self._generation = 0
         # owned by the I/O thread:
-        self._conn: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
-        self._dead_channel: BlockingChannel | None = None  # confirm mode
+        # None only while disconnected; the methods using them run while connected
+        self._conn: BlockingConnection = None  # type: ignore[assignment]
+        self._channel: BlockingChannel = None  # type: ignore[assignment]
+        self._dead_channel: BlockingChannel = None  # type: ignore[assignment]  # confirm mode
         self._consumer_queues: dict[str, str] = {}  # consumer tag -> queue
         self._cancelled = False  # the broker cancelled a consumer
         self._unacked: set[int] = set()  # delivery tags of the current generation
@@ -371,16 +368,17 @@ class AmqpConsumer(Consumer):
 
     def _hand_off_overdue(self) -> None:
         """Hand off every delivery held longer than ``hand_off_after`` (see the module doc)."""
-        if not self._received:
+        after = self._hand_off_after
+        if not self._received or after is None:
             return
         now = time.monotonic()
-        overdue = [tag for tag, (since, _) in self._received.items() if now - since >= self._hand_off_after]
+        overdue = [tag for tag, (since, _) in self._received.items() if now - since >= after]
         for tag in overdue:
             since, delivery = self._received.pop(tag)
             if tag not in self._unacked:
                 continue
             try:
-                self._park(delivery, min(PARK_MAX, self._hand_off_after))
+                self._park(delivery, min(PARK_MAX, after))
             except EcError as exc:  # not parked: keep holding it, try again later
                 log.warning("cannot hand off a delivery from %s: %s", delivery.queue, exc)
                 self._received[tag] = (now, delivery)
@@ -453,88 +451,3 @@ def _translate(error: BaseException, url: str) -> EcError:
     if isinstance(error, EcError):
         return error
     return Unreachable(f"cannot consume from RabbitMQ at {redact(url)}: {describe(error)}")
-
-
-class _AutoAckReceiver:
-    """Bodies from one auto-ack queue on a connection of its own (inboxes, event streams)."""
-
-    _conn: BlockingConnection
-    _received: deque[bytes]
-
-    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        self._received.append(body)
-
-    def _receive(self, timeout: float | None, what: str) -> bytes | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while not self._received:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    self._conn.process_data_events(0)
-                    break
-                self._conn.process_data_events(time_limit=remaining)
-        except LOST as exc:
-            raise Unreachable(f"{what} lost its connection: {describe(exc)}") from None
-        return self._received.popleft() if self._received else None
-
-    def close(self) -> None:
-        if self._conn.is_open:
-            try:
-                self._conn.close()
-            except (px.AMQPError, OSError):
-                pass
-
-
-class AmqpInbox(_AutoAckReceiver, Inbox):
-    """An exclusive, auto-delete, server-named queue on a connection of its own.
-
-    Its connection has no heartbeats (TCP keepalive instead): the owner may not call
-    :meth:`get` for minutes, and a missed heartbeat would delete the queue.
-    """
-
-    def __init__(self, url: str):
-        self._url = url
-        self._conn = open_connection(url, "inbox", heartbeat=0)
-        self._received: deque[bytes] = deque()
-        try:
-            channel = self._conn.channel()
-            self.address = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-            channel.basic_consume(self.address, self._on_message, auto_ack=True)
-        except px.AMQPError as exc:
-            self.close()
-            raise Unreachable(f"cannot open an inbox on {redact(url)}: {describe(exc)}") from None
-
-    def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
-        self._received.extend(unpack_replies(body))
-
-    def get(self, timeout: float | None = None) -> bytes | None:
-        return self._receive(timeout, f"inbox {self.address}")
-
-
-#: messages a subscriber's queue holds before RabbitMQ drops the oldest (a slow subscriber
-#: loses events rather than growing the broker's memory)
-EVENT_BACKLOG = 10_000
-
-
-class AmqpEventStream(_AutoAckReceiver, EventStream):
-    """An exclusive, auto-delete, server-named queue bound to a topic exchange with each
-    pattern, on a connection of its own (no heartbeats, like :class:`AmqpInbox`)."""
-
-    def __init__(self, url: str, exchange: str, patterns: list[str] | None):
-        self._conn = open_connection(url, "events", heartbeat=0)
-        self._received: deque[bytes] = deque()
-        try:
-            channel = self._conn.channel()
-            channel.exchange_declare(exchange, exchange_type="topic", durable=True)
-            self.address = channel.queue_declare(
-                "", exclusive=True, auto_delete=True,
-                arguments={"x-max-length": EVENT_BACKLOG}).method.queue
-            for pattern in patterns or ["#"]:
-                channel.queue_bind(self.address, exchange, routing_key=pattern)
-            channel.basic_consume(self.address, self._on_message, auto_ack=True)
-        except px.AMQPError as exc:
-            self.close()
-            raise Unreachable(f"cannot subscribe to {exchange} on {redact(url)}: {describe(exc)}") from None
-
-    def get(self, timeout: float | None = None) -> bytes | None:
-        return self._receive(timeout, "event subscription")

@@ -166,6 +166,17 @@ class Transport(ABC):
     url: str
     delivery_limit: int
 
+    # Capabilities, with the defaults of a transport that has none of them:
+    #: publish hands messages for a missing queue back (UsageError with ``returned``)
+    #: instead of dropping them, so a publisher may declare queues only on a miss
+    returns_unroutable: bool = False
+    #: the largest reply the transport carries; a worker leaves the payload of a bigger
+    #: one out (the store has it). None: no limit
+    max_reply_bytes: int | None = None
+    #: a short-lived client can publish, receive replies (:meth:`producer_inbox`) and send
+    #: its events on the one connection
+    single_connection: bool = False
+
     @abstractmethod
     def declare(self, queue: str, *, kind: str = "quorum", max_length: int | None = None) -> None:
         """Create ``queue`` durably if it does not exist (idempotent)."""
@@ -191,6 +202,11 @@ class Transport(ABC):
 
     @abstractmethod
     def inbox(self) -> Inbox: ...
+
+    def producer_inbox(self) -> Inbox:
+        """An inbox on the connection that publishes (see :attr:`single_connection`);
+        where the transport has no such thing, an ordinary :meth:`inbox`."""
+        return self.inbox()
 
     @abstractmethod
     def reply(self, address: str, body: bytes) -> None:

@@ -302,7 +302,8 @@ class SqliteConsumer(Consumer):
                 f"SELECT id, queue, body, headers, deliveries FROM messages WHERE queue IN ({self._in})"
                 f" AND owner IS NULL AND available_at <= ? ORDER BY id LIMIT ?",
                 (*self.queues, now, room)).fetchall()
-            leased, dead = [], []
+            leased: list[Any] = []
+            dead: list[Any] = []
             for row in rows:
                 (dead if row[4] > limit else leased).append(row)
             for mid, queue, body, headers, count in dead:

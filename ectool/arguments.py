@@ -6,7 +6,7 @@ import ast
 import json
 from typing import Any
 
-from ..errors import UsageError
+from .errors import UsageError
 
 
 def _loads(text: str, what: str) -> Any:
