@@ -319,34 +319,30 @@ class ClientBackend:
                 got.append(out)
         big = [o.id for o in got if o.status == "done" and o.result_json is None]
         if big:  # too big for a reply: the store has the result
-            from .calls import outcomes
+            from .store.ledger import outcomes
 
             stored = outcomes(big)
             got = [stored.get(o.id, o) for o in got]
         return got
 
     def check(self, ids: list[str]) -> list[Outcome]:
-        from .calls import outcomes
+        from .store.ledger import outcomes
 
         return list(outcomes(ids).values())
 
     def cancel(self, ids: list[str]) -> int:
         """Cancel calls that have not started; running ones finish and are recorded."""
-        from .store.models import Call, now
+        from .store.ledger import cancel_many
 
-        n = 0
-        for i in range(0, len(ids), 500):
-            n += Call.update(status="cancelled", finished=now(), updated=now()).where(
-                Call.id.in_(ids[i:i + 500]) & Call.status.in_(("queued", "retrying"))).execute()
-        return n
+        return cancel_many(ids)
 
     def details(self, ids: list[str]) -> dict[str, tuple[str | None, float | None, float | None]]:
-        from .store.models import Call
+        from .store.ledger import placements
 
         def epoch(t: dt.datetime | None) -> float | None:
             return t.replace(tzinfo=dt.UTC).timestamp() if t else None
 
-        rows = Call.select(Call.id, Call.host, Call.started, Call.finished).where(Call.id.in_(ids))
+        rows = placements(ids)
         return {r.id: (r.host, epoch(r.started), epoch(r.finished)) for r in rows}
 
 

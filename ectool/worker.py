@@ -33,7 +33,6 @@ import os
 import re
 import signal
 import socket as _socket
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -51,8 +50,9 @@ from .liveness import WORKER_ALIVE, WORKER_HEARTBEAT
 from .messages import BadMessage, CallMessage, decode, dumps, peek_id
 from .outcome import Outcome
 from .parts import Part, Settlement, calls_in
-from .store import retrying, transient
-from .store.models import FINAL_CALL_STATUS, Call, Processor, Worker, db, now, on_sqlite
+from .store import ledger, retrying, transient
+from .store.ledger import record_outcomes
+from .store.models import FINAL_CALL_STATUS, Processor, Worker, db, now
 from .transport import REDELIVERED, Delivery
 
 log = logging.getLogger("ec.worker")
@@ -291,11 +291,9 @@ class WorkerRuntime:
         """Claim, check and run the decoded calls of a batch (one copy of each)."""
         # first deliveries of queued calls: claimed (marked running) in one statement
         fresh = [m.id for d, m in good if d.redeliveries == 0]
-        claimed = self.store(lambda _: claim_calls(fresh, self.pid), "claiming calls") if fresh else {}
+        claimed = self.store(lambda _: ledger.claim_calls(fresh, HOST, self.pid), "claiming calls") if fresh else {}
         ids = [m.id for _, m in good if m.id not in claimed]
-        rows = self.store(lambda _: {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts,
-                                                                  Call.host, Call.worker_pid)
-                                     .where(Call.id.in_(ids))}, "reading calls") if ids else {}
+        rows = self.store(lambda _: ledger.claim_rows(ids), "reading calls") if ids else {}
         marked, runnable, suspects = [], [], []
         for d, m in good:
             if m.id in claimed:
@@ -307,7 +305,7 @@ class WorkerRuntime:
             if row is not None and row.status in FINAL_CALL_STATUS:
                 if d.redeliveries > 0:
                     # a worker may have died after recording but before the flow moved on
-                    self.store(lambda _, m=m: self.follow_on(m, Outcome.from_row(Call.get_by_id(m.id)), True),
+                    self.store(lambda _, m=m: self.follow_on(m, Outcome.from_row(ledger.get(m.id)), True),
                                "recovering a flow")
                 self.settlement.settle([d])  # outcome already recorded: never run twice
                 continue
@@ -377,17 +375,13 @@ class WorkerRuntime:
         for m, out in pairs:
             self.engine.on_plugs(m, out)
 
-    def mine(self):
-        """Calls this worker has marked running (not ones another worker took over since)."""
-        return (Call.status == "running") & (Call.host == HOST) & (Call.worker_pid == self.pid)
-
     def unclaim(self, ids: list[str]) -> None:
         """Calls marked running that will not run here after all: queued again, uncharged.
         While stopping, best effort (an outage leaves them charged, and running under a pid
         that is about to end); otherwise the outage is waited out, or copies elsewhere would
         find them running here and be parked again and again."""
         def requeue(_: int) -> None:
-            Call.update(status="queued", attempts=Call.attempts - 1).where(Call.id.in_(ids) & self.mine()).execute()
+            ledger.requeue(ids, HOST, self.pid, touch=False)
 
         if not self.stopping:
             self.store(requeue, "giving calls back")
@@ -405,13 +399,10 @@ class WorkerRuntime:
 
         def start(_: int) -> None:
             if missing:
-                Call.insert_many([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
-                                   "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
-                                   "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing]
-                                 ).on_conflict_ignore().execute()
-            Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
-                        host=HOST, worker_pid=self.pid).where(
-                Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+                ledger.insert_missing([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
+                                       "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
+                                       "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing])
+            ledger.mark_running(ids, HOST, self.pid)
 
         if not marked:
             self.store(start, "marking calls running")
@@ -444,8 +435,7 @@ class WorkerRuntime:
             # delivery_limit of those it is dead-lettered (see handle); it is queued again,
             # not running here any more
             cid = next(m.id for d, m, _ in items if d is crashed)
-            self.store(lambda _: Call.update(status="queued", updated=now()).where(
-                (Call.id == cid) & self.mine()).execute(), "requeueing a crashed call")
+            self.store(lambda _: ledger.requeue([cid], HOST, self.pid, uncharge=False), "requeueing a crashed call")
             self.give_back([crashed], redelivered=True)
             self.crashes += 1
             time.sleep(min(10.0, 0.25 * 2 ** self.crashes))
@@ -463,8 +453,7 @@ class WorkerRuntime:
         ids = [m.id for d, m, _ in items if not d.whole]
         # queued again before they go out: a copy another worker takes must not look like
         # a call still running here (it would be parked, again and again)
-        self.store(lambda _: Call.update(status="queued", attempts=Call.attempts - 1, updated=now()).where(
-            Call.id.in_(ids) & self.mine()).execute(), "handing calls back")
+        self.store(lambda _: ledger.requeue(ids, HOST, self.pid), "handing calls back")
         self.resend(rest)
         self.spilled = True
         log.debug("handed %d call(s) of bundles back", len(rest))
@@ -550,9 +539,7 @@ class WorkerRuntime:
         """Dead-letter a call and mark it ``dead`` with the reason (a whole delivery is moved
         by the consumer; a part of a bundle is copied there on its own, then settled)."""
         if call_id:
-            self.store(lambda _: Call.update(
-                status="dead", error_type=error_type, error_message=reason, finished=now(), updated=now()
-            ).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute(), "burying a call")
+            self.store(lambda _: ledger.bury(call_id, reason, error_type), "burying a call")
         events.emit("call.dead", call=call_id, socket=msg.socket if msg else None, error_type=error_type,
                     reason=reason)
         if msg is not None:
@@ -569,30 +556,6 @@ class WorkerRuntime:
 
 
 CLAIMED = object()  # the row of a call this worker marked running with claim_calls
-#: UPDATE ... RETURNING needs SQLite 3.35, UPDATE ... FROM 3.33 (PostgreSQL has both)
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
-_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
-
-
-def claim_calls(ids: list[str], pid: int) -> dict[str, int]:
-    """Mark the queued (or retrying) calls among ``ids`` running here, in one statement;
-    return {id: attempts} of those claimed. Others (final, running, not yet in the store)
-    need a closer look.
-
-    On PostgreSQL the commit is asynchronous: losing it in a database crash only loses the
-    attempt count of a call that then runs again, never an outcome."""
-    if not _RETURNING and on_sqlite():
-        return {}
-    p = db.obj.param
-    sql = (f"UPDATE \"call\" SET status = 'running', attempts = attempts + 1, started = {p}, updated = {p}, "
-           f"host = {p}, worker_pid = {p} WHERE id IN ({', '.join([p] * len(ids))}) "
-           f"AND status IN ('queued', 'retrying') RETURNING id, attempts")
-    if not on_sqlite() and not db.in_transaction():
-        sql = "SET LOCAL synchronous_commit TO OFF; " + sql
-    stamp = now()
-    return dict(db.execute_sql(sql, [stamp, stamp, HOST, pid, *ids]).fetchall())
-
-
 def _pid_alive(pid: int | None) -> bool:
     """Is process ``pid`` (on this host) alive? A zombie (killed, not yet reaped) is not."""
     import psutil
@@ -628,36 +591,3 @@ def _refused(r: Result, exc: BaseException) -> None:
     r.status, r.result_json, r.traceback, r.log, r.retry_delay = "failed", None, None, None, 0.0
     r.error_type = "RecordFailed"
     r.error_message = storable_text(f"the store refused this call's outcome: {type(exc).__name__}: {exc}"[:1000])
-
-
-def record_outcomes(results: list[Result]) -> None:
-    """Commit every outcome of a batch in one statement (one round trip, one transaction).
-
-    Only calls not yet final are touched, so a redelivered call keeps its first outcome.
-    Each call gets its own started and finished times (a batch runs its calls one after
-    another), or the batch's end for both when it has none.
-    """
-    if not results:
-        return
-    p = db.obj.param
-    cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log", "started", "ended")
-    rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
-    params: list = []
-    stamp = now()
-    for r in results:
-        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log,
-                   r.started or stamp, r.finished or stamp]
-    final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
-    head = f"WITH v({', '.join(cols)}) AS (VALUES {rows}) UPDATE \"call\" SET "
-    tail = f"updated = {p} "
-    if _UPDATE_FROM or not on_sqlite():
-        # a join with the values (one lookup per row) rather than a subquery per column
-        sets = ", ".join(f"{c} = v.{c}" for c in cols[1:-1])
-        sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END, {tail}"
-               f"FROM v WHERE \"call\".id = v.id AND \"call\".status NOT IN ({final})")
-    else:
-        sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:-1])
-        sql = (f"{head}{sets}, finished = (SELECT CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END "
-               f"FROM v WHERE v.id = \"call\".id), {tail}"
-               f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
-    db.execute_sql(sql, [*params, stamp])  # one statement: atomic on its own
