@@ -63,9 +63,9 @@ def test_outcomes_reads_final_calls_only(db_url):
 def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatch):
     """A batch's outcomes in one statement (UPDATE ... FROM, or a subquery per column where
     SQLite is older than 3.33): final calls are left alone, a retry clears ``finished``."""
-    from ectool import worker
     from ectool.messages import CallMessage
     from ectool.store.models import Call, now
+    from ectool.worker.runtime import Result
 
     monkeypatch.setattr(ledger, "_UPDATE_FROM", update_from)
     _open(db_url)
@@ -75,7 +75,7 @@ def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatc
     Call.update(status="done", result="1", finished=stamp).where(Call.id == ids[3]).execute()
 
     def result(cid, status, **fields):
-        return worker.Result(CallMessage(id=cid, socket="s", task="t"), status, **fields)
+        return Result(CallMessage(id=cid, socket="s", task="t"), status, **fields)
 
     ledger.record_outcomes([result(ids[0], "done", result_json='"ok"', log="printed"),
                             result(ids[1], "failed", error_type="ValueError", error_message="boom", traceback="tb"),

@@ -248,7 +248,7 @@ def test_shim_signature_check_is_cached_and_unchanged():
     import functools
     import types
 
-    from ectool import shim
+    from ectool.worker import shim
 
     m = types.ModuleType("m")
 

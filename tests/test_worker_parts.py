@@ -12,11 +12,11 @@ import time
 import pytest
 
 from ectool.config import Config
-from ectool.executor import ExecutorDied
 from ectool.messages import CallEncoder, bundle, new_id, unbundle
 from ectool.transport import Delivery
 from ectool.transport.base import REDELIVERED
-from ectool.worker import Result, SocketInfo, WorkerRuntime
+from ectool.worker.executor import ExecutorDied
+from ectool.worker.runtime import Result, SocketInfo, WorkerRuntime
 
 
 class Consumer:
@@ -221,8 +221,8 @@ def test_of_two_attempts_of_a_call_in_one_batch_the_newer_runs(store):
 
 
 def test_a_parked_copy_of_a_redelivered_call_stays_a_redelivery(store, monkeypatch):
-    from ectool import worker
     from ectool.store.models import Call
+    from ectool.worker import runtime as worker
 
     ids, bodies = calls(2)
     Call.update(status="running", attempts=1, host=worker.HOST, worker_pid=99).execute()

@@ -1,7 +1,7 @@
 """The call ledger: every statement on the ``call`` table, with the dialect switches inside.
 
 The client (:mod:`ectool.calls`), the workflow engine (:mod:`ectool.engine`) and the
-worker (:mod:`ectool.worker`) write and read calls through these functions only, so the
+worker (:mod:`ectool.worker.runtime`) write and read calls through these functions only, so the
 SQL that differs between SQLite and PostgreSQL lives in one place and is tested once on
 both (tests/test_ledger.py). Hot statements are raw SQL built once per shape; the rest use
 the query builder.

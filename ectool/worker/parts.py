@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .messages import unbundle
-from .transport import Delivery
+from ..messages import unbundle
+from ..transport import Delivery
 
 
 @dataclass(eq=False)

@@ -1,5 +1,5 @@
 """Executors run a call's function: in the worker's own process, or isolated in a child
-process started with the processor's virtualenv python (see :mod:`ectool.shim`)."""
+process started with the processor's virtualenv python (see :mod:`ectool.worker.shim`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..errors import UsageError
 from . import shim
-from .errors import UsageError
 
 
 class ExecutorDied(Exception):

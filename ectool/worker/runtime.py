@@ -3,7 +3,7 @@
 One worker process runs one call at a time (one per core; the agent or ``ec worker -c N``
 starts several). Deliveries are handled in small batches so store writes and acks are
 group-committed, but an ack never precedes the durable outcome. A delivery may carry a
-bundle of calls (:mod:`ectool.parts`): each call is a part, and the delivery is settled
+bundle of calls (:mod:`ectool.worker.parts`): each call is a part, and the delivery is settled
 once all its parts are; the rest of a bundle whose calls turn out slow is handed back as
 single messages, so other workers can take them.
 
@@ -41,19 +41,20 @@ from typing import Any
 
 from peewee import DataError, IntegrityError
 
-from . import events, loader, retry
-from .calls import broker_queue
-from .config import Config
-from .errors import NotFound, UsageError
+from .. import events
+from ..config import Config
+from ..errors import NotFound, UsageError
+from ..liveness import WORKER_ALIVE, WORKER_HEARTBEAT
+from ..messages import BadMessage, CallMessage, decode, dumps, peek_id
+from ..outcome import Outcome
+from ..publisher import broker_queue
+from ..store import ledger, retrying, transient
+from ..store.ledger import record_outcomes
+from ..store.models import FINAL_CALL_STATUS, Processor, Worker, db, now
+from ..transport import REDELIVERED, Delivery
+from . import loader, retry
 from .executor import ExecutorDied, make_executor
-from .liveness import WORKER_ALIVE, WORKER_HEARTBEAT
-from .messages import BadMessage, CallMessage, decode, dumps, peek_id
-from .outcome import Outcome
 from .parts import Part, Settlement, calls_in
-from .store import ledger, retrying, transient
-from .store.ledger import record_outcomes
-from .store.models import FINAL_CALL_STATUS, Processor, Worker, db, now
-from .transport import REDELIVERED, Delivery
 
 log = logging.getLogger("ec.worker")
 HOST = os.environ.get("EC_NODE") or _socket.gethostname()  # an agent's --node, else the host
@@ -122,8 +123,8 @@ class WorkerRuntime:
     def __init__(self, config: Config, processor: str, sockets: list[str] | None = None,
                  path: str | None = None, prefetch: int | None = None, python: str | None = None,
                  commit: str | None = None, memory_limit: int | None = None) -> None:
-        from .store import open_store
-        from .transport import open_transport
+        from ..store import open_store
+        from ..transport import open_transport
 
         self.config = config
         open_store(config.db)
@@ -461,7 +462,7 @@ class WorkerRuntime:
 
     def give_back(self, parts: list[Part], redelivered: bool = False) -> None:
         """Return ``parts`` unrun: a whole delivery to its queue (nacked); a part of a bundle
-        as a message of its own (see :mod:`ectool.parts`: a bundle never goes back whole).
+        as a message of its own (see :mod:`ectool.worker.parts`: a bundle never goes back whole).
         ``redelivered``: the part's attempt was charged (its executor died running it)."""
         bundled = [d for d in parts if not d.whole]
         if bundled:
@@ -517,7 +518,7 @@ class WorkerRuntime:
     @property
     def engine(self):
         if self._engine is None:
-            from .engine import Engine
+            from ..engine import Engine
 
             self._engine = Engine(self.transport, self.config.max_message_bytes, self.config.namespace)
         return self._engine
