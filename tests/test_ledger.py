@@ -65,7 +65,7 @@ def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatc
     SQLite is older than 3.33): final calls are left alone, a retry clears ``finished``."""
     from ectool.messages import CallMessage
     from ectool.store.models import Call, now
-    from ectool.worker.runtime import Result
+    from ectool.worker.result import Result
 
     monkeypatch.setattr(ledger, "_UPDATE_FROM", update_from)
     _open(db_url)

@@ -242,7 +242,7 @@ def test_an_outcome_the_store_refuses_is_recorded_as_failed_not_retried(store):
     from ectool.messages import CallMessage
     from ectool.store.ledger import INSERT_COLUMNS, insert_calls
     from ectool.store.models import now
-    from ectool.worker.runtime import Result, record_or_refuse
+    from ectool.worker.result import Result, record_or_refuse
 
     stamp = now()
     ids = ["c-good", "c-bad", "c-long"]
