@@ -173,30 +173,37 @@ class Client:
             wait = min(last_reply + gap, last_read + FORCED) - now_
             if deadline is not None:
                 wait = min(wait, deadline - now_)
-            if self._inbox is None:
-                time.sleep(max(wait, 0.0))
-                continue
-            try:
-                body = self._inbox.get(max(wait, 0.0))
-            except Unreachable as exc:  # its node went away (a cluster fails over): the store has the truth
-                log.info("replies stopped (%s); reading outcomes from the store", exc)
-                self._inbox.close()
-                self._inbox = None
-                continue
-            if not body:
-                continue
-            last_reply = time.monotonic()
-            out = Outcome.decode(body)
+            came, out = self._take_reply(wait)
+            if came:
+                last_reply = time.monotonic()
             if out is None:
                 continue
-            if out.result_json is None and out.status == "done":
-                out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
             if out.id in pending:
                 done[out.id] = out
                 pending.discard(out.id)
             else:
                 self._replies[out.id] = out
         return done
+
+    def _take_reply(self, wait: float) -> tuple[bool, Outcome | None]:
+        """Wait up to ``wait`` seconds for a reply: (whether one came, its outcome if it
+        decodes). Without an inbox (or when its node just went away) the store is the truth."""
+        if self._inbox is None:
+            time.sleep(max(wait, 0.0))
+            return False, None
+        try:
+            body = self._inbox.get(max(wait, 0.0))
+        except Unreachable as exc:  # its node went away (a cluster fails over): the store has the truth
+            log.info("replies stopped (%s); reading outcomes from the store", exc)
+            self._inbox.close()
+            self._inbox = None
+            return False, None
+        if not body:
+            return False, None
+        out = Outcome.decode(body)
+        if out is not None and out.result_json is None and out.status == "done":
+            out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
+        return True, out
 
     def call(self, socket_name: str, args: list[Any], kwargs: dict[str, Any] | None = None,
              timeout: float | None = None) -> Outcome:

@@ -12,8 +12,7 @@ bundles go out again as messages of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..store.models import FINAL_CALL_STATUS
 
@@ -26,9 +25,8 @@ LIMIT = "bury:limit"  # its workers died running it delivery_limit times
 UNKNOWN = "bury:socket"  # its socket is not served by this processor
 
 
-@dataclass(frozen=True)
-class Seen:
-    """What is known of one decoded part."""
+class Seen(NamedTuple):
+    """What is known of one decoded part (tuples: one per call, built fast)."""
 
     attempt: int  # the message's attempt
     redeliveries: int  # how often the broker delivered this message before
@@ -39,8 +37,7 @@ class Seen:
     elsewhere: bool = False  # it is running on another live worker
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     action: str
     claimed: bool = False  # marked running here already (by claim_calls)
     prior: int = 0  # attempts that died before this one
