@@ -61,8 +61,8 @@ def serve(amqp: str, db_url: str, queue: str, prefetch: int, ready) -> None:
     from pika.spec import BasicProperties
 
     from ectool.store import open_store
+    from ectool.store.ledger import claim_calls, record_outcomes
     from ectool.transport.base import pack_replies
-    from ectool.worker import claim_calls, record_outcomes
 
     open_store(db_url)
     conn = BlockingConnection(pika.URLParameters(amqp))
@@ -79,7 +79,7 @@ def serve(amqp: str, db_url: str, queue: str, prefetch: int, ready) -> None:
             continue
         batch, buffered[:] = list(buffered), []
         calls = [json.loads(body) for _, body in batch]
-        claim_calls([c["id"] for c in calls], pid)
+        claim_calls([c["id"] for c in calls], "floor", pid)
         record_outcomes([SimpleNamespace(msg=SimpleNamespace(id=c["id"]), status="done", result_json="null",
                                          error_type=None, error_message=None, traceback=None, log=None,
                                          started=None, finished=None)
@@ -106,8 +106,8 @@ class Client(Producer):
 
     def submit(self, n: int) -> None:
         """``n`` calls: rows committed, then messages published and confirmed."""
-        from ectool.calls import insert_calls
         from ectool.messages import new_id
+        from ectool.store.ledger import insert_calls
         from ectool.store.models import now
 
         stamp = now()

@@ -9,7 +9,6 @@ source for ``ec wait`` in a later process).
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import os
@@ -24,7 +23,9 @@ from .messages import CallEncoder, bundle, bundle_size, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
 from .security import require
-from .store.models import FINAL_CALL_STATUS, Call, db, now
+from .store import ledger
+from .store.ledger import INSERT_COLUMNS, INSERT_ROWS, insert_calls, outcomes  # noqa: F401 - users import them here
+from .store.models import Call, now
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ class Client:
                                              self.config.max_message_bytes))
         except Exception as exc:
             # nothing was confirmed: say so in the store rather than leave phantom queued calls
-            Call.update(status="cancelled", error_type="PublishFailed", error_message=str(exc)[:500],
-                        finished=now()).where(Call.id.in_(ids)).execute()
+            ledger.cancel_unpublished(ids, str(exc))
             raise
         if self._single:
             self._queued_events(t, ids, root, parent, flow)
@@ -173,30 +173,37 @@ class Client:
             wait = min(last_reply + gap, last_read + FORCED) - now_
             if deadline is not None:
                 wait = min(wait, deadline - now_)
-            if self._inbox is None:
-                time.sleep(max(wait, 0.0))
+            came, got = self._take_reply(wait)
+            if came:
+                last_reply = time.monotonic()
+            if got is None:
                 continue
-            try:
-                body = self._inbox.get(max(wait, 0.0))
-            except Unreachable as exc:  # its node went away (a cluster fails over): the store has the truth
-                log.info("replies stopped (%s); reading outcomes from the store", exc)
-                self._inbox.close()
-                self._inbox = None
-                continue
-            if not body:
-                continue
-            last_reply = time.monotonic()
-            out = Outcome.decode(body)
-            if out is None:
-                continue
-            if out.result_json is None and out.status == "done":
-                out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
-            if out.id in pending:
-                done[out.id] = out
-                pending.discard(out.id)
+            if got.id in pending:
+                done[got.id] = got
+                pending.discard(got.id)
             else:
-                self._replies[out.id] = out
+                self._replies[got.id] = got
         return done
+
+    def _take_reply(self, wait: float) -> tuple[bool, Outcome | None]:
+        """Wait up to ``wait`` seconds for a reply: (whether one came, its outcome if it
+        decodes). Without an inbox (or when its node just went away) the store is the truth."""
+        if self._inbox is None:
+            time.sleep(max(wait, 0.0))
+            return False, None
+        try:
+            body = self._inbox.get(max(wait, 0.0))
+        except Unreachable as exc:  # its node went away (a cluster fails over): the store has the truth
+            log.info("replies stopped (%s); reading outcomes from the store", exc)
+            self._inbox.close()
+            self._inbox = None
+            return False, None
+        if not body:
+            return False, None
+        out = Outcome.decode(body)
+        if out is not None and out.result_json is None and out.status == "done":
+            out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
+        return True, out
 
     def call(self, socket_name: str, args: list[Any], kwargs: dict[str, Any] | None = None,
              timeout: float | None = None) -> Outcome:
@@ -208,72 +215,6 @@ class Client:
         if self._inbox is not None:
             self._inbox.close()
         self.transport.close()
-
-
-#: the columns :func:`insert_calls` writes by default, in the order of its parameter tuples
-INSERT_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "status", "attempts", "args",
-                  "submitted")
-INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32766 parameters, PostgreSQL 65535)
-
-
-@functools.lru_cache(maxsize=64)  # the common batch sizes; a long map sees hundreds of sizes
-def insert_sql(param: str, n: int, columns: Sequence[str] = INSERT_COLUMNS, ignore_existing: bool = False) -> str:
-    """``INSERT INTO "call" (columns) VALUES (...) x n [ON CONFLICT DO NOTHING]``, built
-    once per shape (``columns`` a tuple)."""
-    row = "(" + ", ".join([param] * len(columns)) + ")"
-    quoted = ", ".join(f'"{c}"' for c in columns)
-    return (f'INSERT INTO "call" ({quoted}) VALUES {", ".join([row] * n)}'
-            + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
-
-
-def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
-                 ignore_existing: bool = False) -> None:
-    """Commit new call rows (tuples of ``columns``): one autocommitted statement (one
-    round trip) for up to :data:`INSERT_ROWS` rows, else one transaction. The SQL is built
-    once per shape rather than by the query builder for every submit. ``ignore_existing``
-    leaves rows whose id exists alone (re-sent workflow steps)."""
-    database = db.obj
-    param = database.param
-
-    def execute(chunk: list[tuple]) -> None:
-        database.execute_sql(insert_sql(param, len(chunk), tuple(columns), ignore_existing),
-                             [v for row in chunk for v in row])
-
-    if len(rows) <= INSERT_ROWS:
-        execute(rows)
-        return
-    with db.atomic():
-        for i in range(0, len(rows), INSERT_ROWS):
-            execute(rows[i:i + INSERT_ROWS])
-
-
-#: what an outcome needs from a call's row (not its arguments or log), in this order
-OUTCOME_COLUMNS = ("id", "status", "result", "error_type", "error_message", "traceback", "attempts")
-QUOTED_OUTCOME_COLUMNS = tuple(f'"{c}"' for c in OUTCOME_COLUMNS)
-
-
-@functools.lru_cache(maxsize=64)
-def outcome_sql(param: str, n: int) -> str:
-    """``SELECT OUTCOME_COLUMNS FROM "call" WHERE id IN (n parameters)``, built once per size."""
-    return f'SELECT {", ".join(QUOTED_OUTCOME_COLUMNS)} FROM "call" WHERE "id" IN ({", ".join([param] * n)})'
-
-
-def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
-    """Final outcomes recorded in the store for ``ids`` (unfinished ones are absent)."""
-    ids = list(ids)
-    found: dict[str, Outcome] = {}
-    database = db.obj
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        # by id only: with the status in the WHERE clause SQLite picks the status index and
-        # scans every finished call in the store. Plain tuples: no model objects.
-        cursor = database.execute_sql(outcome_sql(database.param, len(chunk)), chunk)
-        for cid, status, result, error_type, error_message, tb, attempts in cursor.fetchall():
-            if status in FINAL_CALL_STATUS:
-                out = Outcome(cid, status, error_type=error_type, error_message=error_message, traceback=tb,
-                              attempts=attempts or 0, result_json=result)
-                found[cid] = out
-    return found
 
 
 def wait_stored(ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:
@@ -296,7 +237,7 @@ def wait_stored(ids: Sequence[str], timeout: float | None = None) -> dict[str, O
 
 
 def get_call(call_id: str) -> Call:
-    row = Call.get_or_none(Call.id == call_id)
+    row = ledger.get(call_id)
     if row is None:
         raise NotFound(f"no call with id {call_id!r}")
     return row
@@ -304,8 +245,7 @@ def get_call(call_id: str) -> Call:
 
 def call_log(call_id: str) -> str | None:
     """What a call printed (its ``log``), or None."""
-    row = Call.select(Call.log).where(Call.id == call_id).first()
-    return row.log if row is not None else None
+    return ledger.log_of(call_id)
 
 
 def call_logs(call_id: str) -> list[tuple[Call, str]]:
@@ -315,10 +255,7 @@ def call_logs(call_id: str) -> list[tuple[Call, str]]:
     row = get_call(call_id)
     if row.log is not None or row.root != row.id:
         return [(row, row.log)] if row.log else []
-    where = Call.root == row.id
-    if row.socket == "flow":
-        where |= Call.flow == row.id
-    members = Call.select().where(where & Call.log.is_null(False)).order_by(Call.submitted, Call.id)
+    members = ledger.family(row.id, row.socket == "flow", with_log=True)
     return [(m, m.log) for m in members if m.log]
 
 
@@ -326,9 +263,7 @@ def cancel(call_id: str) -> bool:
     """Cancel a call that has not started; False if it already ran or is running."""
     require("CANCEL_TASK")
     get_call(call_id)
-    n = Call.update(status="cancelled", finished=now(), updated=now()).where(
-        (Call.id == call_id) & Call.status.in_(("queued", "retrying"))).execute()
-    return n == 1
+    return ledger.cancel(call_id)
 
 
 def parse_since(text: str) -> dt.datetime:
@@ -367,18 +302,8 @@ def call_row(row: Call) -> dict[str, Any]:
 def list_calls(*, status: str | None = None, socket: str | None = None, since: str | None = None,
                limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None) -> list[Call]:
     require("READ_CALL")
-    query = Call.select().order_by(Call.submitted.desc())
-    if flow:
-        query = query.where(Call.flow == flow)
-    if status:
-        query = query.where(Call.status == status)
-    if socket:
-        query = query.where(Call.socket == socket)
-    if since:
-        query = query.where(Call.submitted >= parse_since(since))
-    if ids:
-        query = query.where(Call.id.in_(list(ids)))
-    return list(query.limit(limit))
+    return ledger.select(status=status, socket=socket, since=parse_since(since) if since else None,
+                         limit=limit, ids=ids, flow=flow)
 
 
 def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
@@ -386,10 +311,8 @@ def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
     require("READ_CALL")
     row = get_call(call_id)
     root = get_call(row.root) if row.root and row.root != row.id else row
-    where = Call.root == root.id
-    if root.socket == "flow":  # a shell flow (ectool.flows): workflows started in it too
-        where |= Call.flow == root.id
-    members = list(Call.select().where(where).order_by(Call.submitted))
+    # a shell flow (ectool.flows): workflows started in it too
+    members = ledger.family(root.id, root.socket == "flow")
     children: dict[str | None, list[Call]] = {}
     for m in members:
         if m.id != root.id:
@@ -404,7 +327,7 @@ def _local_usage(rows: list[dict[str, Any]]) -> None:
     import psutil
 
     here = socket.gethostname()
-    procs = {}
+    procs: dict[int, Any] = {}
     for row in rows:
         if row["host"] == here:
             try:
@@ -416,11 +339,11 @@ def _local_usage(rows: list[dict[str, Any]]) -> None:
     if procs:
         time.sleep(0.1)
     for row in rows:
-        p = procs.get(row["pid"])
-        if p is not None:
+        proc = procs.get(row["pid"])
+        if proc is not None:
             try:
-                row["cpu_percent"] = round(p.cpu_percent(None), 1)
-                row["rss_mb"] = round(p.memory_info().rss / 2**20, 1)
+                row["cpu_percent"] = round(proc.cpu_percent(None), 1)
+                row["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
             except psutil.Error:
                 pass
 

@@ -20,11 +20,12 @@ from collections import defaultdict
 from typing import Any
 
 from . import workflow as wfp
-from .calls import INSERT_COLUMNS, insert_calls
 from .messages import CallMessage, dumps, from_json_value, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target
-from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now, on_sqlite
+from .store import ledger
+from .store.ledger import INSERT_COLUMNS, insert_calls
+from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
 
 #: the columns of the rows :meth:`Engine.begin` writes (composite nodes have ``started``)
 BEGIN_COLUMNS = (*INSERT_COLUMNS, "started")
@@ -61,8 +62,8 @@ class Engine:
         wf = new_id()
         with db.atomic():
             Workflow.create(id=wf, plan=json.dumps(plan), reply_to=reply_to)
-            Call.insert(id=wf, socket=wfp.label(plan), root=wf, flow=flow, status="running",
-                        started=now()).execute()
+            ledger.insert_call(False, id=wf, socket=wfp.label(plan), root=wf, flow=flow, status="running",
+                               started=now())
         self._plans[wf] = (plan, reply_to)
         self.begin(wf, plan, [], False, None, flow)
         return wf
@@ -72,7 +73,7 @@ class Engine:
         """Start the node at ``path``: composite rows, then leaf calls (published durably)."""
         st = wfp.start(plan, path, has_input, value)
         stamp = now()
-        rows = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]), wf, flow,
+        rows: list[tuple] = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]), wf, flow,
                  "running", 0, None, stamp, stamp) for p, n in st.nodes if p]  # the root row exists
         messages: dict[Target, list[bytes]] = defaultdict(list)
         for p, node, args in st.calls:
@@ -127,10 +128,8 @@ class Engine:
         msg = CallMessage(id=call_id, socket=t.socket, task=t.task, args=args, kwargs=kwargs,
                           root=src.root or src.id, parent=parent or src.id, flow=src.flow)
         body = msg.encode(self.max_bytes)
-        stamp = now()
-        Call.insert(id=call_id, socket=t.socket, root=msg.root, parent=msg.parent, flow=msg.flow,
-                    status="queued", args=dumps({"args": args, "kwargs": kwargs}), submitted=stamp,
-                    created=stamp, updated=stamp).on_conflict_ignore().execute()
+        ledger.insert_call(id=call_id, socket=t.socket, root=msg.root, parent=msg.parent, flow=msg.flow,
+                           status="queued", args=dumps({"args": args, "kwargs": kwargs}))
         self.publisher.publish(t, [body])
 
     def _fan_in(self, edges, edge, scope: str, src: CallMessage, value: Any) -> None:
@@ -139,11 +138,8 @@ class Engine:
 
         names = plugs.fanin_arguments(edges, edge.target)
         call_id = plugs.fanin_call_id(scope, edge.target)
-        sqlite = on_sqlite()
-        with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
-            if not sqlite:
-                db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (call_id,))
-            if Call.get_or_none(Call.id == call_id) is not None:
+        with ledger.locked(call_id):
+            if ledger.get(call_id) is not None:
                 return  # fired already in this scope
             JoinSlot.insert(workflow=scope, node=call_id, slot=names.index(edge.argument),
                             value=dumps(value)).on_conflict_replace().execute()
@@ -153,25 +149,20 @@ class Engine:
             kwargs = {names[i]: from_json_value(json.loads(v)) for i, v in slots.items()}
             JoinSlot.delete().where(JoinSlot.node == call_id).execute()
             t = self.target(edge.target)
-            stamp = now()
-            Call.insert(id=call_id, socket=t.socket, root=src.root or src.id, parent=src.id, flow=src.flow,
-                        status="queued", args=dumps({"args": [], "kwargs": kwargs}), submitted=stamp,
-                        created=stamp, updated=stamp).execute()
+            ledger.insert_call(False, id=call_id, socket=t.socket, root=src.root or src.id, parent=src.id,
+                               flow=src.flow, status="queued", args=dumps({"args": [], "kwargs": kwargs}))
             msg = CallMessage(id=call_id, socket=t.socket, task=t.task, args=[], kwargs=kwargs,
                               root=src.root or src.id, parent=src.id, flow=src.flow)
             self.publisher.publish(t, [msg.encode(self.max_bytes)])
 
     # -- advancing -------------------------------------------------------------------
-    def on_outcome(self, msg: CallMessage, out: Outcome, recovering: bool = False) -> None:
-        """A member call of a workflow is final: advance, or fail the workflow."""
-        self.on_outcomes([(msg, out)], recovering)
-
     def on_outcomes(self, items: list[tuple[CallMessage, Outcome]], recovering: bool = False) -> None:
         """Member calls of workflows are final (a batch, in any mix of workflows): a failed
         member fails its workflow; the others advance together (see :meth:`advance`)."""
         done = []
         for msg, out in items:
-            wf, path = msg.cont["wf"], list(msg.cont["path"])
+            cont = msg.cont or {}  # workflow members always carry their continuation
+            wf, path = cont["wf"], list(cont["path"])
             if out.status == "done":
                 done.append((wf, path, out.result))
             else:
@@ -187,8 +178,7 @@ class Engine:
         joins they reach, every member of one join at once; a join that completes
         finishes its parallel node, which advances in the next round."""
         while done:
-            roots = {r.id: r for r in Call.select(Call.id, Call.status, Call.flow)
-                     .where(Call.id.in_(list({wf for wf, _, _ in done})))}
+            roots = ledger.statuses(list({wf for wf, _, _ in done}))
             joins: dict[tuple[str, tuple[int, ...]], list[wfp.Next]] = {}
             seen: set[tuple[str, tuple[int, ...]]] = set()
             for wf, path, value in done:
@@ -233,10 +223,8 @@ class Engine:
         join gets the list of values (exactly once)."""
         node = wfp.node_id(wf, members[0].path)
         size = members[0].size
-        sqlite = on_sqlite()
-        with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
-            query = Call.select(Call.id, Call.status).where(Call.id == node)
-            row = (query if sqlite else query.for_update()).first()
+        with ledger.joining(node):
+            row = ledger.join_node(node)
             p = db.obj.param
             params: list[Any] = []
             for m in members:
@@ -255,15 +243,13 @@ class Engine:
         return values
 
     def _close(self, wf: str, call_id: str, value: Any) -> None:
-        Call.update(status="done", result=dumps(value), finished=now(), updated=now()).where(
-            (Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        ledger.close(call_id, "done", result=dumps(value))
 
     def fail(self, wf: str, out: Outcome) -> None:
         """A member failed for good: the workflow fails with that member's error."""
-        Call.update(status="failed", error_type=out.error_type or out.status,
-                    error_message=f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
-                    traceback=out.traceback, finished=now(), updated=now()).where(
-            (Call.id == wf) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+        ledger.close(wf, "failed", error_type=out.error_type or out.status,
+                     error_message=f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
+                     traceback=out.traceback)
         self.notify(wf)
 
     def notify(self, wf: str) -> None:
@@ -271,7 +257,7 @@ class Engine:
         _, reply_to = self.plan(wf)
         if not reply_to:
             return
-        row = Call.get_or_none(Call.id == wf)
+        row = ledger.get(wf)
         if row is not None and row.status in FINAL_CALL_STATUS:
             try:
                 self.transport.reply(reply_to, Outcome.from_row(row).encode())

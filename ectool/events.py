@@ -83,7 +83,7 @@ def _wire(event: Event) -> Event:
 
 
 def _dumps(value: Any) -> bytes:
-    from .shim import json_bytes
+    from .worker.shim import json_bytes
 
     return json_bytes(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
 

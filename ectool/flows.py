@@ -21,7 +21,8 @@ from pathlib import Path
 from . import paths
 from .errors import UsageError
 from .security import require
-from .store.models import FINAL_CALL_STATUS, Call, now
+from .store import ledger
+from .store.models import FINAL_CALL_STATUS, now
 
 FLOW_SOCKET = "flow"
 ENV = "EC_FLOW"
@@ -48,25 +49,23 @@ def begin(label: str | None = None) -> str:
 
 def ensure(flow: str, label: str | None = None) -> None:
     """Make sure the flow's root row exists (a hand-set ``EC_FLOW`` gets one on first use)."""
-    if Call.get_or_none(Call.id == flow) is not None:
+    if ledger.get(flow) is not None:
         return
     require("RUN_TASK")  # a flow is a call: whoever may call sockets may open one
-    Call.insert(id=flow, socket=FLOW_SOCKET, root=flow, flow=flow, status="running", attempts=1,
-                args=json.dumps({"args": [label] if label else [], "kwargs": {}}),
-                submitted=now(), started=now(), created=now(), updated=now()).on_conflict_ignore().execute()
+    ledger.insert_call(id=flow, socket=FLOW_SOCKET, root=flow, flow=flow, status="running", attempts=1,
+                       args=json.dumps({"args": [label] if label else [], "kwargs": {}}), started=now())
 
 
 def end(flow: str, status: str = "done", message: str | None = None) -> None:
     """Close a flow: its root becomes ``done`` (or ``failed`` with a message); its calls
     are untouched. Removes the flow's pipe links."""
-    row = Call.get_or_none(Call.id == flow)
+    row = ledger.get(flow)
     if row is None or row.socket != FLOW_SOCKET:
         raise UsageError(f"no flow {flow!r}")
     require("RUN_TASK")
     if row.status not in FINAL_CALL_STATUS:
-        Call.update(status=status, finished=now(), updated=now(),
-                    error_type="FlowFailed" if status == "failed" else None,
-                    error_message=message).where(Call.id == flow).execute()
+        ledger.close(flow, status, error_type="FlowFailed" if status == "failed" else None,
+                     error_message=message)
     shutil.rmtree(links_dir(flow), ignore_errors=True)
 
 

@@ -164,10 +164,7 @@ class Mapper:
                     wait = max(0.0, min(wait, fallback.next - time.monotonic()))
                     outcomes = self.backend.poll(wait)
                     now = time.monotonic()
-                    for out in outcomes:
-                        job = self.pending.get(out.id)
-                        if job is not None:
-                            fallback.replied(now - job.submitted)
+                    self._timed_replies(outcomes, fallback, now)
                     if fallback.due(now):
                         found = self._overdue(now - fallback.overdue_after)
                         fallback.checked(now, bool(found))
@@ -176,14 +173,8 @@ class Mapper:
                         last_progress = now
                         fallback.moving(now)
                         self._receive(outcomes, reader)
-                    elif self.timeout is not None and now - last_progress > self.timeout:
-                        head = self.release.head()
-                        cid = self.by_seq[head][0] if head in self.by_seq else "?"
-                        raise CallTimeout(f"timed out after {self.timeout:g}s without a result; line {head} "
-                                          f"(call {cid}) and {len(self.pending) - 1} more are still queued "
-                                          "or running")
                     else:
-                        self.flush()
+                        self._quiet(now - last_progress)
                 else:
                     last_progress = time.monotonic()
                 self.progress(self.stats)
@@ -199,6 +190,23 @@ class Mapper:
         return self.stats
 
     # -- internals ---------------------------------------------------------------
+    def _timed_replies(self, outcomes: list[Outcome], fallback: StoreFallback, now: float) -> None:
+        """Tell the store fallback how long the replies among ``outcomes`` took."""
+        for out in outcomes:
+            job = self.pending.get(out.id)
+            if job is not None:
+                fallback.replied(now - job.submitted)
+
+    def _quiet(self, idle: float) -> None:
+        """No outcome this round, ``idle`` seconds since the last: time out, or flush."""
+        if self.timeout is not None and idle > self.timeout:
+            head = self.release.head()
+            cid = self.by_seq[head][0] if head in self.by_seq else "?"
+            raise CallTimeout(f"timed out after {self.timeout:g}s without a result; line {head} "
+                              f"(call {cid}) and {len(self.pending) - 1} more are still queued "
+                              "or running")
+        self.flush()
+
     def _send(self, items: list[tuple[int, Any]]) -> bool:
         """Submit read lines as one batch; True once the input has ended."""
         eof = False
@@ -319,34 +327,30 @@ class ClientBackend:
                 got.append(out)
         big = [o.id for o in got if o.status == "done" and o.result_json is None]
         if big:  # too big for a reply: the store has the result
-            from .calls import outcomes
+            from .store.ledger import outcomes
 
             stored = outcomes(big)
             got = [stored.get(o.id, o) for o in got]
         return got
 
     def check(self, ids: list[str]) -> list[Outcome]:
-        from .calls import outcomes
+        from .store.ledger import outcomes
 
         return list(outcomes(ids).values())
 
     def cancel(self, ids: list[str]) -> int:
         """Cancel calls that have not started; running ones finish and are recorded."""
-        from .store.models import Call, now
+        from .store.ledger import cancel_many
 
-        n = 0
-        for i in range(0, len(ids), 500):
-            n += Call.update(status="cancelled", finished=now(), updated=now()).where(
-                Call.id.in_(ids[i:i + 500]) & Call.status.in_(("queued", "retrying"))).execute()
-        return n
+        return cancel_many(ids)
 
     def details(self, ids: list[str]) -> dict[str, tuple[str | None, float | None, float | None]]:
-        from .store.models import Call
+        from .store.ledger import placements
 
         def epoch(t: dt.datetime | None) -> float | None:
             return t.replace(tzinfo=dt.UTC).timestamp() if t else None
 
-        rows = Call.select(Call.id, Call.host, Call.started, Call.finished).where(Call.id.in_(ids))
+        rows = placements(ids)
         return {r.id: (r.host, epoch(r.started), epoch(r.finished)) for r in rows}
 
 

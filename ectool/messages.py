@@ -14,8 +14,8 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from .errors import UsageError
-from .shim import from_json_value, json_bytes, json_text, to_json_value
 from .transport.base import join_lines
+from .worker.shim import from_json_value, json_bytes, json_text, to_json_value
 
 VERSION = 1
 
@@ -123,7 +123,7 @@ def bundle(bodies: list[bytes], size: int, max_bytes: int | None = None) -> list
     compact JSON never holds a raw newline), none over ``max_bytes`` unless a single call
     is (each was checked on its own). Under load most of a call's transport cost is per
     message: a bundle pays it once for its calls. A worker settles a bundle's delivery once
-    every call in it is settled (:mod:`ectool.parts`)."""
+    every call in it is settled (:mod:`ectool.worker.parts`)."""
     return bodies if size <= 1 else join_lines(bodies, max_bytes, size)
 
 
@@ -147,7 +147,7 @@ def bundle_size(calls: int, most: int) -> int:
     """Calls per message for a submit of ``calls`` calls: none bundled for a few (each
     message can go to a different worker), up to ``most`` for many (at least 8 messages per
     submit stay free to spread; a worker hands the rest of a bundle back when its calls
-    turn out slow, see :mod:`ectool.parts`)."""
+    turn out slow, see :mod:`ectool.worker.parts`)."""
     return max(1, min(most, calls // 8))
 
 

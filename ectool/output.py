@@ -17,7 +17,7 @@ def use_color() -> bool:
 
 def dumps(value: Any) -> str:
     """JSON for stdout; a lone surrogate in a string stays its escape (valid UTF-8 out)."""
-    from .shim import json_text
+    from .worker.shim import json_text
 
     return json_text(json.dumps(value, ensure_ascii=False, default=str))
 

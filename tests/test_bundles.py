@@ -14,8 +14,8 @@ import uuid
 import pytest
 
 from ectool.messages import bundle, bundle_size, unbundle
-from ectool.parts import Settlement
 from ectool.transport import Delivery
+from ectool.worker.parts import Settlement
 from helpers import dead_letters_where, sample_network, wait_children, workers
 
 # -- pure ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import git
 import pytest
 
 from agentd.deploy import DeployError, deploy, split_url
-from ectool.executor import SubprocessExecutor
+from ectool.worker.executor import SubprocessExecutor
 from helpers import make_repo
 
 
@@ -124,7 +124,7 @@ def test_executor_survives_bad_calls_and_reports_death(tmp_path):
         assert ex.run("add_two", [1], {}, None)["final"] is True
         assert ex.run("echo", [b"\xff\x00"], {}, None)["result"] == '{"$bytes":"/wA="}'
         assert ex.run("sleep", [3], {}, 0.2)["error_type"] == "TimeoutError"
-        from ectool.executor import ExecutorDied
+        from ectool.worker.executor import ExecutorDied
 
         with pytest.raises(ExecutorDied):
             ex.run("crash", ["kill"], {}, None)

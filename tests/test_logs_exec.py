@@ -113,7 +113,7 @@ def test_script_processor(net):
 
 
 def test_script_outside_checkout_is_refused(tmp_path):
-    from ectool.executor import ExecExecutor
+    from ectool.worker.executor import ExecExecutor
 
     repo = make_repo(tmp_path / "repo")
     ex = ExecExecutor(repo)

@@ -45,84 +45,6 @@ def test_call_encoder_refuses_what_encode_refuses():
         CallEncoder("s", "t", max_bytes=100).encode("i", "i", ["x" * 200], {})
 
 
-def _open(db_url):
-    from ectool.store import open_store
-
-    return open_store(db_url)
-
-
-def test_insert_calls_writes_what_the_query_builder_wrote(db_url):
-    from ectool.store.models import Call, now
-
-    _open(db_url)
-    stamp = now()
-    ref = str(uuid.uuid4())
-    Call.insert_many([{"id": ref, "socket": "s", "root": ref, "parent": "p", "flow": None, "status": "queued",
-                       "args": '{"args":[1],"kwargs":{}}', "submitted": stamp, "created": stamp,
-                       "updated": stamp}]).execute()
-    ids = [str(uuid.uuid4()) for _ in range(calls.INSERT_ROWS * 2 + 3)]  # several statements, one transaction
-    calls.insert_calls([(cid, stamp, stamp, "s", "p", ids[0], None, "queued", 0, '{"args":[1],"kwargs":{}}', stamp)
-                        for cid in ids])
-    assert Call.select().where(Call.id.in_(ids)).count() == len(ids)
-    want = Call.get_by_id(ref).__data__
-    got = Call.get_by_id(ids[1]).__data__
-    for key in want:
-        if key not in ("id", "root"):
-            assert got[key] == want[key], key
-    assert got["root"] == ids[0]
-
-
-def test_outcomes_reads_final_calls_only(db_url):
-    from ectool.store.models import Call, now
-
-    _open(db_url)
-    stamp = now()
-    ids = [str(uuid.uuid4()) for _ in range(calls.INSERT_ROWS + 7)]
-    calls.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "queued", 0, "{}", stamp) for cid in ids])
-    Call.update(status="done", result=json.dumps({"$bytes": "AAE="}), attempts=1).where(Call.id == ids[0]).execute()
-    Call.update(status="failed", error_type="ValueError", error_message="boom", traceback="tb",
-                attempts=3).where(Call.id == ids[-1]).execute()
-    Call.update(status="running").where(Call.id == ids[1]).execute()
-    found = calls.outcomes(ids + ["no-such-call"])
-    assert set(found) == {ids[0], ids[-1]}
-    assert found[ids[0]].ok and found[ids[0]].result == b"\x00\x01" and found[ids[0]].attempts == 1
-    bad = found[ids[-1]]
-    assert (bad.status, bad.error_type, bad.error_message, bad.traceback, bad.attempts) == \
-        ("failed", "ValueError", "boom", "tb", 3)
-    assert bad.result is None and bad.result_json is None
-
-
-@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "subqueries"])
-def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatch):
-    """A batch's outcomes in one statement (UPDATE ... FROM, or a subquery per column where
-    SQLite is older than 3.33): final calls are left alone, a retry clears ``finished``."""
-    from ectool import worker
-    from ectool.messages import CallMessage
-    from ectool.store.models import Call, now
-
-    monkeypatch.setattr(worker, "_UPDATE_FROM", update_from)
-    _open(db_url)
-    stamp = now()
-    ids = [str(uuid.uuid4()) for _ in range(4)]
-    calls.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp) for cid in ids])
-    Call.update(status="done", result="1", finished=stamp).where(Call.id == ids[3]).execute()
-
-    def result(cid, status, **fields):
-        return worker.Result(CallMessage(id=cid, socket="s", task="t"), status, **fields)
-
-    worker.record_outcomes([result(ids[0], "done", result_json='"ok"', log="printed"),
-                            result(ids[1], "failed", error_type="ValueError", error_message="boom", traceback="tb"),
-                            result(ids[2], "retrying", error_type="KeyError"),
-                            result(ids[3], "done", result_json="2")])
-    rows = {r.id: r for r in Call.select().where(Call.id.in_(ids))}
-    assert (rows[ids[0]].status, rows[ids[0]].result, rows[ids[0]].log) == ("done", '"ok"', "printed")
-    assert rows[ids[0]].finished is not None
-    assert (rows[ids[1]].status, rows[ids[1]].error_type, rows[ids[1]].error_message, rows[ids[1]].traceback) == \
-        ("failed", "ValueError", "boom", "tb")
-    assert (rows[ids[2]].status, rows[ids[2]].error_type, rows[ids[2]].finished) == ("retrying", "KeyError", None)
-    assert (rows[ids[3]].status, rows[ids[3]].result) == ("done", "1")  # its first outcome stays
-
-
 @pytest.fixture
 def client(tmp_path):
     from ectool import network
@@ -326,7 +248,7 @@ def test_shim_signature_check_is_cached_and_unchanged():
     import functools
     import types
 
-    from ectool import shim
+    from ectool.worker import shim
 
     m = types.ModuleType("m")
 

@@ -10,7 +10,7 @@ from ectool.arguments import parse_data, parse_kwargs, parse_word, stdin_value
 from ectool.backoff import restart_delay
 from ectool.errors import UsageError
 from ectool.messages import BadMessage, CallMessage, decode, peek_id
-from ectool.retry import backoff_delay, should_retry
+from ectool.worker.retry import backoff_delay, should_retry
 
 
 @pytest.mark.parametrize("word, value", [
@@ -217,7 +217,7 @@ def test_a_message_nested_too_deeply_is_a_bad_message():
 def test_a_result_nested_too_deeply_fails_the_call_once():
     import types
 
-    from ectool import shim
+    from ectool.worker import shim
 
     m = types.ModuleType("m")
 

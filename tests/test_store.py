@@ -239,10 +239,10 @@ def test_an_outcome_the_store_refuses_is_recorded_as_failed_not_retried(store):
     """One bad outcome in a batch (here a status its CHECK refuses) does not take the
     others down with it, and is recorded as failed (RecordFailed) with the store's reason:
     the worker must not die on it and run the call again and again."""
-    from ectool.calls import INSERT_COLUMNS, insert_calls
     from ectool.messages import CallMessage
+    from ectool.store.ledger import INSERT_COLUMNS, insert_calls
     from ectool.store.models import now
-    from ectool.worker import Result, record_or_refuse
+    from ectool.worker.result import Result, record_or_refuse
 
     stamp = now()
     ids = ["c-good", "c-bad", "c-long"]

@@ -1,5 +1,6 @@
-"""The worker's handling of bundled deliveries, step by step: a real SQLite store, the
-worker's own handle(), and a consumer and transport that only record what they are asked.
+"""The worker's handling of bundled deliveries, step by step: a real SQLite store, a real
+:class:`~ectool.worker.batch.Batch`, and a consumer, transport and executor that only record
+what they are asked.
 
 (test_bundles.py runs the same paths through real workers and brokers; these pin the
 orderings a crash between two steps would expose.)
@@ -11,12 +12,12 @@ import time
 
 import pytest
 
-from ectool.config import Config
-from ectool.executor import ExecutorDied
 from ectool.messages import CallEncoder, bundle, new_id, unbundle
 from ectool.transport import Delivery
 from ectool.transport.base import REDELIVERED
-from ectool.worker import Result, SocketInfo, WorkerRuntime
+from ectool.worker.batch import Batch, Crashes, Deps, SocketInfo
+from ectool.worker.executor import ExecutorDied
+from ectool.worker.result import Result
 
 
 class Consumer:
@@ -38,10 +39,14 @@ class Consumer:
 
 
 class Transport:
-    def __init__(self):
+    max_reply_bytes = None  # as ectool.transport.base.Transport: no limit
+
+    def __init__(self, on_publish=None):
         self.published = []  # (queue, body, headers)
+        self.on_publish = on_publish or (lambda: None)
 
     def publish(self, queue, bodies, delay=0.0, headers=None):
+        self.on_publish()
         self.published += [(queue, body, headers) for body in bodies]
 
     def replies(self, replies):
@@ -58,23 +63,41 @@ def store(tmp_path):
     open_store(f"sqlite:///{tmp_path / 'ec.db'}")
 
 
-def runtime(execute=None) -> WorkerRuntime:
-    """A worker without processes or connections: handle() and what it calls, for real."""
-    rt = object.__new__(WorkerRuntime)
-    rt.config = Config(db="sqlite:///x", broker="sqlite:///y")
-    rt.stopping, rt.pid, rt.crashes, rt.park_after = False, 4242, 0, 30.0
-    rt.consumer, rt.transport = Consumer(), Transport()
-    rt.sockets = {"s": SocketInfo("s", "t", "q.s", None, 0, 0.0)}
-    rt.executed, rt.attempts, rt.followed = [], [], []
+class Worker:
+    """A worker's side of its batches, from fakes: what ran, what was followed on, what paused."""
 
-    def run(m):
-        rt.executed.append(m.id)
-        rt.attempts.append(m.attempt)
-        return Result(m, "done", result_json="1", ms=1.0)
+    def __init__(self, execute=None, *, retries=0, elsewhere=False, on_publish=None):
+        self.consumer, self.transport = Consumer(), Transport(on_publish)
+        self.executed, self.attempts, self.followed, self.paused = [], [], [], []
+        self.stopping, self.spilled = False, False
+        self._execute = execute or (lambda w, m: Result(m, "done", result_json="1", ms=1.0))
+        self.deps = Deps(self.consumer, self.transport, {"s": SocketInfo("s", "t", "q.s", None, retries, 0.0)},
+                         self.execute, self.follow_on, pid=4242, host="this-host", processor="p",
+                         stopping=lambda: self.stopping, running_elsewhere=lambda row: elsewhere,
+                         crashes=Crashes(sleep=self.paused.append))
 
-    rt.execute = execute or run
-    rt.follow_on_many = lambda pairs, recovering: rt.followed.append(([m.id for m, _ in pairs], recovering))
-    return rt
+    def execute(self, m):
+        self.executed.append(m.id)
+        self.attempts.append(m.attempt)
+        return self._execute(self, m)
+
+    def follow_on(self, pairs, recovering):
+        self.followed.append(([m.id for m, _ in pairs], recovering))
+
+    def handle(self, deliveries, spread=False):
+        batch = Batch(self.deps, spread)
+        batch.handle(deliveries)
+        self.spilled = batch.spilled
+
+
+def runtime(execute=None, **kwargs) -> Worker:
+    return Worker(execute, **kwargs)
+
+
+def slow(w, m):
+    """A call that runs past SPILL_AFTER (the batch's clock, not the test's)."""
+    time.sleep(0.15)
+    return Result(m, "done", result_json="1", ms=150.0)
 
 
 def delivered(body: bytes, queue: str, tag: int, headers: dict | None) -> Delivery:
@@ -138,13 +161,12 @@ def test_an_executor_death_backs_off_and_gives_the_call_back(store):
 
     ids, bodies = calls(1)
 
-    def die(m):
+    def die(w, m):
         raise ExecutorDied("the executor exited")
 
     rt = runtime(die)
-    started = time.monotonic()
     rt.handle([Delivery(bodies[0], "q.s", 1)])
-    assert rt.crashes == 1 and time.monotonic() - started >= 0.5
+    assert rt.deps.crashes.count == 1 and rt.paused == [0.5], "the worker pauses before it takes more"
     assert len(rt.consumer.nacked) == 1 and rt.consumer.acked == []
     row = Call.get_by_id(ids[0])
     assert (row.status, row.attempts) == ("queued", 1)  # charged: a delivery limit counts it
@@ -154,28 +176,14 @@ def test_slow_calls_spill_the_rest_of_their_bundle_after_recording_what_ran(stor
     from ectool.store.models import Call
 
     ids, bodies = calls(4)
-    rt = runtime()
     recorded_before_spill = []
-
-    def slow(m):
-        time.sleep(0.15)
-        rt.executed.append(m.id)
-        return Result(m, "done", result_json="1", ms=150.0)
-
-    def publish(queue, more, delay=0.0, headers=None):
-        recorded_before_spill.append(Call.get_by_id(ids[0]).status)
-        rt.transport.published += [(queue, b, headers) for b in more]
-
-    rt.execute = slow
-    rt.transport.publish = publish
+    rt = runtime(slow, on_publish=lambda: recorded_before_spill.append(Call.get_by_id(ids[0]).status))
     whole = Delivery(bodies[3], "q.s", 2)
-    started = time.monotonic()
     rt.handle([Delivery(bundle(bodies[:3], 3)[0], "q.s", 1), whole])
-    took = time.monotonic() - started
     assert rt.executed == [ids[0], ids[3]]  # one bundled call ran, the single one too
     assert [b for _, b, _ in rt.transport.published] == bodies[1:3]  # the rest went out alone
     assert recorded_before_spill == ["done"], "what ran is recorded before the rest is handed back"
-    assert took < 0.5 and rt.crashes == 0, "no pause after a spill"
+    assert rt.paused == [] and rt.deps.crashes.count == 0, "no pause after a spill"
     rows = {r.id: (r.status, r.attempts) for r in Call.select()}
     assert [rows[i] for i in ids] == [("done", 1), ("queued", 0), ("queued", 0), ("done", 1)]
     assert len(rt.consumer.acked) == 2 and all(len(unbundle(d.body)) in (1, 3) for d in rt.consumer.acked)
@@ -186,13 +194,11 @@ def test_a_bundle_is_never_returned_whole_so_a_call_waiting_for_its_retry_is_not
 
     ids, bodies = calls(3)
 
-    def fail_then_stop(m):
-        rt.executed.append(m.id)
-        rt.stopping = True  # SIGTERM while the first call runs
+    def fail_then_stop(w, m):
+        w.stopping = True  # SIGTERM while the first call runs
         return Result(m, "retrying", error_type="ValueError", error_message="try again", retry_delay=5.0)
 
-    rt = runtime(fail_then_stop)
-    rt.sockets["s"].retries = 3
+    rt = runtime(fail_then_stop, retries=3)
     bundled = Delivery(bundle(bodies, 3)[0], "q.s", 1)
     rt.handle([bundled])
     assert rt.executed == [ids[0]]
@@ -220,14 +226,12 @@ def test_of_two_attempts_of_a_call_in_one_batch_the_newer_runs(store):
     assert len(rt.consumer.acked) == 2 and Call.get_by_id(ids[0]).status == "done"
 
 
-def test_a_parked_copy_of_a_redelivered_call_stays_a_redelivery(store, monkeypatch):
-    from ectool import worker
+def test_a_parked_copy_of_a_redelivered_call_stays_a_redelivery(store):
     from ectool.store.models import Call
 
     ids, bodies = calls(2)
-    Call.update(status="running", attempts=1, host=worker.HOST, worker_pid=99).execute()
-    monkeypatch.setattr(WorkerRuntime, "running_elsewhere", lambda self, row: True)
-    rt = runtime()
+    Call.update(status="running", attempts=1, host="this-host", worker_pid=99).execute()
+    rt = runtime(elsewhere=True)
     rt.handle([Delivery(bodies[0], "q.s", 1, redeliveries=1), Delivery(bodies[1], "q.s", 2, headers={})])
     parked = {b: h for _, b, h in rt.transport.published}
     assert parked[bodies[0]].get(REDELIVERED) == 1, "its flow is recovered by the copy if need be"
@@ -238,19 +242,11 @@ def test_after_a_spill_the_bundles_still_held_go_out_one_call_to_a_message(store
     from ectool.store.models import Call
 
     ids, bodies = calls(6)
-    rt = runtime()
-
-    def slow(m):
-        time.sleep(0.15)
-        rt.executed.append(m.id)
-        return Result(m, "done", result_json="1", ms=150.0)
-
-    rt.execute = slow
+    rt = runtime(slow)
     held_bundle, held_single = Delivery(bundle(bodies[3:5], 2)[0], "q.s", 2), Delivery(bodies[5], "q.s", 3)
-    rt.consumer.held = [held_bundle, held_single]
     rt.handle([Delivery(bundle(bodies[:3], 3)[0], "q.s", 1)])
     assert rt.spilled
-    rt.spread_held()
+    rt.handle([held_bundle, held_single], spread=True)  # what the runtime does with what it holds
     assert rt.executed == [ids[0], ids[5]] and not rt.spilled
     assert [(b, h) for _, b, h in rt.transport.published] == [(b, None) for b in bodies[1:5]]
     assert held_bundle in rt.consumer.acked and held_single in rt.consumer.acked

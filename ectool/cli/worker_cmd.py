@@ -40,7 +40,7 @@ def worker(env: Env, processor, sockets, concurrency, path, prefetch, grace, pyt
     if concurrency < 1:
         raise click.BadParameter("must be >= 1", param_hint="--concurrency")
     if child:
-        from ..worker import WorkerRuntime
+        from ..worker.runtime import WorkerRuntime
 
         WorkerRuntime(cfg, processor, list(sockets), path, prefetch, python, commit, memory_limit).run()
         return

@@ -1,4 +1,4 @@
-"""Retry policy: exponential backoff with full jitter (pure, table-tested)."""
+"""Retry policy: exponential backoff with half jitter (pure, table-tested)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .messages import unbundle
-from .transport import Delivery
+from ..messages import unbundle
+from ..transport import Delivery
 
 
 @dataclass(eq=False)
@@ -62,7 +62,8 @@ class Settlement:
     def settle(self, parts: Iterable[Part], give_back: bool = False) -> None:
         """``parts`` are done with (``give_back``: returned unrun): ack (or, if any part of
         it was given back, nack) each delivery whose parts are now all settled."""
-        done, back = [], []
+        done: list[Delivery] = []
+        back: list[Delivery] = []
         for p in parts:
             entry = self._open.get(id(p.delivery))
             if entry is None or p.settled:

@@ -1,5 +1,5 @@
 """Executors run a call's function: in the worker's own process, or isolated in a child
-process started with the processor's virtualenv python (see :mod:`ectool.shim`)."""
+process started with the processor's virtualenv python (see :mod:`ectool.worker.shim`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+from ..errors import UsageError
 from . import shim
-from .errors import UsageError
 
 
 class ExecutorDied(Exception):
@@ -85,9 +86,11 @@ class SubprocessExecutor:
             self.start()
         request = {"task": task, "args": shim.to_json_value(args), "kwargs": shim.to_json_value(kwargs),
                    "timeout": timeout}
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None  # started just above
         try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
         except BrokenPipeError:
             self._reap()
             raise ExecutorDied("executor process is gone") from None
@@ -97,9 +100,9 @@ class SubprocessExecutor:
         started = time.monotonic()
         res = self._read(limit)
         if res is None:
-            code = self.proc.poll()
+            code = proc.poll()
             if code is None and limit is not None and time.monotonic() - started >= limit:
-                self.proc.kill()
+                proc.kill()
                 self._reap()
                 return shim.failure("TimeoutError", f"call exceeded the socket timeout of {timeout:g}s (killed)")
             self._reap()
@@ -118,7 +121,8 @@ class SubprocessExecutor:
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             try:
-                self.proc.stdin.close()
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
             except OSError:
                 pass
             try:
@@ -188,9 +192,8 @@ class ExecExecutor:
             code = proc.returncode if proc.returncode > 0 else f"signal {-proc.returncode}"
             return self._with_log(shim.failure("ExitStatus", f"exit {code}: {tail}".rstrip(": ")), err)
         try:
-            value: str | bytes = out.decode("utf-8")
-            if value.endswith("\n"):
-                value = value[:-1]
+            text = out.decode("utf-8")
+            value: str | bytes = text[:-1] if text.endswith("\n") else text
         except UnicodeDecodeError:
             value = out
         return self._with_log({"status": "done", "result": shim.dump_value(value)}, err)
@@ -219,6 +222,6 @@ def make_executor(module: str, src: Path | None, python: str | None, runtime: st
     in-process otherwise."""
     if runtime == "exec":
         return ExecExecutor(src, memory_limit)
-    if memory_limit or (python and os.path.realpath(python) != os.path.realpath(os.sys.executable)):
-        return SubprocessExecutor(python or os.sys.executable, module, src, memory_limit)
+    if memory_limit or (python and os.path.realpath(python) != os.path.realpath(sys.executable)):
+        return SubprocessExecutor(python or sys.executable, module, src, memory_limit)
     return InProcessExecutor(module, src)

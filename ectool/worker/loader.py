@@ -1,15 +1,13 @@
-"""Import a processor's module from a checked-out directory and find its functions."""
+"""Import a processor's module from a checked-out directory."""
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def local_path(gitrepo: str) -> Path | None:
@@ -38,21 +36,3 @@ def load_module(module: str, path: Path | None):
         return importlib.import_module(module)
     except ImportError as exc:
         raise UsageError(f"cannot import processor module {module!r}: {exc}") from None
-
-
-def find_function(mod: Any, name: str):
-    fn = getattr(mod, name, None)
-    if fn is None or not callable(fn):
-        return None
-    return fn
-
-
-def check_arguments(fn, args: list, kwargs: dict) -> str | None:
-    """None if ``fn(*args, **kwargs)`` binds, else a one-line reason."""
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as exc:
-        return f"arguments do not match {getattr(fn, '__name__', 'function')}{inspect.signature(fn)}: {exc}"
-    except ValueError:
-        return None  # builtins without a signature: let the call decide
-    return None

@@ -1,0 +1,297 @@
+"""The call ledger: every statement on the ``call`` table, with the dialect switches inside.
+
+The client (:mod:`ectool.calls`), the workflow engine (:mod:`ectool.engine`) and the
+worker (:mod:`ectool.worker.runtime`) write and read calls through these functions only, so the
+SQL that differs between SQLite and PostgreSQL lives in one place and is tested once on
+both (tests/test_ledger.py). Hot statements are raw SQL built once per shape; the rest use
+the query builder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+from ..outcome import Outcome
+from .models import FINAL_CALL_STATUS, Call, db, now, on_sqlite
+
+#: the columns :func:`insert_calls` writes by default, in the order of its parameter tuples
+INSERT_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "status", "attempts", "args",
+                  "submitted")
+INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32766 parameters, PostgreSQL 65535)
+#: what an outcome needs from a call's row (not its arguments or log), in this order
+OUTCOME_COLUMNS = ("id", "status", "result", "error_type", "error_message", "traceback", "attempts")
+QUOTED_OUTCOME_COLUMNS = tuple(f'"{c}"' for c in OUTCOME_COLUMNS)
+#: UPDATE ... RETURNING needs SQLite 3.35, UPDATE ... FROM 3.33 (PostgreSQL has both)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
+
+
+class Recorded(Protocol):
+    """What :func:`record_outcomes` reads of one outcome (the worker's ``Result``)."""
+
+    msg: Any  # .id
+    status: str
+    result_json: str | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    log: str | None
+    started: Any
+    finished: Any
+
+
+# -- submitting ------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)  # the common batch sizes; a long map sees hundreds of sizes
+def insert_sql(param: str, n: int, columns: Sequence[str] = INSERT_COLUMNS, ignore_existing: bool = False) -> str:
+    """``INSERT INTO "call" (columns) VALUES (...) x n [ON CONFLICT DO NOTHING]``, built
+    once per shape (``columns`` a tuple)."""
+    row = "(" + ", ".join([param] * len(columns)) + ")"
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    return (f'INSERT INTO "call" ({quoted}) VALUES {", ".join([row] * n)}'
+            + (" ON CONFLICT DO NOTHING" if ignore_existing else ""))
+
+
+def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
+                 ignore_existing: bool = False) -> None:
+    """Commit new call rows (tuples of ``columns``): one autocommitted statement (one
+    round trip) for up to :data:`INSERT_ROWS` rows, else one transaction. The SQL is built
+    once per shape rather than by the query builder for every submit. ``ignore_existing``
+    leaves rows whose id exists alone (re-sent workflow steps)."""
+    database = db.obj
+    param = database.param
+
+    def execute(chunk: list[tuple]) -> None:
+        database.execute_sql(insert_sql(param, len(chunk), tuple(columns), ignore_existing),
+                             [v for row in chunk for v in row])
+
+    if len(rows) <= INSERT_ROWS:
+        execute(rows)
+        return
+    with db.atomic():
+        for i in range(0, len(rows), INSERT_ROWS):
+            execute(rows[i:i + INSERT_ROWS])
+
+
+def insert_call(ignore_existing: bool = True, **fields: Any) -> None:
+    """One new call row (a workflow step, a plug's call); ``created``, ``updated`` and
+    ``submitted`` default to now."""
+    stamp = now()
+    query = Call.insert(**({"submitted": stamp, "created": stamp, "updated": stamp} | fields))
+    (query.on_conflict_ignore() if ignore_existing else query).execute()
+
+
+def insert_missing(rows: list[dict[str, Any]]) -> None:
+    """Insert call rows (dicts) a worker received before their submitter recorded them."""
+    Call.insert_many(rows).on_conflict_ignore().execute()
+
+
+def cancel_unpublished(ids: list[str], reason: str) -> None:
+    """Calls whose messages could not be published: cancelled, with the reason."""
+    Call.update(status="cancelled", error_type="PublishFailed", error_message=reason[:500],
+                finished=now()).where(Call.id.in_(ids)).execute()
+
+
+def cancel_many(ids: list[str]) -> int:
+    """Cancel the calls among ``ids`` still queued (or waiting to retry); how many were."""
+    n = 0
+    for i in range(0, len(ids), 500):
+        n += Call.update(status="cancelled", finished=now(), updated=now()).where(
+            Call.id.in_(ids[i:i + 500]) & Call.status.in_(("queued", "retrying"))).execute()
+    return n
+
+
+def cancel(call_id: str) -> bool:
+    """Cancel a call still queued (or waiting to retry); True if it was."""
+    return bool(Call.update(status="cancelled", finished=now(), updated=now()).where(
+        (Call.id == call_id) & Call.status.in_(("queued", "retrying"))).execute())
+
+
+# -- reading -----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def outcome_sql(param: str, n: int) -> str:
+    """``SELECT OUTCOME_COLUMNS FROM "call" WHERE id IN (n parameters)``, built once per size."""
+    return f'SELECT {", ".join(QUOTED_OUTCOME_COLUMNS)} FROM "call" WHERE "id" IN ({", ".join([param] * n)})'
+
+
+def outcomes(ids: Iterable[str]) -> dict[str, Outcome]:
+    """Final outcomes recorded in the store for ``ids`` (unfinished ones are absent)."""
+    ids = list(ids)
+    found: dict[str, Outcome] = {}
+    database = db.obj
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        # by id only: with the status in the WHERE clause SQLite picks the status index and
+        # scans every finished call in the store. Plain tuples: no model objects.
+        cursor = database.execute_sql(outcome_sql(database.param, len(chunk)), chunk)
+        for cid, status, result, error_type, error_message, tb, attempts in cursor.fetchall():
+            if status in FINAL_CALL_STATUS:
+                found[cid] = Outcome(cid, status, error_type=error_type, error_message=error_message, traceback=tb,
+                                     attempts=attempts or 0, result_json=result)
+    return found
+
+
+def get(call_id: str) -> Call | None:
+    """A call's whole row, or None."""
+    return Call.get_or_none(Call.id == call_id)
+
+
+def claim_rows(ids: list[str]) -> dict[str, Call]:
+    """What a worker needs to decide about delivered calls: {id: row (id, status,
+    attempts, host, worker_pid)} of those in the store."""
+    return {r.id: r for r in Call.select(Call.id, Call.status, Call.attempts, Call.host, Call.worker_pid)
+            .where(Call.id.in_(ids))}
+
+
+def log_of(call_id: str) -> str | None:
+    """What a call printed, or None."""
+    row = Call.select(Call.log).where(Call.id == call_id).first()
+    return row.log if row is not None else None
+
+
+def select(*, status: str | None = None, socket: str | None = None, since: dt.datetime | None = None,
+           limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None) -> list[Call]:
+    """Calls matching every filter given, newest first."""
+    query = Call.select().order_by(Call.submitted.desc())
+    filters = [(flow, Call.flow == flow), (status, Call.status == status), (socket, Call.socket == socket),
+               (since, Call.submitted >= since), (ids, Call.id.in_(list(ids or ())))]
+    for given, clause in filters:
+        if given:
+            query = query.where(clause)
+    return list(query.limit(limit))
+
+
+def placements(ids: list[str]) -> list[Call]:
+    """Where and when ``ids`` ran: rows (id, host, started, finished)."""
+    return list(Call.select(Call.id, Call.host, Call.started, Call.finished).where(Call.id.in_(ids)))
+
+
+def statuses(ids: list[str]) -> dict[str, Call]:
+    """{id: row (id, status, flow)} of ``ids`` in the store."""
+    return {r.id: r for r in Call.select(Call.id, Call.status, Call.flow).where(Call.id.in_(ids))}
+
+
+def family(root: str, flow: bool, with_log: bool = False) -> list[Call]:
+    """The calls under ``root`` (and, for a flow, its members), oldest first."""
+    where = Call.root == root
+    if flow:
+        where |= Call.flow == root
+    if with_log:
+        where &= Call.log.is_null(False)
+    return list(Call.select().where(where).order_by(Call.submitted, Call.id))
+
+
+# -- running -----------------------------------------------------------------------------
+def claim_calls(ids: list[str], host: str, pid: int) -> dict[str, int]:
+    """Mark the queued (or retrying) calls among ``ids`` running on ``host`` under ``pid``,
+    in one statement; return {id: attempts} of those claimed. Others (final, running, not
+    yet in the store) need a closer look.
+
+    On PostgreSQL the commit is asynchronous: losing it in a database crash only loses the
+    attempt count of a call that then runs again, never an outcome."""
+    if not _RETURNING and on_sqlite():
+        return {}
+    p = db.obj.param
+    sql = (f"UPDATE \"call\" SET status = 'running', attempts = attempts + 1, started = {p}, updated = {p}, "
+           f"host = {p}, worker_pid = {p} WHERE id IN ({', '.join([p] * len(ids))}) "
+           f"AND status IN ('queued', 'retrying') RETURNING id, attempts")
+    if not on_sqlite() and not db.in_transaction():
+        sql = "SET LOCAL synchronous_commit TO OFF; " + sql
+    stamp = now()
+    return dict(db.execute_sql(sql, [stamp, stamp, host, pid, *ids]).fetchall())
+
+
+def mark_running(ids: list[str], host: str, pid: int) -> None:
+    """Mark the calls among ``ids`` not yet final running here (one more attempt)."""
+    Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
+                host=host, worker_pid=pid).where(Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+
+
+def running_on(host: str, pid: int):
+    """Calls ``pid`` on ``host`` has marked running (not ones another worker took over since)."""
+    return (Call.status == "running") & (Call.host == host) & (Call.worker_pid == pid)
+
+
+def requeue(ids: list[str], host: str, pid: int, uncharge: bool = True, touch: bool = True) -> None:
+    """Calls running under ``pid`` on ``host`` queued again; ``uncharge``: the attempt
+    they were charged with is taken back."""
+    fields: dict[str, Any] = {"status": "queued"}
+    if uncharge:
+        fields["attempts"] = Call.attempts - 1
+    if touch:
+        fields["updated"] = now()
+    Call.update(**fields).where(Call.id.in_(ids) & running_on(host, pid)).execute()
+
+
+def bury(call_id: str, reason: str, error_type: str) -> None:
+    """Mark a call not yet final ``dead`` with the reason."""
+    Call.update(status="dead", error_type=error_type, error_message=reason, finished=now(), updated=now()
+                ).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+
+
+def close(call_id: str, status: str, **fields: Any) -> None:
+    """Finish a call not yet final (a workflow's root) with ``status`` and ``fields``."""
+    Call.update(status=status, finished=now(), updated=now(), **fields).where(
+        (Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+
+
+def record_outcomes(results: Sequence[Recorded]) -> None:
+    """Commit every outcome of a batch in one statement (one round trip, one transaction).
+
+    Only calls not yet final are touched, so a redelivered call keeps its first outcome.
+    Each call gets its own started and finished times (a batch runs its calls one after
+    another), or the batch's end for both when it has none.
+    """
+    if not results:
+        return
+    p = db.obj.param
+    cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log", "started", "ended")
+    rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
+    params: list = []
+    stamp = now()
+    for r in results:
+        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log,
+                   r.started or stamp, r.finished or stamp]
+    final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
+    head = f"WITH v({', '.join(cols)}) AS (VALUES {rows}) UPDATE \"call\" SET "
+    tail = f"updated = {p} "
+    if _UPDATE_FROM or not on_sqlite():
+        # a join with the values (one lookup per row) rather than a subquery per column
+        sets = ", ".join(f"{c} = v.{c}" for c in cols[1:-1])
+        sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END, {tail}"
+               f"FROM v WHERE \"call\".id = v.id AND \"call\".status NOT IN ({final})")
+    else:
+        sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:-1])
+        sql = (f"{head}{sets}, finished = (SELECT CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END "
+               f"FROM v WHERE v.id = \"call\".id), {tail}"
+               f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
+    db.execute_sql(sql, [*params, stamp])  # one statement: atomic on its own
+
+
+# -- workflows ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def locked(key: str) -> Iterator[None]:
+    """A transaction that serializes writers on ``key`` (a fan-in's call id): SQLite takes
+    its write lock up front, PostgreSQL an advisory lock on the key."""
+    sqlite = on_sqlite()
+    with db.atomic(**({"lock_type": "IMMEDIATE"} if sqlite else {})):
+        if not sqlite:
+            db.execute_sql("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
+        yield
+
+
+def join_node(node: str) -> Any:
+    """A parallel node's row (id, status) in a transaction: locked on PostgreSQL (SQLite's
+    transaction holds the write lock already)."""
+    query = Call.select(Call.id, Call.status).where(Call.id == node)
+    return (query if on_sqlite() else query.for_update()).first()
+
+
+def joining(node: str):
+    """The transaction for a join on ``node``: SQLite's write lock up front, a plain
+    transaction on PostgreSQL (:func:`join_node` locks the row)."""
+    return db.atomic(**({"lock_type": "IMMEDIATE"} if on_sqlite() else {}))
