@@ -15,10 +15,11 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ectool import events, network
+from ectool import events, network, scheduler
 from ectool.agents import control_queue
 from ectool.config import Config, load
 from ectool.liveness import WORKER_ALIVE, agent_stale
+from ectool.publisher import Publisher
 from ectool.store import reconnect, retrying, transient
 from ectool.store.models import Agent, Node, Placement, Processor, Socket, Worker, db, now
 
@@ -371,6 +372,8 @@ class AgentDaemon:
         sdnotify.notify(f"READY=1\nSTATUS=serving with {self.cpus} cores")
         next_rollup = time.monotonic()
         outage: float | None = None
+        publisher = Publisher(transport, self.config.namespace)
+        next_tick: float | None = None  # seconds until a schedule's next tick is due
         try:
             while not self.stopping:
                 if self.reload:
@@ -381,6 +384,7 @@ class AgentDaemon:
                     self.heartbeat()
                     plan = self.claim()
                     self.converge(plan)
+                    next_tick = scheduler.fire_due(publisher, self.name, self.config.max_message_bytes)
                     if outage is not None:
                         log(f"store back after {time.monotonic() - outage:.1f}s")
                         outage = None
@@ -398,8 +402,8 @@ class AgentDaemon:
                     next_rollup = time.monotonic() + ROLLUP_EVERY
                     self.roll_up_stats()
                 sdnotify.notify("WATCHDOG=1")
-                self.wait_for_wake(control, 0.5 if self.pool.slots and any(
-                    s.proc is None for s in self.pool.slots) else self.interval)
+                wait = 0.5 if self.pool.slots and any(s.proc is None for s in self.pool.slots) else self.interval
+                self.wait_for_wake(control, wait if next_tick is None else max(0.05, min(wait, next_tick)))
         finally:
             sdnotify.notify("STOPPING=1")
             log("stopping: draining workers")
