@@ -43,15 +43,16 @@ def flow_of(name: str) -> str:
 
 
 def _claim(row: Schedule, decision: sm.Decision, agent: str, max_bytes: int | None,
-           publisher: Publisher) -> list[tuple[dt.datetime, str, bytes]]:
+           publisher: Publisher, stamp: dt.datetime) -> list[tuple[dt.datetime, str, bytes]]:
     """Insert the tick rows (and the fired ones' call rows) in one transaction; return the
-    (tick, call id, message) of the ticks this agent won."""
+    (tick, call id, message) of the ticks this agent won. ``stamp``, the time the decision
+    was made at, is each tick's ``claimed``: a tick fired late is one claimed over the grace
+    after its time."""
     database = db.obj
     p = database.param
     won: list[tuple[dt.datetime, str, bytes]] = []
     encoder = None
     payload = json.loads(row.args) if row.args else {"args": [], "kwargs": {}}
-    stamp = now()
     with db.atomic():
         for tick in decision.missed:
             if database.execute_sql(TICK_SQL.format(p=p), (row.id, tick, "missed", None, stamp, agent,
@@ -87,13 +88,13 @@ def _publish(row_name: str, socket: str, won: list[tuple[dt.datetime, str, bytes
         events.emit("schedule.fired", schedule=row_name, tick=tick.isoformat(), call=cid, socket=socket)
 
 
-def republish(publisher: Publisher, max_bytes: int | None) -> int:
+def republish(publisher: Publisher, max_bytes: int | None, at: dt.datetime | None = None) -> int:
     """Publish again the fired ticks claimed over :data:`REPUBLISH_AFTER` ago whose publish
     never confirmed; returns how many. A tick whose call already left ``queued`` only gets
     its flag set (it was published; the flag's update was what failed)."""
     stale = list(ScheduleTick.select(ScheduleTick, Schedule).join(Schedule).where(
         (ScheduleTick.published == False) & (ScheduleTick.status == "fired")  # noqa: E712
-        & (ScheduleTick.claimed < now() - REPUBLISH_AFTER)).order_by(ScheduleTick.tick).limit(sm.BATCH))
+        & (ScheduleTick.claimed < (at or now()) - REPUBLISH_AFTER)).order_by(ScheduleTick.tick).limit(sm.BATCH))
     sent = 0
     for tk in stale:
         call = Call.get_or_none(Call.id == tk.call)
@@ -115,15 +116,15 @@ def fire_due(publisher: Publisher, agent: str, max_bytes: int | None = None,
     """Fire every due tick of every running schedule; return the seconds until the next
     tick is due (None: no schedule). Errors of one schedule (its socket deleted) are
     logged and leave it for the next round; store errors go up to the agent's loop."""
-    republish(publisher, max_bytes)
     t = at or now()
+    republish(publisher, max_bytes, t)
     soonest: dt.datetime | None = None
     for row in Schedule.select().where((Schedule.paused == False) & Schedule.next_tick.is_null(False)):  # noqa: E712
         if row.next_tick <= t:
             try:
                 spec = schedules_spec(row)
                 decision = sm.decide(spec, row.next_tick, t, row.catch_up, key=str(row.id), jitter=row.jitter)
-                won = _claim(row, decision, agent, max_bytes, publisher)
+                won = _claim(row, decision, agent, max_bytes, publisher, t)
             except EcError as exc:  # its socket was deleted, its arguments too big: logged, left as is
                 log.warning("schedule %s: %s", row.name, exc)
                 continue

@@ -165,7 +165,7 @@ def test_a_claimed_tick_whose_publish_failed_is_published_later(firing, monkeypa
     scheduler.fire_due(firing, "a2", at=row.next_tick)  # too soon: its claimer may still publish
     assert not _ticks("tick")[1][0].published
     monkeypatch.setattr(scheduler, "REPUBLISH_AFTER", dt.timedelta(0))
-    scheduler.fire_due(firing, "a2", at=row.next_tick)
+    scheduler.fire_due(firing, "a2", at=row.next_tick + dt.timedelta(milliseconds=1))
     tick = _ticks("tick")[1][0]
     assert tick.published
     assert firing.transport.depth(firing.target("s").queue) == 1
