@@ -205,3 +205,46 @@ def summary() -> list[dict[str, Any]]:
                      "next_tick": None if s.paused else _stamp(s.next_tick), "late_s": round(late, 1),
                      "fired": fired, "missed": missed, "failed": failed})
     return rows
+
+
+# -- ec compose ------------------------------------------------------------------------------
+
+def compose_apply(item: dict[str, Any]) -> str:
+    """Create or update one ``[[schedule]]`` of a compose file; "created", "updated" or
+    "unchanged" (applying the same file twice changes nothing)."""
+    args = item.get("args", [])
+    if not isinstance(args, list):
+        raise UsageError(f"schedule {item['name']}: args must be a list")
+    kwargs = item.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"schedule {item['name']}: kwargs must be a table")
+    row = Schedule.get_or_none(Schedule.name == item["name"])
+    if row is None:
+        add(item["name"], item["socket"], every=item.get("every"), cron=item.get("cron"), args=args, kwargs=kwargs,
+            catch_up=item.get("catch_up", "skip"), timezone=item.get("timezone", "UTC"), jitter=item.get("jitter"))
+        return "created"
+    every = None if item.get("every") is None else parse_every(item["every"])
+    wanted = {"socket": item["socket"], "every": every, "cron": item.get("cron"),
+              "timezone": item.get("timezone", "UTC"), "args": _args_json(args, kwargs),
+              "catch_up": item.get("catch_up", "skip"), "jitter": parse_jitter(item.get("jitter"))}
+    changed = {k: v for k, v in wanted.items() if getattr(row, k) != v}
+    if not changed:
+        return "unchanged"
+    require("UPDATE_SCHEDULE")
+    _check(wanted["socket"], every, wanted["cron"], wanted["timezone"], wanted["catch_up"])
+    for k, v in changed.items():
+        setattr(row, k, v)
+    row.next_tick = spec_of(row).next(now())
+    row.save()
+    return "updated"
+
+
+def compose_rows() -> list[dict[str, Any]]:
+    """Every schedule as a ``[[schedule]]`` table of ``ec compose export``."""
+    out = []
+    for s in Schedule.select().order_by(Schedule.name):
+        payload = json.loads(s.args) if s.args else {}
+        out.append({"name": s.name, "socket": s.socket, "every": s.every, "cron": s.cron, "timezone": s.timezone,
+                    "args": payload.get("args") or None, "kwargs": payload.get("kwargs") or None,
+                    "catch_up": s.catch_up, "jitter": s.jitter or None})
+    return out

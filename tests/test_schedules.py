@@ -169,3 +169,33 @@ def test_a_claimed_tick_whose_publish_failed_is_published_later(firing, monkeypa
     tick = _ticks("tick")[1][0]
     assert tick.published
     assert firing.transport.depth(firing.target("s").queue) == 1
+
+
+def test_compose_applies_and_exports_schedules(net):
+    from ectool import compose
+
+    doc = compose.parse('''
+[[schedule]]
+name = "nightly"
+socket = "s"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+args = [1, "two"]
+kwargs = {flag = true}
+
+[[schedule]]
+name = "fast"
+socket = "s"
+every = "10s"
+catch_up = "all"
+''')
+    assert compose.apply(doc)["created"] == ["schedule nightly", "schedule fast"]
+    again = compose.apply(compose.parse(compose.export()))
+    assert again["created"] == [] and again["updated"] == []
+    assert "schedule nightly" in again["unchanged"]
+    rows = {r["name"]: r for r in json.loads(invoke(net, "ls", "schedules", "--json").stdout)}
+    assert rows["nightly"]["args"] == {"args": [1, "two"], "kwargs": {"flag": True}}
+    assert rows["fast"]["every"] == 10 and rows["fast"]["catch_up"] == "all"
+    bad = compose.parse('[[schedule]]\nname = "b"\nsocket = "s"\nevery = "0s"\n')
+    with pytest.raises(Exception, match="must be positive"):
+        compose.apply(bad)
