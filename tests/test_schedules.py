@@ -199,3 +199,16 @@ catch_up = "all"
     bad = compose.parse('[[schedule]]\nname = "b"\nsocket = "s"\nevery = "0s"\n')
     with pytest.raises(Exception, match="must be positive"):
         compose.apply(bad)
+
+
+def test_stats_show_next_tick_lateness_and_counts(firing, db_url):
+    from ectool import scheduler, schedules
+
+    schedules.add("tick", "s", every="1s", catch_up="skip")
+    row, _ = _ticks("tick")
+    scheduler.fire_due(firing, "a1", at=row.next_tick + dt.timedelta(seconds=20))  # 15 late: missed
+    out = invoke(db_url, "stats", "--schedules")
+    assert out.exit_code == 0, out.output
+    header, line = out.stdout.splitlines()[-2:]
+    got = dict(zip(header.split("\t"), line.split("\t"), strict=True))
+    assert (got["schedule"], got["fired"], got["missed"], got["failed"]) == ("tick", "6", "15", "0")
