@@ -212,3 +212,32 @@ def test_stats_show_next_tick_lateness_and_counts(firing, db_url):
     header, line = out.stdout.splitlines()[-2:]
     got = dict(zip(header.split("\t"), line.split("\t"), strict=True))
     assert (got["schedule"], got["fired"], got["missed"], got["failed"]) == ("tick", "6", "15", "0")
+
+
+def test_dash_flow_tab_shows_schedules(tmp_path):
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from ectool import network, schedules
+    from ectool.config import load
+    from ectool.dash import make_app
+    from ectool.store import open_store
+
+    config = load(db=f"sqlite:///{tmp_path / 'ec.db'}", broker=f"sqlite:///{tmp_path / 'queue.db'}")
+    open_store(config.db)
+    network.add_queue("q")
+    network.add_processor("p", "file:///nowhere", "m")
+    network.add_socket("s", "q", "p", "t")
+    schedules.add("nightly", "s", cron="0 2 * * *")
+
+    async def scenario():
+        app = make_app(config, refresh=0.5, follow=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while app.loads == 0:
+                await pilot.pause(0.05)
+            row = app.query_one("#flow-table", DataTable).get_row_at(0)
+            assert row[0] == "schedule nightly" and row[1].startswith("next 02:00") and row[3] == "s"
+            assert "missed 0" in row[4]
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
