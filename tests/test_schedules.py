@@ -241,3 +241,37 @@ def test_dash_flow_tab_shows_schedules(tmp_path):
             assert "missed 0" in row[4]
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_concurrent_agents_claim_each_tick_once(firing):
+    """Three threads (each its own store connection) fire the same due ticks at once."""
+    import threading
+
+    from ectool import scheduler, schedules
+    from ectool.store.models import Call
+
+    schedules.add("tick", "s", every="1s", catch_up="all")
+    row, _ = _ticks("tick")
+    start = row.next_tick
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def agent(name):
+        try:
+            for second in range(10):
+                barrier.wait(30)
+                scheduler.fire_due(firing, name, at=start + dt.timedelta(seconds=second, milliseconds=500))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=agent, args=(f"a{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    _, ticks = _ticks("tick")
+    assert [t.tick for t in ticks] == [start + dt.timedelta(seconds=i) for i in range(10)]
+    assert Call.select().where(Call.flow == "schedule:tick").count() == 10
+    assert firing.transport.depth(firing.target("s").queue) == 10
