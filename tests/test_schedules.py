@@ -275,3 +275,17 @@ def test_concurrent_agents_claim_each_tick_once(firing):
     assert [t.tick for t in ticks] == [start + dt.timedelta(seconds=i) for i in range(10)]
     assert Call.select().where(Call.flow == "schedule:tick").count() == 10
     assert firing.transport.depth(firing.target("s").queue) == 10
+
+
+def test_fired_and_missed_ticks_emit_events(firing, monkeypatch):
+    from ectool import scheduler, schedules
+
+    seen = []
+    monkeypatch.setattr(scheduler.events, "emit", lambda kind, **f: seen.append((kind, f)))
+    schedules.add("tick", "s", every="1s", catch_up="skip")
+    row, _ = _ticks("tick")
+    scheduler.fire_due(firing, "a1", at=row.next_tick + dt.timedelta(seconds=7))
+    kinds = [k for k, _ in seen]
+    assert kinds == ["schedule.missed", "schedule.missed"] + ["schedule.fired"] * 6, kinds
+    fired = [f for k, f in seen if k == "schedule.fired"]
+    assert {f["schedule"] for f in fired} == {"tick"} and all(f["socket"] == "s" and f["call"] for f in fired)
