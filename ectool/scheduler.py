@@ -37,9 +37,11 @@ def tick_call_id(schedule_id: int, tick: dt.datetime) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{schedule_id}|{tick.isoformat()}"))
 
 
-def flow_of(name: str) -> str:
-    """The flow a schedule's calls belong to (``ec ls calls --flow schedule:NAME``)."""
-    return f"schedule:{name}"
+def flow_of(name: str, tick: dt.datetime) -> str:
+    """The flow of a tick's call and of the calls its plugs make (``ec ls calls --flow
+    schedule:NAME@TICK``): one per tick, so a fan-in plug downstream never mixes two
+    ticks' arguments (its scope is the flow)."""
+    return f"schedule:{name}@{tick.isoformat(timespec='milliseconds')}Z"
 
 
 def _claim(row: Schedule, decision: sm.Decision, agent: str, max_bytes: int | None,
@@ -51,7 +53,6 @@ def _claim(row: Schedule, decision: sm.Decision, agent: str, max_bytes: int | No
     database = db.obj
     p = database.param
     won: list[tuple[dt.datetime, str, bytes]] = []
-    encoder = None
     payload = json.loads(row.args) if row.args else {"args": [], "kwargs": {}}
     with db.atomic():
         for tick in decision.missed:
@@ -63,12 +64,11 @@ def _claim(row: Schedule, decision: sm.Decision, agent: str, max_bytes: int | No
             if not database.execute_sql(TICK_SQL.format(p=p), (row.id, tick, "fired", cid, stamp, agent,
                                                                False)).rowcount:
                 continue  # another agent claimed it
-            if encoder is None:
-                t = publisher.target(row.socket)
-                encoder = CallEncoder(t.socket, t.task, flow=flow_of(row.name), max_bytes=max_bytes)
+            t = publisher.target(row.socket)
+            encoder = CallEncoder(t.socket, t.task, flow=flow_of(row.name, tick), max_bytes=max_bytes)
             body, args_json = encoder.encode(cid, cid, payload.get("args", []), payload.get("kwargs", {}))
             database.execute_sql(insert_sql(p, 1, INSERT_COLUMNS, True),
-                                 (cid, stamp, stamp, row.socket, None, cid, flow_of(row.name), "queued", 0,
+                                 (cid, stamp, stamp, row.socket, None, cid, flow_of(row.name, tick), "queued", 0,
                                   args_json, stamp))
             won.append((tick, cid, body))
         if decision.next_tick is not None:  # never back: a slower agent's round may end after ours
