@@ -15,11 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ectool import events, network, scheduler
+from ectool import events, network
 from ectool.agents import control_queue
 from ectool.config import Config, load
 from ectool.liveness import WORKER_ALIVE, agent_stale
-from ectool.publisher import Publisher
 from ectool.store import reconnect, retrying, transient
 from ectool.store.models import Agent, Node, Placement, Processor, Socket, Worker, db, now
 
@@ -27,6 +26,7 @@ from . import sdnotify
 from .deploy import DeployError, Deployment, deploy
 from .procs import Pool, cores
 from .reconcile import Candidate, Desired, plan_claims, reconcile, workers_wanted
+from .schedule_loop import ScheduleLoop
 
 #: seconds without a heartbeat before an agent is lost and its processors are re-placed
 STALE = agent_stale()
@@ -372,8 +372,8 @@ class AgentDaemon:
         sdnotify.notify(f"READY=1\nSTATUS=serving with {self.cpus} cores")
         next_rollup = time.monotonic()
         outage: float | None = None
-        publisher = Publisher(transport, self.config.namespace)
-        next_tick: float | None = None  # seconds until a schedule's next tick is due
+        schedules = ScheduleLoop(self.config, self.name, self.interval)  # no beat process: every agent fires
+        schedules.start()
         try:
             while not self.stopping:
                 if self.reload:
@@ -384,7 +384,6 @@ class AgentDaemon:
                     self.heartbeat()
                     plan = self.claim()
                     self.converge(plan)
-                    next_tick = scheduler.fire_due(publisher, self.name, self.config.max_message_bytes)
                     if outage is not None:
                         log(f"store back after {time.monotonic() - outage:.1f}s")
                         outage = None
@@ -402,10 +401,11 @@ class AgentDaemon:
                     next_rollup = time.monotonic() + ROLLUP_EVERY
                     self.roll_up_stats()
                 sdnotify.notify("WATCHDOG=1")
-                wait = 0.5 if self.pool.slots and any(s.proc is None for s in self.pool.slots) else self.interval
-                self.wait_for_wake(control, wait if next_tick is None else max(0.05, min(wait, next_tick)))
+                self.wait_for_wake(control, 0.5 if self.pool.slots and any(
+                    s.proc is None for s in self.pool.slots) else self.interval)
         finally:
             sdnotify.notify("STOPPING=1")
+            schedules.stop()
             log("stopping: draining workers")
             self.pool.stop_all()
             control.close()

@@ -99,10 +99,17 @@ def republish(publisher: Publisher, max_bytes: int | None, at: dt.datetime | Non
     for tk in stale:
         call = Call.get_or_none(Call.id == tk.call)
         if call is not None and call.status == "queued":
-            t = publisher.target(tk.schedule.socket)
-            payload = json.loads(call.args) if call.args else {"args": [], "kwargs": {}}
-            body, _ = CallEncoder(t.socket, t.task, flow=call.flow, max_bytes=max_bytes).encode(
-                call.id, call.id, payload.get("args", []), payload.get("kwargs", {}))
+            try:
+                t = publisher.target(call.socket)
+                payload = json.loads(call.args) if call.args else {"args": [], "kwargs": {}}
+                body, _ = CallEncoder(t.socket, t.task, flow=call.flow, max_bytes=max_bytes).encode(
+                    call.id, call.id, payload.get("args", []), payload.get("kwargs", {}))
+            except EcError as exc:  # its socket was deleted since: the call cannot be sent
+                log.warning("schedule %s: tick %s: %s", tk.schedule.name, tk.tick, exc)
+                Call.update(status="cancelled", error_type="NotSent", error_message=str(exc)[:500],
+                            finished=now()).where((Call.id == call.id) & (Call.status == "queued")).execute()
+                ScheduleTick.update(published=True).where(ScheduleTick.id == tk.id).execute()
+                continue
             publisher.publish(t, [body])
             sent += 1
             events.emit("schedule.fired", schedule=tk.schedule.name, tick=tk.tick.isoformat(), call=call.id,
