@@ -107,7 +107,7 @@ def parse_cron(expr: str) -> Cron:
     parts = text.split()
     if len(parts) != 5:
         raise UsageError(f"invalid cron expression {expr!r}: expected 5 fields "
-                         "(minute hour day-of-month month day-of-week), got {len(parts)}")
+                         f"(minute hour day-of-month month day-of-week), got {len(parts)}")
     sets = [_field(p, lo, hi, names, what) for p, (what, lo, hi, names) in zip(parts, FIELDS, strict=True)]
     weekdays = frozenset(d % 7 for d in sets[4])
     return Cron(sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")

@@ -31,7 +31,7 @@ def net(db_url):
 
 @pytest.mark.parametrize("args, message", [
     (["--cron", "61 * * * *"], "out of range"),
-    (["--cron", "* * *"], "expected 5 fields"),
+    (["--cron", "* * *"], "expected 5 fields (minute hour day-of-month month day-of-week), got 3"),
     (["--every", "0"], "must be positive"),
     (["--every", "-5s"], "must be positive"),
     (["--every", "soon"], "invalid interval"),
