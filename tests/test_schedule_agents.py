@@ -18,9 +18,10 @@ from helpers import agent, ec, env_for, make_repo, wait_for
 
 
 @pytest.fixture
-def hosts(tmp_path):
-    """(env, host_env, db): a SQLite store and broker with processor p1 (socket pid)."""
-    db = f"sqlite:///{tmp_path / 'ec.db'}"
+def hosts(tmp_path, request):
+    """(env, host_env, db): a store (SQLite, or PostgreSQL when the test asks for db_url)
+    and an embedded broker with processor p1 (socket pid)."""
+    db = request.getfixturevalue("db_url") if "db_url" in request.fixturenames else f"sqlite:///{tmp_path / 'ec.db'}"
     env = env_for(db, f"sqlite:///{tmp_path / 'queue.db'}", EC_AGENT_STALE="3")
     repo = make_repo(tmp_path / "repo")
     for args in (("add", "queue", "-n", "q"), ("trust", "add", str(repo)),
@@ -123,7 +124,7 @@ def test_every_tick_fires_once_while_agents_are_killed(hosts):
             ctx.__exit__(None, None, None)
 
 
-def test_downtime_each_catch_up_policy(hosts):
+def test_downtime_each_catch_up_policy_on_both_stores(hosts, db_url):
     """One agent fires three 1 s schedules (skip, one, all); it stops for over 10 ticks and
     comes back: all fires every missed tick, one only the latest late one, skip none of
     the late ones (recorded missed); the on-time ticks fire under every policy."""
