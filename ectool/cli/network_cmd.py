@@ -216,8 +216,8 @@ def _done(obj, as_json: bool) -> None:
 @json_option
 @pass_env
 def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, limit, known, as_json) -> None:
-    """List objects of KIND: processors, sockets, queues, plugs, nodes, workers, agents,
-    users, roles, privileges, trust, calls.
+    """List objects of KIND: processors, sockets, queues, plugs, schedules, nodes, workers,
+    agents, users, roles, privileges, trust, calls.
 
     `ec ls call --id ID -g` prints the call graph of ID's workflow.
     """
