@@ -26,6 +26,7 @@ from . import sdnotify
 from .deploy import DeployError, Deployment, deploy
 from .procs import Pool, cores
 from .reconcile import Candidate, Desired, plan_claims, reconcile, workers_wanted
+from .schedule_loop import ScheduleLoop
 
 #: seconds without a heartbeat before an agent is lost and its processors are re-placed
 STALE = agent_stale()
@@ -371,6 +372,8 @@ class AgentDaemon:
         sdnotify.notify(f"READY=1\nSTATUS=serving with {self.cpus} cores")
         next_rollup = time.monotonic()
         outage: float | None = None
+        schedules = ScheduleLoop(self.config, self.name, self.interval)  # no beat process: every agent fires
+        schedules.start()
         try:
             while not self.stopping:
                 if self.reload:
@@ -402,6 +405,7 @@ class AgentDaemon:
                     s.proc is None for s in self.pool.slots) else self.interval)
         finally:
             sdnotify.notify("STOPPING=1")
+            schedules.stop()
             log("stopping: draining workers")
             self.pool.stop_all()
             control.close()

@@ -155,6 +155,55 @@ class Socket:
     partial = p
 
 
+class Schedule:
+    """A schedule, looked up by name or created: ``Schedule(name="nightly", socket="report",
+    cron="0 2 * * *")`` or ``Schedule(name="tick", socket="add_two", every="10m", args=[1, 2])``.
+    Fired by the agents (no beat process); :meth:`pause` and :meth:`resume` it."""
+
+    def __init__(self, name: str, socket: str | Socket | None = None, every: str | float | None = None,
+                 cron: str | None = None, args: list | None = None, kwargs: dict | None = None,
+                 catch_up: str = "skip", timezone: str = "UTC", jitter: str | float | None = None) -> None:
+        from . import schedules
+        from .store.schedules import Schedule as Row
+
+        client()
+        self.name = name
+        if Row.get_or_none(Row.name == name) is None:
+            if socket is None:
+                raise EcError(f"no schedule named {name!r} (give socket= and every= or cron= to create it)")
+            schedules.add(name, socket if isinstance(socket, str) else socket.name, every=every, cron=cron, args=args,
+                          kwargs=kwargs, catch_up=catch_up, timezone=timezone, jitter=jitter)
+
+    def pause(self) -> None:
+        from . import schedules
+
+        schedules.set_paused(self.name, True)
+
+    def resume(self) -> None:
+        from . import schedules
+
+        schedules.set_paused(self.name, False)
+
+    def info(self) -> dict[str, Any]:
+        """Its fields, next fire times and last outcomes (as ``ec show schedule``)."""
+        from . import schedules
+
+        return schedules.show(self.name)
+
+    def delete(self) -> None:
+        from . import schedules
+
+        schedules.delete(self.name)
+
+
+def schedules() -> list[dict[str, Any]]:
+    """Every schedule (as ``ec ls schedules --json``)."""
+    from . import schedules as lib
+
+    client()
+    return lib.list_schedules()
+
+
 class Function(Socket):
     """The seed's name for a socket used as a function (``Function(name=...).p``)."""
 

@@ -25,6 +25,13 @@
     source = "pyfi.processors.sample.do_something"
     target = "pyfi.processors.sample.do_this"
 
+    [[schedule]]
+    name = "nightly"
+    socket = "pyfi.processors.sample.do_something"
+    cron = "30 2 * * *"
+    timezone = "Europe/Berlin"
+    args = ["report"]
+
 ``apply`` runs in one transaction (all or nothing) and is idempotent: applying the same
 file twice changes nothing the second time.
 """
@@ -46,9 +53,12 @@ FIELDS: dict[str, dict[str, type | tuple]] = {
     "socket": {"name": str, "queue": str, "processor": str, "task": str, "concurrency": int,
                "retries": int, "backoff": (int, float), "timeout": (int, float)},
     "plug": {"name": str, "source": str, "target": str, "argument": str, "on": str},
+    "schedule": {"name": str, "socket": str, "every": (str, int, float), "cron": str, "timezone": str,
+                 "args": list, "kwargs": dict, "catch_up": str, "jitter": (str, int, float)},
 }
 REQUIRED = {"queue": ("name",), "processor": ("name", "gitrepo", "module"),
-            "socket": ("name", "queue", "processor", "task"), "plug": ("name", "source", "target")}
+            "socket": ("name", "queue", "processor", "task"), "plug": ("name", "source", "target"),
+            "schedule": ("name", "socket")}
 
 
 def parse(text: str | bytes, origin: str = "compose file") -> dict[str, Any]:
@@ -149,6 +159,11 @@ def apply(doc: dict[str, Any]) -> dict[str, list[str]]:
                 wanted = {"source": network.get(Socket, p["source"]), "target": network.get(Socket, p["target"]),
                           "argument": p.get("argument"), "fires_on": p.get("on", "result")}
                 note("plug", p["name"], "updated" if _sync(Plug, row, wanted) else "unchanged")
+        if doc.get("schedule"):
+            from . import schedules
+
+            for item in doc["schedule"]:
+                note("schedule", item["name"], schedules.compose_apply(item))
     return report
 
 
@@ -171,6 +186,9 @@ def export() -> str:
         "plug": [{"name": p.name, "source": p.source.name, "target": p.target.name, "argument": p.argument,
                   "on": p.fires_on} for p in Plug.select().order_by(Plug.name)],
     }
+    from . import schedules
+
+    tables["schedule"] = schedules.compose_rows()
     for kind, rows in tables.items():
         for row in rows:
             out.append(f"\n[[{kind}]]")
@@ -183,4 +201,8 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):  # a schedule's arguments
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string

@@ -41,6 +41,7 @@ KINDS = (
     "worker.online", "worker.offline", "worker.heartbeat",
     "agent.online", "agent.offline", "agent.lost",
     "processor.deployed", "processor.error",
+    "schedule.fired", "schedule.missed",
 )
 BUFFER = 10_000  # events held in memory at most (drop-oldest beyond)
 BATCH_WINDOW = 0.05  # seconds the flusher waits after a send, so events batch up

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from .errors import PermissionDenied
 
 OBJECTS = ("NODE", "AGENT", "PROCESSOR", "SOCKET", "QUEUE", "PLUG", "WORKER", "CALL", "USER", "ROLE",
-           "PRIVILEGE", "TRUST")
+           "PRIVILEGE", "TRUST", "SCHEDULE")
 ACTIONS = ("RUN_TASK", "CANCEL_TASK", "START_PROCESSOR", "STOP_PROCESSOR", "PAUSE_PROCESSOR",
            "TRUST_REPOSITORY", "DB_INIT", "DB_MIGRATE", "DB_DROP")
 #: every privilege the library knows

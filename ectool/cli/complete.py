@@ -11,9 +11,9 @@ import click
 from click.shell_completion import CompletionItem
 
 #: kinds ``ec ls`` accepts (besides the named object kinds)
-LS_KINDS = ["processors", "sockets", "queues", "plugs", "nodes", "workers", "agents", "users", "roles",
+LS_KINDS = ["processors", "sockets", "queues", "plugs", "schedules", "nodes", "workers", "agents", "users", "roles",
             "privileges", "trust", "calls"]
-OBJECT_KINDS = ["processor", "socket", "queue", "plug", "node", "user", "role", "privilege", "trust"]
+OBJECT_KINDS = ["processor", "socket", "queue", "plug", "schedule", "node", "user", "role", "privilege", "trust"]
 
 
 def _names(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionItem]:

@@ -10,6 +10,7 @@ from ..output import render, render_one
 from . import complete
 from .env import Env
 from .group import pass_env
+from .schedule_cmd import add_schedule
 
 #: ec ls workers: a worker whose heartbeat is stale (or whose agent is lost) is shown lost
 WORKER_COLUMNS = ["processor", "host", "pid", "cpu", "status", "commit", "heartbeat", "cpu_percent", "rss_mb"]
@@ -135,6 +136,9 @@ def add_plug(env: Env, name, source, target, argument, on, as_json) -> None:
     _done(plug, as_json)
 
 
+add.add_command(add_schedule)
+
+
 @add.command("node")
 @click.option("-n", "--name", required=True, help="Host name.")
 @click.option("--cpus", default=1, show_default=True, type=int)
@@ -212,13 +216,18 @@ def _done(obj, as_json: bool) -> None:
 @json_option
 @pass_env
 def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, limit, known, as_json) -> None:
-    """List objects of KIND: processors, sockets, queues, plugs, nodes, workers, agents,
-    users, roles, privileges, trust, calls.
+    """List objects of KIND: processors, sockets, queues, plugs, schedules, nodes, workers,
+    agents, users, roles, privileges, trust, calls.
 
     `ec ls call --id ID -g` prints the call graph of ID's workflow.
     """
     env.store()
     k = kind.lower().rstrip("s") if kind.lower() not in ("trust",) else "trust"
+    if k == "schedule":
+        from .schedule_cmd import list_schedules
+
+        list_schedules(as_json)
+        return
     if k == "call":
         from . import calls_cmd
 
@@ -254,6 +263,11 @@ def show(env: Env, kind, name, as_json) -> None:
 
         render_one(calls_lib.call_row(calls_lib.get_call(name)), as_json=as_json)
         return
+    if kind.lower().rstrip("s") == "schedule":
+        from .schedule_cmd import show_schedule
+
+        show_schedule(name, as_json)
+        return
     render_one(network.show(kind, name), as_json=as_json)
 
 
@@ -272,6 +286,15 @@ def update(env: Env, kind, name, changes, as_json) -> None:
             raise UsageError(f"expected FIELD=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         parsed[key.strip()] = value
+    if kind.lower().rstrip("s") == "schedule":
+        from .. import schedules
+
+        row = schedules.update(name, parsed)
+        if as_json:
+            render_one(schedules.to_row(row), as_json=True)
+        else:
+            click.echo(f"updated schedule {name}", err=True)
+        return
     obj = network.update(kind, name, parsed)
     changed(env)
     if as_json:
@@ -288,6 +311,12 @@ def update(env: Env, kind, name, changes, as_json) -> None:
 def delete(env: Env, kind, name, cascade) -> None:
     """Delete an object. A processor or queue with sockets, or a socket with plugs, needs --cascade."""
     env.store()
+    if kind.lower().rstrip("s") == "schedule":
+        from .. import schedules
+
+        schedules.delete(name)
+        click.echo(f"deleted schedule {name}", err=True)
+        return
     for gone in network.delete(kind, name, cascade=cascade):
         click.echo(f"deleted {gone}", err=True)
     changed(env)

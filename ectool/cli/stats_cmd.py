@@ -14,6 +14,7 @@ COLUMNS = ["socket", "in", "out", "in_per_min", "out_per_min", "p50_ms", "p95_ms
 WORKER_COLUMNS = ["processor", "host", "pid", "status", "cpu_percent", "rss_mb", "calls", "commit"]
 MINUTE_COLUMNS = ["minute", "socket", "in", "out", "done", "failed", "dead", "retried", "p50_ms", "p95_ms",
                   "p99_ms", "wait_p50_ms"]
+SCHEDULE_COLUMNS = ["schedule", "socket", "paused", "next_tick", "late_s", "fired", "missed", "failed"]
 #: seconds `ec stats` may spend rolling up minutes before it reads (the rest is read from calls)
 ROLLUP_BUDGET = 5.0
 
@@ -47,9 +48,12 @@ def roll_up(env: Env) -> None:
 @click.option("--workers", is_flag=True, help="List workers (cpu, memory, calls) instead of sockets.")
 @click.option("--per-minute", "per_minute", is_flag=True,
               help="A row per socket and minute with calls (with --json: a 'minutes' list in each socket).")
-@click.option("--json", "as_json", is_flag=True, help="Everything (sockets, calls, workers, hosts) as one JSON object.")
+@click.option("--schedules", "schedules", is_flag=True,
+              help="List schedules (next tick, how late, ticks fired and missed, failed calls) instead of sockets.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Everything (sockets, calls, workers, hosts, schedules) as one JSON object.")
 @pass_env
-def stats(env: Env, socket, since, workers, per_minute, as_json) -> None:
+def stats(env: Env, socket, since, workers, per_minute, schedules, as_json) -> None:
     """Calls in and out per minute, latency p50/p95/p99, queue wait, failure rate, queue
     depth and in-flight calls per socket (or SOCKET), from the store: whole minutes from
     its per-minute history (kept stats_retention, default 30d), the rest from the calls."""
@@ -66,6 +70,11 @@ def stats(env: Env, socket, since, workers, per_minute, as_json) -> None:
     if workers and not as_json:
         render(metrics.worker_stats(start), WORKER_COLUMNS)
         return
+    if schedules and not as_json:
+        from .. import schedules as schedules_lib
+
+        render(schedules_lib.summary(), SCHEDULE_COLUMNS, title="schedules")
+        return
     roll_up(env)
     if per_minute and not as_json:
         series = metrics.minute_series(start, socket=socket)
@@ -75,8 +84,12 @@ def stats(env: Env, socket, since, workers, per_minute, as_json) -> None:
         return
     transport = open_transport_or_none(env)
     if as_json:
-        click.echo(dumps(metrics.stats(start, socket=socket, transport=transport,
-                                       namespace=env.config.namespace, minutes=per_minute)))
+        from .. import schedules as schedules_lib
+
+        out = metrics.stats(start, socket=socket, transport=transport, namespace=env.config.namespace,
+                            minutes=per_minute)
+        out["schedules"] = schedules_lib.summary()
+        click.echo(dumps(out))
         return
     rows = metrics.socket_stats(start, socket=socket, transport=transport, namespace=env.config.namespace)
     render(rows, COLUMNS, title=f"calls over the last {since}")

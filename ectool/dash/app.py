@@ -163,7 +163,7 @@ class DashApp(App):
             self.query_one(QueuesView).show(snap.queues)
             self.query_one(WorkersView).show(snap.agents, snap.workers, snap.nodes)
             self.query_one(CallsView).show(snap.calls)
-            self.query_one(FlowView).show(snap.plugs)
+            self.query_one(FlowView).show(snap.plugs, snap.schedules)
         except NoMatches:  # a snapshot read before the app began shutting down (as on_problem)
             return
         self.loads += 1

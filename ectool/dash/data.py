@@ -49,6 +49,7 @@ class Snapshot:
     host: dict[str, Any] = field(default_factory=dict)
     nodes: list[dict[str, Any]] = field(default_factory=list)  # as ec ls nodes (lost, cordoned, ...)
     denied: list[str] = field(default_factory=list)  # READ_ privileges the user lacks
+    schedules: list[dict[str, Any]] = field(default_factory=list)  # as ec stats --schedules
 
 
 def parse_filter(text: str) -> tuple[str | None, str | None]:
@@ -183,7 +184,15 @@ def _load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
              for p in Plug.select().order_by(Plug.name)]
     return Snapshot(at=at, counts=metrics.status_counts(), hosts=hosts, processors=processors, queues=queues,
                     agents=agents, workers=worker_rows, calls=recent_calls(*parse_filter(calls_filter)),
-                    plugs=plugs, host=usage.host(), nodes=nodes)
+                    plugs=plugs, host=usage.host(), nodes=nodes, schedules=_schedules())
+
+
+def _schedules() -> list[dict[str, Any]]:
+    """Each schedule's next tick, lateness and counts (shown with the plugs: a flow's start);
+    none for a user without READ_SCHEDULE."""
+    from .. import schedules
+
+    return schedules.summary() if allowed("READ_SCHEDULE") else []
 
 
 def call_graph(call_id: str) -> tuple[Any, dict[str | None, list[Any]]]:

@@ -20,10 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .models import MODELS, SchemaVersion, db, on_sqlite
+from .schedules import SCHEDULE_MODELS
 
 R, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
 ALL = frozenset((R, INS, U, D))
-TABLES = tuple(m._meta.table_name for m in (*MODELS, SchemaVersion))  # type: ignore[attr-defined]
+TABLES = tuple(m._meta.table_name for m in (*MODELS, *SCHEDULE_MODELS, SchemaVersion))  # type: ignore[attr-defined]
 #: everyone reads who may do what (every privilege check does) and the schema version
 BASE = {t: {R} for t in ("user", "role", "privilege", "user_role", "role_privilege", "ec_schema")}
 #: the tables behind each object kind's READ_/ADD_/UPDATE_/DELETE_ privileges
@@ -32,6 +33,7 @@ KIND_TABLES = {
     "SOCKET": ("socket",), "QUEUE": ("queue",), "PLUG": ("plug",), "WORKER": ("worker",),
     "CALL": ("call", "workflow", "join_slot", "event", "minute_stat"), "USER": ("user", "user_role"),
     "ROLE": ("role", "role_privilege"), "PRIVILEGE": ("privilege", "role_privilege"), "TRUST": ("trust",),
+    "SCHEDULE": ("schedule", "schedule_tick"),
 }
 VERBS = {"READ": {R}, "ADD": {R, INS}, "UPDATE": {R, U}, "DELETE": {R, D}}
 _NETWORK = {"socket": {R}, "queue": {R}, "processor": {R}, "plug": {R}}

@@ -26,8 +26,9 @@ from .models import (
     SchemaVersion,
     Workflow,
 )
+from .schedules import SCHEDULE_MODELS
 
-CURRENT = 6
+CURRENT = 7
 
 
 def _migrator(database: Database):
@@ -133,7 +134,13 @@ def _v5_to_v6(database: Database) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+def _v6_to_v7(database: Database) -> None:
+    """v7 keeps schedules and their claimed ticks (:mod:`ectool.store.schedules`)."""
+    database.create_tables(SCHEDULE_MODELS)
+
+
+MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
+                                                     6: _v6_to_v7}
 _ = Processor  # the v2 column is declared on the model
 
 
@@ -165,7 +172,7 @@ def init(database: Database) -> bool:
     from ..security import bootstrap
 
     with database.atomic():
-        database.create_tables([*MODELS, SchemaVersion])
+        database.create_tables([*MODELS, *SCHEDULE_MODELS, SchemaVersion])
         SchemaVersion.create(version=CURRENT)
         bootstrap()  # whoever creates the store is its admin
     return True
@@ -210,4 +217,4 @@ def drop(database: Database) -> None:
     if version(database) is not None:
         require("DB_DROP")
     with database.atomic():
-        database.drop_tables([*MODELS, SchemaVersion], safe=True, cascade=not isinstance(database, SqliteDatabase))
+        database.drop_tables([*MODELS, *SCHEDULE_MODELS, SchemaVersion], safe=True, cascade=not isinstance(database, SqliteDatabase))
