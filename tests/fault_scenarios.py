@@ -23,6 +23,7 @@ from helpers import (
     agent,
     build_network,
     env_for,
+    kill_supervisor,
     kill_workers,
     make_repo,
     wait_children,
@@ -144,12 +145,7 @@ def supervisor_kill9(ctx: Ctx, calls: int = 1000) -> object:
         with workers(ctx.env, ctx.proc, 2) as w:
             kids = wait_children(w, 2)
             wait_for(lambda: len(list(ctx.history.marks.iterdir())) >= 10, timeout=60, what="calls running")
-            os.kill(w.pid, signal.SIGKILL)
-            w.wait()
-            _, alive = psutil.wait_procs(kids, timeout=60)
-            for orphan in alive:
-                orphan.kill()
-            assert not alive, f"workers outlived their supervisor: {[k.pid for k in alive]}"
+            kill_supervisor(w, kids)
         with workers(ctx.env, ctx.proc, 2):
             settle(ctx.history, 120)
     finally:

@@ -180,6 +180,35 @@ def kill_workers(proc: subprocess.Popen, kills: int, count: int = 2, pause: floa
         killed.add(victim.pid)
 
 
+def kill_supervisor(proc: subprocess.Popen, kids: list[psutil.Process]) -> None:
+    """kill -9 an ``ec worker`` supervisor and assert its workers ``kids`` die with it (any
+    left alive are killed, then reported)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(kids, timeout=60)
+    for orphan in alive:
+        orphan.kill()
+    assert not alive, f"workers outlived their supervisor: {[k.pid for k in alive]}"
+
+
+def ec_all(env: dict[str, str], *commands: tuple[str, ...]) -> None:
+    """Run each ``ec`` command line, asserting it succeeds."""
+    for args in commands:
+        done = ec(*args, env=env)
+        assert done.returncode == 0, done.stderr
+
+
+def host_envs(tmp_path: Path, env: dict[str, str]) -> Callable[[str], dict[str, str]]:
+    """``env`` with an EC_HOME of its own per host name: agents on one machine, each as on
+    a host of its own (give them ``--node``)."""
+    def host_env(name: str) -> dict[str, str]:
+        home = tmp_path / f"host-{name}"
+        home.mkdir(exist_ok=True)
+        return dict(env, EC_HOME=str(home))
+
+    return host_env
+
+
 def dead_letters_where(transport, keep: Callable, at_least: int = 1, timeout: float = 15.0) -> list:
     """The dead letters ``keep`` picks, read again until at least ``at_least`` are there (or
     ``timeout``): ``ec.dead`` is shared by every test on a broker, and on RabbitMQ a reader

@@ -15,9 +15,11 @@ from helpers import (
     build_network,
     dead_letters_where,
     env_for,
+    kill_supervisor,
     kill_workers,
     make_repo,
     wait_children,
+    wait_for,
     workers,
 )
 
@@ -137,7 +139,6 @@ def test_sigterm_finishes_in_flight_and_returns_the_rest(net):
 def test_workers_die_with_a_killed_supervisor(net):
     """kill -9 of `ec worker -c 2` while calls run: both worker processes exit (none is
     left with parent pid 1 consuming calls), and a new supervisor finishes every call."""
-    import psutil
 
     env, proc, _, _ = net
     c = client()
@@ -147,16 +148,9 @@ def test_workers_die_with_a_killed_supervisor(net):
             kids = wait_children(w, 2)
             from ectool.store.models import Call
 
-            deadline = time.monotonic() + 30
-            while not Call.select().where(Call.id.in_(ids), Call.status == "running").exists():
-                assert time.monotonic() < deadline, "no call started"
-                time.sleep(0.05)
-            os.kill(w.pid, signal.SIGKILL)
-            w.wait()
-            _, alive = psutil.wait_procs(kids, timeout=60)
-            for orphan in alive:
-                orphan.kill()
-            assert not alive, f"workers outlived their supervisor: {[k.pid for k in alive]}"
+            wait_for(lambda: Call.select().where(Call.id.in_(ids), Call.status == "running").exists(),
+                     timeout=30, every=0.05, what="a call started")
+            kill_supervisor(w, kids)
         with workers(env, proc, 2):
             outcomes = c.wait(ids, timeout=60)
         assert [outcomes[i].result for i in ids] == list(range(6))

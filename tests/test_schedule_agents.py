@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from ectool.schedule_math import GRACE
-from helpers import agent, ec, env_for, make_repo, wait_for
+from helpers import agent, ec, ec_all, env_for, host_envs, make_repo, wait_for
 
 
 @pytest.fixture
@@ -24,17 +24,11 @@ def hosts(tmp_path, request):
     db = request.getfixturevalue("db_url") if "db_url" in request.fixturenames else f"sqlite:///{tmp_path / 'ec.db'}"
     env = env_for(db, f"sqlite:///{tmp_path / 'queue.db'}", EC_AGENT_STALE="3")
     repo = make_repo(tmp_path / "repo")
-    for args in (("add", "queue", "-n", "q"), ("trust", "add", str(repo)),
-                 ("add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample"),
-                 ("add", "socket", "-n", "pid", "-q", "q", "-pn", "p1", "-t", "whoami")):
-        done = ec(*args, env=env)
-        assert done.returncode == 0, done.stderr
+    ec_all(env, ("add", "queue", "-n", "q"), ("trust", "add", str(repo)),
+           ("add", "processor", "-n", "p1", "-g", str(repo), "-m", "pyfi.processors.sample"),
+           ("add", "socket", "-n", "pid", "-q", "q", "-pn", "p1", "-t", "whoami"))
 
-    def host_env(name: str) -> dict[str, str]:
-        home = tmp_path / f"host-{name}"
-        home.mkdir(exist_ok=True)
-        return dict(env, EC_HOME=str(home))
-
+    host_env = host_envs(tmp_path, env)
     return env, host_env, db
 
 
