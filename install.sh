@@ -47,6 +47,12 @@ if [ -z "$python" ]; then
 fi
 [ -n "$python" ] || { say "needs Python >= 3.11 (set PYTHON=/path/to/python3.11)"; exit 1; }
 
+# the data directory holds every call's arguments and results (ec.db, queue.db): private,
+# as ec itself creates it, unless it exists already (then its mode is someone's choice)
+if [ ! -d "$data_home/elasticcode" ]; then
+  mkdir -p "$data_home"
+  mkdir -m 700 "$data_home/elasticcode"
+fi
 if [ ! -x "$prefix/bin/python" ]; then
   say "creating virtualenv $prefix"
   "$python" -m venv "$prefix"

@@ -42,6 +42,8 @@ def test_install_twice_into_a_fresh_home(tmp_path):
     assert found.returncode == 0, found.stderr
     assert found.stdout.startswith(str(prefix)) and "site-packages/ectool/sample" in found.stdout
     assert not (home / ".local/share/elasticcode/examples").exists()
+    # the data directory that will hold ec.db and queue.db is private from the start
+    assert (home / ".local/share/elasticcode").stat().st_mode & 0o777 == 0o700
     unit = home / "units/ec-agentd.service"
     text = unit.read_text()
     assert f"ExecStart={prefix}/bin/ec-agentd" in text and "Type=notify" in text
