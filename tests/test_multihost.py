@@ -553,6 +553,17 @@ def test_a_hand_off_goes_to_an_alternate_delay_queue(rabbit_cluster, queue_name)
         wait_for(lambda: t.depth(queue_name) == 1, what="the delayed message back")
         t.purge(queue_name)
     rabbit_cluster.kill(0)
+    from cluster_scenarios import queue_leader
+
+    # the queue itself is replicated: publish once it has its new leader (the delay queue,
+    # on node 1 only, is what this test is about)
+    def led_elsewhere() -> bool:
+        try:
+            return queue_leader(rabbit_cluster, queue_name) != 0
+        except (StopIteration, ValueError):  # not listed yet, or no leader named
+            return False
+
+    wait_for(led_elsewhere, timeout=60, every=0.2, what="a new leader for the queue")
     with connect(rabbit_cluster.urls[1]) as t:
         consumer = t.consumer([queue_name], hand_off_after=0.5)
         try:

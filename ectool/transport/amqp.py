@@ -67,8 +67,8 @@ T = TypeVar("T")
 
 RECONNECT_WINDOW = 30.0  # how long a producer keeps trying to get a lost connection back
 CONFIRM_TIMEOUT = 30.0  # no publisher confirm for this long: give up
-NACK_RETRIES = 4  # messages the broker refused (nacked) are sent again this often, then an error
-NACK_PAUSE = 0.25  # seconds before the first resend of refused messages, doubling (3.75 s in all)
+NACK_RETRIES = 7  # messages the broker refused (nacked) are sent again this often, then an error
+NACK_PAUSE = 0.25  # seconds before the first resend of refused messages, doubling up to 2 s (9.75 s in all)
 IDLE_CHECK = 5.0  # a producer connection used more recently than this (s) is not checked first
 PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
 
@@ -362,7 +362,7 @@ class AmqpTransport(Transport):
                 log.warning("RabbitMQ refused %s message(s) for %r; sending them again in %.2fs",
                             refused, queue, pause)
                 time.sleep(pause)
-                pause *= 2
+                pause = min(pause * 2, 2.0)
 
     def _publish_batch(self, target: str, bodies: list[bytes],
                        properties: BasicProperties) -> _Batch:
