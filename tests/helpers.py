@@ -191,6 +191,18 @@ def kill_supervisor(proc: subprocess.Popen, kids: list[psutil.Process]) -> None:
     assert not alive, f"workers outlived their supervisor: {[k.pid for k in alive]}"
 
 
+def kill_host(proc: subprocess.Popen) -> None:
+    """kill -9 an agent and its workers at once (a host dying), by pid."""
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    for p in [proc, *kids]:
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    psutil.wait_procs(kids, timeout=15)
+
+
 def ec_all(env: dict[str, str], *commands: tuple[str, ...]) -> None:
     """Run each ``ec`` command line, asserting it succeeds."""
     for args in commands:

@@ -5,14 +5,11 @@ have), killed with kill -9, cordoned and drained. What a user sees is asserted t
 from __future__ import annotations
 
 import json
-import os
-import signal
 import threading
 
-import psutil
 import pytest
 
-from helpers import agent, ec, ec_all, env_for, host_envs, make_repo, wait_for
+from helpers import agent, ec, ec_all, env_for, host_envs, kill_host, make_repo, wait_for
 
 
 @pytest.fixture
@@ -63,18 +60,6 @@ def all_done(env, ids):
     assert {r["status"] for r in rows} == {"done"}
 
 
-def kill_9(proc):
-    """kill -9 an agent and its workers at once (a host dying), by pid."""
-    kids = psutil.Process(proc.pid).children(recursive=True)
-    for p in [proc, *kids]:
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-    psutil.wait_procs(kids, timeout=15)
-
-
 def test_a_dead_hosts_workers_are_lost_and_its_work_replaced(hosts, db_url):
     env, host_env = hosts
     with agent(host_env("n1"), "--name", "a1", "--node", "n1", "--cpus", "1") as a1:
@@ -83,7 +68,7 @@ def test_a_dead_hosts_workers_are_lost_and_its_work_replaced(hosts, db_url):
             wait_for(lambda: workers_on(env, "n2"), timeout=120, what="the second worker, on n2")
             ids = submit(env, 10, "0.3")
             dead = workers_on(env, "n1")
-            kill_9(a1)
+            kill_host(a1)
             # the dead host's worker is shown lost once heartbeats age (EC_AGENT_STALE=3),
             # never running again; its processor is re-placed on the live host
             lost = wait_for(lambda: [w for w in ls(env, "workers") if w["pid"] == dead[0]["pid"]

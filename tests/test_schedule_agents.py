@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import random
-import signal
 
-import psutil
 import pytest
 
 from ectool.schedule_math import GRACE
-from helpers import agent, ec, ec_all, env_for, host_envs, make_repo, wait_for
+from helpers import agent, ec, ec_all, env_for, host_envs, kill_host, make_repo, wait_for
 
 
 @pytest.fixture
@@ -53,17 +50,6 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def kill_9(proc) -> None:
-    """kill -9 an agent and its workers at once (a host dying), by pid."""
-    kids = psutil.Process(proc.pid).children(recursive=True)
-    for p in [proc, *kids]:
-        try:
-            os.kill(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-
-
 def on_time(rows) -> list:
     return [r for r in rows if r.claimed - r.tick <= GRACE]
 
@@ -99,7 +85,7 @@ def loss_check(env, host_env, db) -> None:
         start = utcnow()
         while utcnow() - start < dt.timedelta(seconds=60):
             victim = rng.choice(names)
-            kill_9(procs[victim])
+            kill_host(procs[victim])
             ctxs[victim].__exit__(None, None, None)
             kills += 1
             wait_for(lambda n=len(ticks(db, "beat")): len(ticks(db, "beat")) >= n + 2, timeout=30,
