@@ -39,3 +39,10 @@ class Env:
 
         return open_transport(self.config)
 
+
+
+def changed(env: Env) -> None:
+    """Wake agents so they act on the change within a second (best-effort)."""
+    from ..agents import notify_agents
+
+    notify_agents(env.config)

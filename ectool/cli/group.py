@@ -8,7 +8,7 @@ import importlib
 import click
 
 from .. import __version__
-from . import COMMANDS, fail_or_raise
+from .commands import COMMANDS, fail_or_raise
 from .env import Env
 
 pass_env = click.make_pass_decorator(Env)

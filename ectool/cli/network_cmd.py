@@ -8,7 +8,7 @@ from .. import network
 from ..errors import UsageError
 from ..output import render, render_one
 from . import complete
-from .env import Env
+from .env import Env, changed  # changed: compose_cmd imports it from here too
 from .group import pass_env
 from .schedule_cmd import add_schedule
 
@@ -185,13 +185,6 @@ def add_privilege(env: Env, name, as_json) -> None:
     """Add a privilege (one of the names in `ec ls privileges --known`)."""
     env.store()
     _done(network.add_privilege(name), as_json)
-
-
-def changed(env: Env) -> None:
-    """Wake agents so they act on the change within a second (best-effort)."""
-    from ..agents import notify_agents
-
-    notify_agents(env.config)
 
 
 def _done(obj, as_json: bool) -> None:

@@ -6,7 +6,7 @@ import click
 
 from ..output import render, render_one
 from . import complete
-from .env import Env
+from .env import Env, changed
 from .group import pass_env
 
 #: what `ec ls nodes` and `ec node ls` show
@@ -37,7 +37,6 @@ def ls(env: Env, as_json: bool) -> None:
 
 def _change(env: Env, name: str, action: str, as_json: bool) -> None:
     from .. import nodes
-    from .network_cmd import changed
 
     env.store()
     nodes.set_state(name, action)
