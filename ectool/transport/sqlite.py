@@ -6,6 +6,9 @@ about a second by any other consumer's sweep, so a ``kill -9`` redelivers prompt
 a long lease timeout. Each lease counts a delivery; a message delivered more than
 ``delivery_limit + 1`` times is moved to the ``dead`` table instead. Idle consumers sleep
 on a wake-up socket (:mod:`.wake`) that publishers poke after each commit.
+
+This module holds the queue tables and the producer side; the consumer (leases, acks) is
+:mod:`.sqlite_consumer`, replies and event streams are :mod:`.sqlite_inbox`.
 """
 
 from __future__ import annotations
@@ -15,25 +18,15 @@ import os
 import socket as _socket
 import sqlite3
 import time
-from collections import deque
 from typing import Any
 
 from ..errors import Unreachable, UsageError
 from ..paths import private_dir, private_file
 from . import wake
-from .base import (
-    DEAD_QUEUE,
-    Consumer,
-    DeadLetter,
-    Delivery,
-    EventStream,
-    Inbox,
-    Transport,
-    pack_replies,
-    reported_redeliveries,
-    topic_matches,
-    unpack_replies,
-)
+from .base import DeadLetter, Transport
+from .sqlite_consumer import SqliteConsumer
+from .sqlite_inbox import MAX_REPLY_BYTES, SqliteEventStream, SqliteInbox, send_replies
+from .wake import POLL
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, max_length INTEGER);
@@ -59,7 +52,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS listeners (address TEXT PRIMARY KEY, exchange TEXT NOT NULL);
 """
 
-POLL = 1.0  # fallback poll and dead-owner sweep interval, seconds
 EVENTS_KEPT = 10_000  # the events table is trimmed to this many rows (subscribers read recent ones)
 HOST = _socket.gethostname()
 
@@ -88,7 +80,7 @@ def owner_alive(owner: str) -> bool:
 
 
 class SqliteTransport(Transport):
-    max_reply_bytes = 60_000
+    max_reply_bytes = MAX_REPLY_BYTES
 
     def __init__(self, url: str, *, delivery_limit: int = 5) -> None:
         from ..store import sqlite_path
@@ -275,204 +267,4 @@ class _Tx:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-class SqliteConsumer(Consumer):
-    def __init__(self, transport: SqliteTransport, queues: list[str], prefetch: int) -> None:
-        self.t = transport
-        self.conn = transport.conn
-        self.queues = list(queues)
-        self.prefetch = max(1, prefetch)
-        self.buffer: deque[Delivery] = deque()
-        self.unacked: set[int] = set()
-        self.waker = wake.Waker("ec-c")
-        self.last_sweep = 0.0
-        self._in = ",".join("?" * len(self.queues))
-        with self.t._tx():
-            self.conn.execute("INSERT OR REPLACE INTO consumers (address, queues, owner) VALUES (?, ?, ?)",
-                              (self.waker.address, "|" + "|".join(self.queues) + "|", self.t.owner))
-
-    def _lease(self) -> float | None:
-        """Lease ready rows into the buffer; return when the next delayed one is due (or None)."""
-        room = self.prefetch - len(self.unacked)
-        if room <= 0:
-            return None
-        now = time.time()
-        limit = self.t.delivery_limit
-        with self.t._tx():
-            rows = self.conn.execute(
-                f"SELECT id, queue, body, headers, deliveries FROM messages WHERE queue IN ({self._in})"
-                f" AND owner IS NULL AND available_at <= ? ORDER BY id LIMIT ?",
-                (*self.queues, now, room)).fetchall()
-            leased: list[Any] = []
-            dead: list[Any] = []
-            for row in rows:
-                (dead if row[4] > limit else leased).append(row)
-            for mid, queue, body, headers, count in dead:
-                self.conn.execute(
-                    "INSERT INTO dead (queue, body, headers, reason, time) VALUES (?, ?, ?, ?, ?)",
-                    (queue, body, headers, f"delivery limit exceeded: delivered {count} times (limit {limit})", now))
-                self.conn.execute("DELETE FROM messages WHERE id=?", (mid,))
-            if leased:
-                ids = [r[0] for r in leased]
-                self.conn.execute(
-                    f"UPDATE messages SET owner=?, deliveries=deliveries+1 WHERE id IN ({','.join('?' * len(ids))})",
-                    (self.t.owner, *ids))
-            nxt = None
-            if not rows:
-                nxt = self.conn.execute(
-                    f"SELECT MIN(available_at) FROM messages WHERE queue IN ({self._in}) AND owner IS NULL",
-                    self.queues).fetchone()[0]
-        for mid, queue, body, headers, count in leased:
-            self.unacked.add(mid)
-            extra = json.loads(headers) if headers else {}
-            self.buffer.append(Delivery(bytes(body), queue, mid, reported_redeliveries(count, extra), extra))
-        return nxt
-
-    def get(self, timeout: float | None = None) -> Delivery | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self.buffer:
-                return self.buffer.popleft()
-            nxt = self._lease()
-            if self.buffer:
-                return self.buffer.popleft()
-            now = time.monotonic()
-            if now - self.last_sweep >= POLL:
-                self.last_sweep = now
-                if self.t.sweep_dead_owners():
-                    continue
-            if deadline is not None and now >= deadline:
-                return None
-            wait = POLL
-            if nxt is not None:
-                wait = min(wait, max(0.0, nxt - time.time()) + 0.001)
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - now))
-            self.waker.wait(wait)
-
-    def _ids(self, deliveries: list[Delivery]) -> list[int]:
-        return [d.tag for d in deliveries if d.tag in self.unacked]
-
-    def ack(self, deliveries: list[Delivery]) -> None:
-        ids = self._ids(deliveries)
-        if not ids:
-            return
-        with self.t._tx():
-            self.conn.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids)
-        self.unacked.difference_update(ids)
-
-    def nack(self, deliveries: list[Delivery]) -> None:
-        ids = self._ids(deliveries)
-        if not ids:
-            return
-        with self.t._tx():
-            self.conn.execute(f"UPDATE messages SET owner=NULL WHERE id IN ({','.join('?' * len(ids))})", ids)
-        self.unacked.difference_update(ids)
-        for q in {d.queue for d in deliveries}:
-            self.t._wake(q)
-
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        if delivery.tag not in self.unacked:
-            return
-        with self.t._tx():
-            self.conn.execute(
-                "INSERT INTO dead (queue, body, headers, reason, time) SELECT queue, body, headers, ?, ?"
-                " FROM messages WHERE id=?", (reason, time.time(), delivery.tag))
-            self.conn.execute("DELETE FROM messages WHERE id=?", (delivery.tag,))
-        self.unacked.discard(delivery.tag)
-
-    def close(self) -> None:
-        """Return unacked deliveries; never-handed-out ones do not count as deliveries."""
-        try:
-            with self.t._tx():
-                unstarted = [d.tag for d in self.buffer]
-                if unstarted:
-                    self.conn.execute(
-                        f"UPDATE messages SET owner=NULL, deliveries=MAX(deliveries-1, 0) "
-                        f"WHERE id IN ({','.join('?' * len(unstarted))})", unstarted)
-                if self.unacked:
-                    ids = list(self.unacked)
-                    self.conn.execute(f"UPDATE messages SET owner=NULL WHERE id IN ({','.join('?' * len(ids))})", ids)
-                self.conn.execute("DELETE FROM consumers WHERE address=?", (self.waker.address,))
-        except sqlite3.Error:
-            pass  # our owner is gone with us; other consumers' sweeps release the leases
-        queues = {d.queue for d in self.buffer} | set(self.queues)
-        self.buffer.clear()
-        self.unacked.clear()
-        self.waker.close()
-        for q in queues:
-            self.t._consumers_cache.pop(q, None)
-            self.t._wake(q)
-
-
-def send_replies(replies: list[tuple[str, bytes]]) -> None:
-    """Replies packed per inbox into few datagrams (:func:`pack_replies`): a unix datagram
-    socket queues only ~10 datagrams (net.unix.max_dgram_qlen), so one per call would drop
-    replies in bursts. A full inbox gets a short wait, then the store covers it."""
-    for address, message in pack_replies(replies, SqliteTransport.max_reply_bytes):
-        wake.send(address, message, wait=0.05)
-
-
-class SqliteInbox(Inbox):
-    def __init__(self) -> None:
-        self.waker = wake.Waker("ec-r")
-        self.address = self.waker.address
-        self.pending: deque[bytes] = deque()
-
-    def get(self, timeout: float | None = None) -> bytes | None:
-        if not self.pending:
-            for datagram in self.waker.wait(timeout):
-                self.pending.extend(unpack_replies(datagram))
-        return self.pending.popleft() if self.pending else None
-
-    def close(self) -> None:
-        self.waker.close()
-
-
-class SqliteEventStream(EventStream):
-    """Reads rows appended to ``events`` after it opened; sleeps on a wake-up socket."""
-
-    def __init__(self, transport: SqliteTransport, exchange: str, patterns: list[str] | None) -> None:
-        self.conn = transport.conn
-        self.t = transport
-        self.exchange = exchange
-        self.patterns = list(patterns) if patterns else None
-        self.pending: deque[bytes] = deque()
-        self.waker = wake.Waker("ec-e")
-        with transport._tx():
-            self.conn.execute("INSERT OR REPLACE INTO listeners (address, exchange) VALUES (?, ?)",
-                              (self.waker.address, exchange))
-            self.last = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-
-    def _read(self) -> None:
-        rows = self.conn.execute("SELECT id, key, body FROM events WHERE id > ? AND exchange = ? "
-                                 "ORDER BY id LIMIT 1000", (self.last, self.exchange)).fetchall()
-        for eid, key, body in rows:
-            self.last = eid
-            if self.patterns is None or any(topic_matches(p, key) for p in self.patterns):
-                self.pending.append(bytes(body))
-
-    def get(self, timeout: float | None = None) -> bytes | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.pending:
-            try:
-                self._read()
-            except sqlite3.Error as exc:
-                raise Unreachable(f"cannot read events ({self.t.url}): {exc}") from None
-            if self.pending:
-                break
-            wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
-            if wait <= 0:
-                return None
-            self.waker.wait(wait)
-        return self.pending.popleft()
-
-    def close(self) -> None:
-        try:
-            with self.t._tx():
-                self.conn.execute("DELETE FROM listeners WHERE address=?", (self.waker.address,))
-        except sqlite3.Error:
-            pass  # publishers forget an address that no longer answers
-        self.waker.close()
-
-
-_ = DEAD_QUEUE
+__all__ = ["SqliteConsumer", "SqliteEventStream", "SqliteInbox", "SqliteTransport", "send_replies"]

@@ -14,6 +14,8 @@ import socket
 import time
 import uuid
 
+POLL = 1.0  # the slow fallback poll (and the embedded transport's dead-owner sweep), seconds
+
 
 class Waker:
     """A receiving socket with a unique abstract address (``@ec-<hex>``)."""
