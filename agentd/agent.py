@@ -25,7 +25,15 @@ from ectool.store.models import Agent, Node, Placement, Processor, Socket, Worke
 from . import sdnotify
 from .deploy import DeployError, Deployment, deploy
 from .procs import Pool, cores
-from .reconcile import Candidate, Desired, plan_claims, reconcile, workers_wanted
+from .reconcile import (
+    Action,
+    Candidate,
+    Desired,
+    observed_status,
+    plan_claims,
+    reconcile,
+    workers_wanted,
+)
 from .schedule_loop import ScheduleLoop
 
 #: seconds without a heartbeat before an agent is lost and its processors are re-placed
@@ -246,8 +254,32 @@ class AgentDaemon:
     def converge(self, plan: dict[str, int]) -> None:
         self.handle_fatal(self.pool.poll())
         procs = {p.name: p for p in Processor.select().where(Processor.name.in_(list(plan) or [""]))}
-        desired: dict[str, Desired] = {}
         served = self.renew_on_socket_change(list(plan))
+        self.act(reconcile(self.desired(plan, procs, served), self.pool.actual()))
+        self.handle_fatal(self.pool.poll())
+        running = self.pool.actual()
+        for name in plan:
+            p, d = procs[name], self.deployed.get(name)
+            status = observed_status(p.requested_status, self.fatal.get(name, (None, None))[1],
+                                     d.error if d else None, bool(running.get(name)),
+                                     bool(d and d.deployment and not served.get(name)))
+            if status:
+                self.set_status(p, *status)
+        # processors no longer placed here: drain (reconcile already stopped them); one a
+        # person stopped (`ec proc stop`) is no longer claimed, so it is reported here
+        gone = set(self.deployed) - set(plan)
+        for p in Processor.select().where(Processor.name.in_(list(gone) or [""])
+                                          & (Processor.requested_status == "stopped")):
+            self.set_status(p, "stopped", None)
+        for name in gone:
+            self.deployed.pop(name, None)
+            self.served.pop(name, None)
+
+    def desired(self, plan: dict[str, int], procs: dict[str, Processor],
+                served: dict[str, tuple]) -> dict[str, Desired]:
+        """What reconcile should reach for each processor of ``plan`` (deploying each one
+        not stopped); one whose workers keep crashing is left out until it changes."""
+        desired: dict[str, Desired] = {}
         for name, count in plan.items():
             p = procs[name]
             fatal = self.fatal.get(name)
@@ -260,7 +292,11 @@ class AgentDaemon:
             # workers, which would have nothing to serve (they would exit, again and again)
             desired[name] = Desired(count if served.get(name) else 0, p.requested_status,
                                     d.deployment.commit if d and d.deployment else None)
-        for action in reconcile(desired, self.pool.actual()):
+        return desired
+
+    def act(self, actions: list[Action]) -> None:
+        """Start and stop workers as reconcile said (in its order: starts before drains)."""
+        for action in actions:
             if action.kind == "start":
                 dep = self.deployed[action.processor].deployment
                 for _ in range(action.count):
@@ -270,29 +306,6 @@ class AgentDaemon:
             else:
                 self.pool.stop(action.processor, action.commit, action.count)
                 log(f"draining {action.count} worker(s) of {action.processor}")
-        self.handle_fatal(self.pool.poll())
-        running = self.pool.actual()
-        for name in plan:
-            p = procs[name]
-            d = self.deployed.get(name)
-            if name in self.fatal:
-                self.set_status(p, "error", self.fatal[name][1])
-            elif d is not None and d.error:
-                self.set_status(p, "error", d.error)
-            elif p.requested_status == "running" and (running.get(name) or (
-                    d is not None and d.deployment and not served.get(name))):
-                self.set_status(p, "running", None)
-            elif p.requested_status in ("paused", "stopped"):
-                self.set_status(p, p.requested_status, None)
-        # processors no longer placed here: drain (reconcile already stopped them); one a
-        # person stopped (`ec proc stop`) is no longer claimed, so it is reported here
-        gone = set(self.deployed) - set(plan)
-        for p in Processor.select().where(Processor.name.in_(list(gone) or [""])
-                                          & (Processor.requested_status == "stopped")):
-            self.set_status(p, "stopped", None)
-        for name in gone:
-            self.deployed.pop(name, None)
-            self.served.pop(name, None)
 
     def renew_on_socket_change(self, names: list[str]) -> dict[str, tuple]:
         """Workers read their processor's sockets when they start: when a socket is added,

@@ -45,6 +45,21 @@ def reconcile(desired: dict[str, Desired], actual: dict[str, dict[str, int]]) ->
     return actions
 
 
+def observed_status(requested: str, fatal: str | None, deploy_error: str | None,
+                    running: bool, idle: bool) -> tuple[str, str | None] | None:
+    """The status (and reason) an agent reports for a processor it serves after a
+    reconcile, or None to leave it as it is. ``fatal``: why its workers keep crashing;
+    ``deploy_error``: why it cannot deploy; ``running``: workers of it run here; ``idle``:
+    deployed but it has no sockets yet (nothing to run, yet it is up)."""
+    if fatal or deploy_error:
+        return "error", fatal or deploy_error
+    if requested == "running" and (running or idle):
+        return "running", None
+    if requested in ("paused", "stopped"):
+        return requested, None
+    return None
+
+
 def workers_wanted(concurrency: int, sockets: list[int]) -> int:
     """Worker processes a processor asks for: its own concurrency, or more if one of its
     sockets asks for more. A socket's concurrency is how many of its calls run at once,

@@ -263,3 +263,24 @@ def test_replies_pack_per_inbox_in_order_within_the_size_limit():
     assert [b for _, m in packed if _ == "a" for b in unpack_replies(m)] == [b"1" * 40, b"2" * 40, b"3" * 40,
                                                                             b"4" * 100]
     assert unpack_replies(b"single") == [b"single"]
+
+
+def _may(*missing: str) -> dict[str, bool]:
+    from ectool.dash.data import READS
+
+    return {kind: kind not in missing for kind in READS}
+
+
+@pytest.mark.parametrize("missing, hidden", [
+    ((), []),
+    (("CALL",), []),                                  # figures zeroed, lists kept
+    (("SOCKET",), ["processors"]),                    # a processor row lists its sockets
+    (("PROCESSOR",), ["processors"]),
+    (("AGENT",), ["agents"]),                         # hosts still come from workers
+    (("AGENT", "WORKER"), ["agents", "workers", "hosts"]),
+    (("QUEUE", "PLUG", "NODE"), ["queues", "plugs", "nodes"]),
+])
+def test_dashboard_hides_what_may_not_be_read(missing, hidden):
+    from ectool.dash.data import hidden as hide
+
+    assert sorted(hide(_may(*missing))) == sorted(hidden)

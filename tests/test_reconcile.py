@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agentd.reconcile import Action, Candidate, Desired, plan_claims, reconcile, workers_wanted
+from agentd.reconcile import (
+    Action,
+    Candidate,
+    Desired,
+    observed_status,
+    plan_claims,
+    reconcile,
+    workers_wanted,
+)
 
 A, B = "a" * 40, "b" * 40
 
@@ -74,3 +82,18 @@ def test_plan_claims_on_cordoned_and_draining_nodes(candidates, state, expected)
 def test_workers_wanted(concurrency, sockets, expected):
     """A socket's -c is how many of its calls run at once: one worker (core) each."""
     assert workers_wanted(concurrency, sockets) == expected
+
+
+@pytest.mark.parametrize("requested, fatal, deploy_error, running, idle, expected", [
+    ("running", None, None, True, False, ("running", None)),
+    ("running", None, None, False, True, ("running", None)),     # deployed, no sockets yet
+    ("running", None, None, False, False, None),                 # starting: left as it is
+    ("running", "crashed 5 times", None, True, False, ("error", "crashed 5 times")),
+    ("running", None, "repository not trusted", False, False, ("error", "repository not trusted")),
+    ("running", "crashed", "cannot clone", False, False, ("error", "crashed")),  # crashes first
+    ("paused", None, None, False, False, ("paused", None)),
+    ("stopped", None, None, True, False, ("stopped", None)),
+    ("paused", None, "cannot clone", False, False, ("error", "cannot clone")),
+])
+def test_observed_status(requested, fatal, deploy_error, running, idle, expected):
+    assert observed_status(requested, fatal, deploy_error, running, idle) == expected

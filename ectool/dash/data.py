@@ -101,31 +101,35 @@ def load(usage: metrics.Usage, transport: Any = None, namespace: str = "",
 READS = ("PROCESSOR", "QUEUE", "SOCKET", "AGENT", "WORKER", "CALL", "PLUG", "NODE")
 
 
+#: Snapshot list -> the READ_ kinds it needs: ``all`` of them, or ``any`` one of them
+NEEDS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "processors": (all, ("PROCESSOR", "SOCKET")),
+    "queues": (all, ("QUEUE",)),
+    "agents": (all, ("AGENT",)),
+    "workers": (all, ("WORKER",)),
+    "hosts": (any, ("AGENT", "WORKER")),
+    "plugs": (all, ("PLUG",)),
+    "nodes": (all, ("NODE",)),
+}
+#: per-row call figures, zeroed without READ_CALL (lists stay as long, of zeros)
+CALL_FIGURES = ("in", "out", "rate", "running", "in_per_min", "out_per_min", "queued")
+
+
+def hidden(may: dict[str, bool]) -> list[str]:
+    """The Snapshot lists a user with these READ_ privileges may not see (pure)."""
+    return [name for name, (rule, kinds) in NEEDS.items() if not rule(may[k] for k in kinds)]
+
+
 def _restricted(snap: Snapshot, may: dict[str, bool]) -> Snapshot:
     """``snap`` without what the user may not read."""
     if not may["CALL"]:
         snap.counts, snap.calls = {}, []
         for row in snap.processors + snap.queues:
-            for key in ("in", "out"):
+            for key in CALL_FIGURES:
                 if key in row:
-                    row[key] = [0] * len(row[key])
-            for key in ("rate", "running", "in_per_min", "out_per_min", "queued"):
-                if key in row:
-                    row[key] = 0
-    if not may["PROCESSOR"] or not may["SOCKET"]:
-        snap.processors = []
-    if not may["QUEUE"]:
-        snap.queues = []
-    if not may["AGENT"]:
-        snap.agents = []
-    if not may["WORKER"]:
-        snap.workers = []
-    if not may["AGENT"] and not may["WORKER"]:
-        snap.hosts = []
-    if not may["PLUG"]:
-        snap.plugs = []
-    if not may["NODE"]:
-        snap.nodes = []
+                    row[key] = [0] * len(row[key]) if isinstance(row[key], list) else 0
+    for name in hidden(may):
+        setattr(snap, name, [])
     snap.denied = [f"READ_{kind}" for kind, ok in may.items() if not ok]
     return snap
 
