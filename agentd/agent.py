@@ -154,7 +154,7 @@ class AgentDaemon:
                 Placement.delete().where(Placement.agent.in_(stale)).execute()
                 Agent.update(status="lost").where(Agent.id.in_(stale)).execute()
                 Worker.update(status="lost").where(Worker.agent.in_(stale) & Worker.status.not_in(
-                    ("stopped", "crashed", "lost"))).execute()
+                    ("stopped", "lost"))).execute()
                 log(f"re-placing processors of stale agent(s) {', '.join(n for n, _ in lost.values())}; "
                     "they and their workers are lost")
             query = Processor.select().where(Processor.requested_status != "stopped")

@@ -22,7 +22,7 @@ LOST = "lost"
 NODE_WISHES = ("schedulable", "cordoned", "draining")
 NODE_SHOWN = ("online", "cordoned", "draining", "drained", "offline", "lost")
 #: worker statuses that are final: the heartbeat no longer matters
-_FINAL_WORKER = ("stopped", "crashed", LOST)
+_FINAL_WORKER = ("stopped", LOST)
 
 
 def agent_stale() -> float:

@@ -37,9 +37,9 @@ def test_agent_state(status, heartbeat, expected):
     ("running", ago(5), "lost", "lost"),        # its agent is lost: so is it, before its own beat ages
     ("running", ago(5), "offline", "running"),  # an agent stopping: its workers stop on their own
     ("running", None, None, "lost"),
-    ("paused", ago(40), None, "lost"),
+    ("starting", ago(40), None, "lost"),
     ("stopped", ago(4000), "lost", "stopped"),  # final statuses stay what they are
-    ("crashed", ago(4000), None, "crashed"),
+    ("stopped", ago(4000), None, "stopped"),
     ("lost", ago(1), "online", "lost"),
 ])
 def test_worker_state(status, heartbeat, agent, expected):

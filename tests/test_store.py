@@ -84,13 +84,22 @@ def test_update_and_request_status(store):
         network.update("processor", "proc1", {"concurrency": "-1"})
 
 
+def back_to_v7(database) -> None:
+    """Undo v8 on a current store: workers may be paused, stopping or crashed again."""
+    from ectool.store.models import WORKER_STATUS
+
+    schema._set_check(database, "worker", "status", WORKER_STATUS, schema.WORKER_STATUS_V5)
+    schema.SchemaVersion.update(version=7).execute()
+
+
 def back_to_v5(database) -> None:
-    """Undo v7 and v6 on a current store: no schedule tables; processor.branch NOT NULL,
+    """Undo v8, v7 and v6 on a current store: no schedule tables; processor.branch NOT NULL,
     no deployed_* columns."""
     from playhouse.migrate import migrate
 
     from ectool.store.schedules import SCHEDULE_MODELS
 
+    back_to_v7(database)
     database.drop_tables(SCHEDULE_MODELS)
     Processor.update(branch="main").where(Processor.branch.is_null()).execute()
     m = schema._migrator(database)
@@ -116,8 +125,8 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2, 3, 4, 5, 6, 7]
-    assert schema.version(database) == 7
+    assert schema.upgrade(database) == [2, 3, 4, 5, 6, 7, 8]
+    assert schema.version(database) == 8
     assert database.table_exists("workflow") and database.table_exists("join_slot")
     assert database.table_exists("minute_stat")
     p = Processor.get(Processor.name == "proc1")
@@ -148,9 +157,9 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
     as_v4(database)
     schema.SchemaVersion.update(version=3).execute()
     assert "call_finished" not in {i.name for i in database.get_indexes("call")}
-    with pytest.raises(UsageError, match="is version 3, this ec needs 7"):
+    with pytest.raises(UsageError, match="is version 3, this ec needs 8"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [4, 5, 6, 7]
+    assert schema.upgrade(database) == [4, 5, 6, 7, 8]
     schema.ensure(database)
     assert "call_finished" in {i.name for i in database.get_indexes("call")}
     assert Call.select().count() == 3 and Processor.get(Processor.name == "proc1").module == "pyfi.processors.sample"
@@ -163,12 +172,13 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
 
 def as_v4(database) -> None:
     """Take a fresh store's v5 additions away (node state and load, the 'lost' statuses)."""
-    from ectool.store.models import AGENT_STATUS, WORKER_STATUS
+    from ectool.store.models import AGENT_STATUS
 
     for column in ("state", "load1"):
         database.execute_sql(f"ALTER TABLE node DROP COLUMN {column}")
-    schema._widen_check(database, "agent", "status", AGENT_STATUS, AGENT_STATUS[:-1])
-    schema._widen_check(database, "worker", "status", WORKER_STATUS, WORKER_STATUS[:-1])
+    schema._set_check(database, "agent", "status", AGENT_STATUS, AGENT_STATUS[:-1])
+    v5 = schema.WORKER_STATUS_V5
+    schema._set_check(database, "worker", "status", v5, v5[:-1])
 
 
 def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
@@ -190,7 +200,7 @@ def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
         schema.SchemaVersion.update(version=4).execute()
     with pytest.raises(IntegrityError), database.atomic():
         Worker.update(status="lost").where(Worker.id == worker).execute()
-    assert schema.upgrade(database) == [5, 6, 7]
+    assert schema.upgrade(database) == [5, 6, 7, 8]
     Worker.update(status="lost").where(Worker.id == worker).execute()
     Agent.update(status="lost").where(Agent.id == agent).execute()
     n = Node.get_by_id(node)
@@ -208,9 +218,9 @@ def test_upgrade_from_v5_lets_a_processor_follow_the_repository_head(db_url):
     seed_network()
     Processor.update(branch="main").execute()
     back_to_v5(database)
-    with pytest.raises(UsageError, match="is version 5, this ec needs 7"):
+    with pytest.raises(UsageError, match="is version 5, this ec needs 8"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [6, 7]
+    assert schema.upgrade(database) == [6, 7, 8]
     assert database.table_exists("schedule_tick")
     assert Processor.get(Processor.name == "proc1").branch == "main"
     Processor.update(branch=None, deployed_branch="master", deployed_commit="ab" * 20).execute()
@@ -219,8 +229,32 @@ def test_upgrade_from_v5_lets_a_processor_follow_the_repository_head(db_url):
     database.close()
 
 
+def test_upgrade_from_v7_drops_the_worker_statuses_nothing_set(db_url):
+    """v7 -> v8: a worker can no longer be paused, stopping or crashed (nothing set them);
+    a row holding one (by hand) becomes stopped, the others stay as they were."""
+    from ectool.store.models import Worker
+
+    database = open_store(db_url)
+    seed_network()
+    proc = Processor.get(Processor.name == "proc1")
+    back_to_v7(database)
+    ids = {status: Worker.insert(processor=proc, host="h1", pid=pid, status=status).execute()
+           for pid, status in enumerate(schema.WORKER_STATUS_V5)}
+    with pytest.raises(UsageError, match="is version 7, this ec needs 8"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == [8]
+    shown = {status: Worker.get_by_id(i).status for status, i in ids.items()}
+    assert shown == {"starting": "starting", "running": "running", "paused": "stopped",
+                     "stopping": "stopped", "stopped": "stopped", "crashed": "stopped", "lost": "lost"}
+    for refused in ("paused", "stopping", "crashed"):
+        with pytest.raises(IntegrityError), database.atomic():
+            Worker.update(status=refused).where(Worker.id == ids["running"]).execute()
+    assert schema.upgrade(database) == []
+    database.close()
+
+
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 7
+    assert schema.version(store) == schema.CURRENT == 8
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]

@@ -35,7 +35,7 @@ QUEUE_TYPES = ("direct", "topic", "fanout")
 PROCESSOR_REQUESTED = ("running", "stopped", "paused")
 PROCESSOR_STATUS = ("pending", "deploying", "running", "stopped", "paused", "error")
 AGENT_STATUS = ("online", "offline", "lost")  # lost: released as stale by another agent
-WORKER_STATUS = ("starting", "running", "paused", "stopping", "stopped", "crashed", "lost")
+WORKER_STATUS = ("starting", "running", "stopped", "lost")  # schema v8: nothing set paused/stopping/crashed
 #: what an admin asked of a node: ec node cordon|drain|uncordon (see ectool.nodes)
 NODE_STATE = ("schedulable", "cordoned", "draining")
 CALL_STATUS = ("queued", "running", "retrying", "done", "failed", "dead", "cancelled")

@@ -28,7 +28,10 @@ from .models import (
 )
 from .schedules import SCHEDULE_MODELS
 
-CURRENT = 7
+CURRENT = 8
+
+#: Worker.status's values from v5 to v7 (v8 dropped the three nothing ever set)
+WORKER_STATUS_V5 = ("starting", "running", "paused", "stopping", "stopped", "crashed", "lost")
 
 
 def _migrator(database: Database):
@@ -92,14 +95,15 @@ def _v4_to_v5(database: Database) -> None:
     database.execute_sql(f"ALTER TABLE node ADD COLUMN state VARCHAR(255) NOT NULL DEFAULT 'schedulable' "
                          f"CHECK (state IN ({states}))")
     database.execute_sql("ALTER TABLE node ADD COLUMN load1 REAL")
-    _widen_check(database, "agent", "status", AGENT_STATUS[:-1], AGENT_STATUS)
-    _widen_check(database, "worker", "status", WORKER_STATUS[:-1], WORKER_STATUS)
+    _set_check(database, "agent", "status", AGENT_STATUS[:-1], AGENT_STATUS)
+    _set_check(database, "worker", "status", WORKER_STATUS_V5[:-1], WORKER_STATUS_V5)
 
 
-def _widen_check(database: Database, table: str, column: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
-    """Let ``column`` of ``table`` take the values ``new`` (a superset of ``old``: rows stay valid).
+def _set_check(database: Database, table: str, column: str, old: tuple[str, ...], new: tuple[str, ...]) -> None:
+    """Let ``column`` of ``table`` take the values ``new`` instead of ``old``; every stored
+    row must already hold one of ``new`` (the caller sees to that).
 
-    PostgreSQL drops the column's CHECK and adds the wider one. SQLite cannot alter a
+    PostgreSQL drops the column's CHECK and adds the new one. SQLite cannot alter a
     constraint, but a change that leaves every stored row valid may rewrite the table's
     definition in place (https://sqlite.org/lang_altertable.html, "otherwise": the
     writable_schema procedure), which beats copying the table under its foreign keys."""
@@ -139,8 +143,16 @@ def _v6_to_v7(database: Database) -> None:
     database.create_tables(SCHEDULE_MODELS)
 
 
+def _v7_to_v8(database: Database) -> None:
+    """v8: a worker's status is one of ``WORKER_STATUS``; paused, stopping and crashed were
+    declared but never set by anything (a row holding one, from a hand edit, is stopped)."""
+    dropped = ", ".join(f"'{s}'" for s in WORKER_STATUS_V5 if s not in WORKER_STATUS)
+    database.execute_sql(f"UPDATE worker SET status = 'stopped' WHERE status IN ({dropped})")
+    _set_check(database, "worker", "status", WORKER_STATUS_V5, WORKER_STATUS)
+
+
 MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
-                                                     6: _v6_to_v7}
+                                                     6: _v6_to_v7, 7: _v7_to_v8}
 _ = Processor  # the v2 column is declared on the model
 
 
