@@ -320,43 +320,16 @@ def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:
     return root, children
 
 
-def _local_usage(rows: list[dict[str, Any]]) -> None:
-    """Fill cpu% and RSS for workers on this host (psutil; others stay empty)."""
-    import socket
-
-    import psutil
-
-    here = socket.gethostname()
-    procs: dict[int, Any] = {}
-    for row in rows:
-        if row["host"] == here:
-            try:
-                p = psutil.Process(row["pid"])
-                p.cpu_percent(None)
-                procs[row["pid"]] = p
-            except psutil.Error:
-                row["status"] = "lost" if row["status"] != "stopped" else row["status"]  # its pid is gone
-    if procs:
-        time.sleep(0.1)
-    for row in rows:
-        proc = procs.get(row["pid"])
-        if proc is not None:
-            try:
-                row["cpu_percent"] = round(proc.cpu_percent(None), 1)
-                row["rss_mb"] = round(proc.memory_info().rss / 2**20, 1)
-            except psutil.Error:
-                pass
-
-
 def list_runtime(kind: str, everything: bool = False) -> list[dict[str, Any]]:
     """Workers (all, with ``everything``; else those not stopped), agents or nodes as rows,
     each with its shown status (:mod:`ectool.runtime`: a stale heartbeat is ``lost``)."""
     from . import runtime
+    from .metrics.usage import sample
 
     require(f"READ_{kind.upper()}")
     if kind == "worker":
         rows = runtime.worker_rows(everything)
-        _local_usage(rows)
+        sample(rows)
         return rows
     if kind == "node":
         return runtime.node_rows()

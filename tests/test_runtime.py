@@ -84,3 +84,25 @@ def test_a_drain_says_what_capacity_it_waits_for(store):
     Placement.create(processor=p2, agent=other, workers=1)
     assert nodes.shortfall("n1") == {}
     assert nodes.waiting_for({}) == "replacements are starting on other nodes"
+
+
+def test_one_shot_usage_fills_local_rows_and_shows_a_gone_process_lost():
+    """``ec ls workers``/``ec stats`` measure local workers once (metrics.usage.sample): a
+    live process gets figures, a gone one is lost unless it stopped, others are left."""
+    import os
+    import subprocess
+    import sys
+
+    from ectool.metrics.usage import HOST, sample
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    gone = int(done.stdout)
+    rows = [{"host": HOST, "pid": os.getpid(), "status": "running"},
+            {"host": HOST, "pid": gone, "status": "running"},
+            {"host": HOST, "pid": gone, "status": "stopped"},
+            {"host": "elsewhere", "pid": 1, "status": "running"}]
+    sample(rows, seconds=0.01)
+    assert rows[0]["status"] == "running" and rows[0]["rss_mb"] > 0
+    assert [r["status"] for r in rows[1:]] == ["lost", "stopped", "running"]
+    assert "rss_mb" not in rows[3]

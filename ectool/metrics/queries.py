@@ -313,11 +313,11 @@ def worker_stats(since: dt.datetime, until: dt.datetime | None = None,
                  usage: Usage | None = None) -> list[dict[str, Any]]:
     """Workers not stopped (a stale one shown ``lost``, :mod:`ectool.runtime`) with cpu/rss
     (local ones) and the calls each finished in the window."""
-    from ..calls import _local_usage
+    from .usage import sample
 
     rows = worker_rows()
     if usage is None:
-        _local_usage(rows)  # measures cpu over 0.1 s
+        sample(rows)  # measures cpu over 0.1 s
     else:
         usage.fill(rows)
     done = worker_calls(since, until)
