@@ -34,10 +34,10 @@ def test_calls_run_in_one_batch_show_their_own_times(net):
                         if Call.select().where(Call.id.in_(ids) & (Call.status == "done")).count() == 3 else None,
                         timeout=60, what="three calls done")
     spans = sorted((c.started, c.finished) for c in rows)
-    for started, finished in spans:
-        assert 0.9 <= (finished - started).total_seconds() < 1.9, spans
+    for started, finished in spans:  # its own second, not the whole batch's three
+        assert 0.9 <= (finished - started).total_seconds() < 2.9, spans
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert end <= start, spans  # one worker: one call after another, none overlapping
     stats = ec("stats", "sleep", "--json", env=env)
     assert stats.returncode == 0, stats.stderr
-    assert 900 <= json.loads(stats.stdout)["sockets"][0]["p50_ms"] < 1900
+    assert 900 <= json.loads(stats.stdout)["sockets"][0]["p50_ms"] < 2900

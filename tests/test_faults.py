@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import time
 import uuid
 
 import pytest
@@ -88,18 +88,19 @@ def test_task_that_kills_its_worker_ends_dead_without_hot_loop(net, how):
     c = client()
     try:
         with workers(env, proc, 1) as w:
-            start = time.monotonic()
             cid = c.submit("crash", [([how], {})])[0]
             out = c.wait([cid], timeout=90)[cid]
-            took = time.monotonic() - start
             # the rest of the queue keeps flowing
             assert c.call("add_two", [2, 3], timeout=60).result == 5
             assert w.poll() is None
+            w.stderr_log.seek(0)
+            delays = [float(d) for d in re.findall(r"restarting in ([0-9.]+)s", w.stderr_log.read())]
     finally:
         c.close()
     assert out.status == "dead" and out.error_type == "DeliveryLimit"
     assert "died 3 times" in out.error_message
-    assert took > 1.0, "restarts back off instead of looping hot"
+    # restarts back off instead of looping hot: the supervisor waited longer each time
+    assert len(delays) >= 3 and 0 < delays[0] < delays[1] < delays[2], delays
     from ectool.transport import connect
 
     with connect(env["EC_BROKER"]) as t:
@@ -115,17 +116,15 @@ def test_sigterm_finishes_in_flight_and_returns_the_rest(net):
             wait_children(w, 1)
             from ectool.store.models import Call
 
-            deadline = time.monotonic() + 30
-            while Call.select().where(Call.id.in_(ids), Call.status == "running").count() == 0:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            stop_at = time.monotonic()
+            wait_for(lambda: Call.select().where(Call.id.in_(ids), Call.status == "running").count(),
+                     every=0.05, what="a call running")
             w.send_signal(signal.SIGTERM)
             w.wait(30)
-            stopped_in = time.monotonic() - stop_at
         statuses = {r.id: r.status for r in Call.select().where(Call.id.in_(ids))}
         assert list(statuses.values()).count("done") >= 1
-        assert stopped_in < 2.5, "unstarted deliveries are returned, not run"
+        # each call sleeps a second: the one in flight finished, the unstarted ones were
+        # returned to the queue, not run
+        assert "queued" in statuses.values(), statuses
         assert set(statuses.values()) <= {"done", "queued"}
         with workers(env, proc, 1):
             outcomes = c.wait(ids, timeout=60)

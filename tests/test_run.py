@@ -211,12 +211,12 @@ def test_garbage_message_is_dead_lettered_and_worker_keeps_going(net, broker_url
         assert ec("run", "add_two", "1", "1", env=env).stdout == "2\n"
         assert ec("run", "noop", env=env, input="").returncode == 0
         assert w.poll() is None
-    deadline = time.monotonic() + 15
-    while True:  # ec.dead is shared: a test reading it at the same moment holds what it browses
+
+    def mine() -> list:
         dead = json.loads(ec("dead", "--limit", "100000", "--json", env=env).stdout)
-        mine = [d for d in dead if d["queue"] == broker_queue("noop", os.environ["EC_NAMESPACE"])
+        return [d for d in dead if d["queue"] == broker_queue("noop", os.environ["EC_NAMESPACE"])
                 and marker in d["body"]]
-        if len(mine) >= 3 or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert len(mine) == 3 and all("undecodable message" in d["reason"] for d in mine), mine
+
+    # ec.dead is shared: a test reading it at the same moment holds what it browses
+    found = wait_for(lambda: len(got := mine()) >= 3 and got, every=0.2, what="the three dead letters")
+    assert len(found) == 3 and all("undecodable message" in d["reason"] for d in found), found

@@ -171,12 +171,11 @@ def test_nack_returns_at_once(broker_url, queue_name, transports, tq):
     delivery = holder.get(timeout=5)
     other = transports.consumer(tq)
     assert other.get(timeout=0.3) is None  # held by `holder`
-    started = time.monotonic()
     holder.nack([delivery])
-    # available again at once (RabbitMQ may hand it to either consumer: both have room)
-    again = get_any([other, holder], timeout=3)
+    # available again (RabbitMQ may hand it to either consumer: both have room); nothing
+    # else gives it back while `holder` lives, so getting it at all is the nack's doing
+    again = get_any([other, holder], timeout=30)
     assert again is not None and again.body == b"job"
-    assert time.monotonic() - started < 2
 
 
 def test_close_without_ack_redelivers(broker_url, queue_name, transports, tq):
@@ -472,16 +471,24 @@ def test_events_only_after_subscribing_and_per_exchange(broker_url, transports, 
         stream.close()
 
 
-def test_events_in_order_and_wake_a_waiting_subscriber(broker_url, transports, tq, exchange):
+def test_events_in_order_and_wake_a_waiting_subscriber(broker_url, transports, tq, exchange,
+                                                       monkeypatch):
+    import threading
+
+    # the embedded stream's fallback poll comes after an hour: only a wake-up ends its wait
+    monkeypatch.setattr("ectool.transport.sqlite_inbox.POLL", 3600.0)
     stream = tq.subscribe_events(exchange, ["call.#"])
     try:
         publisher = transports.open()
-        started = time.monotonic()
         assert stream.get(timeout=0.2) is None
+        first: list[bytes | None] = []
+        waiting = threading.Thread(target=lambda: first.append(stream.get(timeout=3600)), daemon=True)
+        waiting.start()
         bodies = [str(i).encode() for i in range(1000)]
         publisher.publish_events(exchange, [("call.queued", b) for b in bodies])
-        assert drain(stream, 1000) == bodies
-        assert time.monotonic() - started < 5  # woken, not polled once a second per event
+        waiting.join(120)
+        assert first == [bodies[0]], "the waiting subscriber was not woken"
+        assert drain(stream, 999, timeout=60) == bodies[1:]
     finally:
         stream.close()
     publisher.publish_events(exchange, [("call.done", b"nobody")])  # a closed stream: no error
@@ -502,11 +509,9 @@ def _cut(connection) -> None:
 
 
 def test_amqp_unreachable_is_one_line(amqp_only):
-    started = time.monotonic()
     with pytest.raises(Unreachable) as caught:
         connect("amqp://guest:secret@127.0.0.1:1/%2F")
     assert "\n" not in str(caught.value) and "secret" not in str(caught.value)
-    assert time.monotonic() - started < 10
 
 
 def test_amqp_publish_survives_lost_connection(amqp_only, broker_url, queue_name, transports, tq):
