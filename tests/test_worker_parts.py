@@ -256,12 +256,23 @@ def test_after_a_spill_the_bundles_still_held_go_out_one_call_to_a_message(store
 
 
 def test_a_held_delivery_is_handed_off_on_time_not_a_poll_later():
-    from ectool.transport.amqp_consumer import POLL, AmqpConsumer
+    """The RabbitMQ consumer's book of held deliveries (hand_off.HandOff, pure: the clock
+    is passed in): the I/O thread wakes when the oldest is due, not a poll later."""
+    from ectool.transport.hand_off import HandOff
 
-    c = object.__new__(AmqpConsumer)
-    c._hand_off_after, c._received = 1.0, {}
-    assert c._next_wake() == POLL
-    c._received = {7: (time.monotonic() - 0.7, None), 8: (time.monotonic(), None)}
-    assert 0.2 < c._next_wake() <= 0.3
-    c._received = {7: (time.monotonic() - 5.0, None)}
-    assert c._next_wake() == 0.0
+    d7, d8 = Delivery(b"7", "q", 7), Delivery(b"8", "q", 8)
+    held = HandOff(1.0)
+    assert held.next_wake(100.0, poll=1.0) == 1.0  # nothing held
+    held.hold(7, d7, 99.3)
+    held.hold(8, d8, 100.0)
+    assert held.next_wake(100.0, poll=1.0) == pytest.approx(0.3)
+    assert held.overdue(100.0) == []
+    assert held.overdue(100.3) == [(7, 99.3, d7)]  # taken out: handed off once
+    assert held.next_wake(100.3, poll=1.0) == pytest.approx(0.7)
+    held.settled(8)  # acked before it was due
+    assert held.overdue(105.0) == [] and held.next_wake(105.0, poll=1.0) == 1.0
+    held.hold(9, d8, 99.0)
+    assert held.next_wake(105.0, poll=1.0) == 0.0  # overdue already: at once
+    never = HandOff(None)
+    never.hold(1, d7, 0.0)
+    assert never.overdue(1e9) == [] and never.next_wake(1e9, poll=1.0) == 1.0

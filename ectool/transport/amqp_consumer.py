@@ -58,6 +58,7 @@ from .base import (
     Delivery,
     reported_redeliveries,
 )
+from .hand_off import HandOff
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ class AmqpConsumer(Consumer):
         self._consumer_queues: dict[str, str] = {}  # consumer tag -> queue
         self._cancelled = False  # the broker cancelled a consumer
         self._unacked: set[int] = set()  # delivery tags of the current generation
-        self._hand_off_after = hand_off_after
-        self._received: dict[int, tuple[float, Delivery]] = {}  # unacked tag -> (when, delivery)
+        self._held = HandOff(hand_off_after)  # unacked deliveries, by when they came
         self._handed: dict[int, Delivery] = {}  # acked early; a confirmed copy is parked
         self._started: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="ec-amqp-consumer", daemon=True)
@@ -209,7 +209,8 @@ class AmqpConsumer(Consumer):
         """Connect, then consume every queue: a new generation."""
         self._generation += 1
         self._unacked = set()
-        self._received, self._handed = {}, {}
+        self._held.clear()
+        self._handed = {}
         self._conn = conn = open_connection(self._url, "consumer")
         declare_dead_topology(conn)
         self._dead_channel = conn.channel()
@@ -224,8 +225,7 @@ class AmqpConsumer(Consumer):
                            name: str = name) -> None:
                 delivery = delivery_from(name, method, properties, body, self._generation)
                 self._unacked.add(method.delivery_tag)
-                if self._hand_off_after:
-                    self._received[method.delivery_tag] = (time.monotonic(), delivery)
+                self._held.hold(method.delivery_tag, delivery, time.monotonic())
                 self._buffer.put(delivery)
 
             try:
@@ -245,21 +245,12 @@ class AmqpConsumer(Consumer):
         """Pump I/O and run commands until stopped or the connection is lost."""
         assert self._conn is not None and self._channel is not None
         while not self._stop.is_set():
-            self._conn.process_data_events(time_limit=self._next_wake())
+            self._conn.process_data_events(time_limit=self._held.next_wake(time.monotonic(), POLL))
             self._run_commands()
             self._hand_off_overdue()
             if not self._channel.is_open or self._cancelled:
                 # closed by a channel error, or a queue deleted under us: start over
                 raise px.ChannelWrongStateError("the consumer's channel was closed or cancelled")
-
-    def _next_wake(self) -> float:
-        """Seconds to wait for I/O: at most POLL, and no later than the moment the oldest
-        held delivery is due to be handed off (so it is, at ``hand_off_after``, not up to a
-        POLL later: RabbitMQ's own timeout may not be far behind)."""
-        if not self._received or not self._hand_off_after:
-            return POLL
-        oldest = min(since for since, _ in self._received.values())
-        return max(0.0, min(POLL, oldest + self._hand_off_after - time.monotonic()))
 
     def _run_commands(self) -> None:
         while True:
@@ -302,7 +293,8 @@ class AmqpConsumer(Consumer):
         conn, self._conn = self._conn, None
         self._channel = self._dead_channel = None
         self._unacked = set()
-        self._received, self._handed = {}, {}
+        self._held.clear()
+        self._handed = {}
         _drain(self._buffer)
         if conn is not None and conn.is_open:
             try:
@@ -337,7 +329,7 @@ class AmqpConsumer(Consumer):
                 self._park(delivery, 0.0)
         tags = sorted(set(tags) & self._unacked)
         for tag in tags:
-            self._received.pop(tag, None)
+            self._held.settled(tag)
         if not tags:
             return
         top = tags[-1]
@@ -368,20 +360,15 @@ class AmqpConsumer(Consumer):
 
     def _hand_off_overdue(self) -> None:
         """Hand off every delivery held longer than ``hand_off_after`` (see the module doc)."""
-        after = self._hand_off_after
-        if not self._received or after is None:
-            return
         now = time.monotonic()
-        overdue = [tag for tag, (since, _) in self._received.items() if now - since >= after]
-        for tag in overdue:
-            since, delivery = self._received.pop(tag)
+        for tag, since, delivery in self._held.overdue(now):
             if tag not in self._unacked:
                 continue
             try:
-                self._park(delivery, min(PARK_MAX, after))
+                self._park(delivery, min(PARK_MAX, self._held.after or 0.0))
             except EcError as exc:  # not parked: keep holding it, try again later
                 log.warning("cannot hand off a delivery from %s: %s", delivery.queue, exc)
-                self._received[tag] = (now, delivery)
+                self._held.hold(tag, delivery, now)
                 continue
             self._channel.basic_ack(delivery_tag=tag)
             self._unacked.discard(tag)
