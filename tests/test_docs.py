@@ -227,3 +227,21 @@ def test_shell_code_is_shellcheck_clean(path):
 
     done = subprocess.run([need_tool("shellcheck"), "-x", path], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_developers_layout_names_every_module():
+    """DEVELOPERS.md's layout map names every module file of ectool/ and agentd/ (and every
+    package directory): a module added without a word there fails here."""
+    text = (ROOT / "DEVELOPERS.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## ", text.index("## Layout") + 3)]
+    missing = []
+    for package in ("ectool", "agentd"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if path.name == "__init__.py":
+                name = rel.parent.name + "/"
+            else:
+                name = path.name
+            if not re.search(rf"(?<![\w.]){re.escape(name)}", layout):
+                missing.append(str(rel))
+    assert not missing, f"DEVELOPERS.md's layout does not name: {missing}"
