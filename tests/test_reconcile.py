@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentd.reconcile import (
-    Action,
-    Candidate,
-    Desired,
-    observed_status,
-    plan_claims,
-    reconcile,
-    workers_wanted,
-)
+from agentd.reconcile import Action, Candidate, Desired, plan_claims, reconcile, workers_wanted
 
 A, B = "a" * 40, "b" * 40
 
@@ -96,4 +88,6 @@ def test_workers_wanted(concurrency, sockets, expected):
     ("paused", None, "cannot clone", False, False, ("error", "cannot clone")),
 ])
 def test_observed_status(requested, fatal, deploy_error, running, idle, expected):
+    from agentd.reconcile import observed_status
+
     assert observed_status(requested, fatal, deploy_error, running, idle) == expected

@@ -94,23 +94,24 @@ class SqliteConsumer(Consumer):
     def _ids(self, deliveries: list[Delivery]) -> list[int]:
         return [d.tag for d in deliveries if d.tag in self.unacked]
 
-    def ack(self, deliveries: list[Delivery]) -> None:
+    def _settle(self, deliveries: list[Delivery], statement: str) -> bool:
+        """Run ``statement`` (``{ids}`` for the placeholders) on the rows of ``deliveries``
+        still leased here; False if there were none."""
         ids = self._ids(deliveries)
         if not ids:
-            return
+            return False
         with self.t._tx():
-            self.conn.execute(f"DELETE FROM messages WHERE id IN ({','.join('?' * len(ids))})", ids)
+            self.conn.execute(statement.format(ids=",".join("?" * len(ids))), ids)
         self.unacked.difference_update(ids)
+        return True
+
+    def ack(self, deliveries: list[Delivery]) -> None:
+        self._settle(deliveries, "DELETE FROM messages WHERE id IN ({ids})")
 
     def nack(self, deliveries: list[Delivery]) -> None:
-        ids = self._ids(deliveries)
-        if not ids:
-            return
-        with self.t._tx():
-            self.conn.execute(f"UPDATE messages SET owner=NULL WHERE id IN ({','.join('?' * len(ids))})", ids)
-        self.unacked.difference_update(ids)
-        for q in {d.queue for d in deliveries}:
-            self.t._wake(q)
+        if self._settle(deliveries, "UPDATE messages SET owner=NULL WHERE id IN ({ids})"):
+            for q in {d.queue for d in deliveries}:
+                self.t._wake(q)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         if delivery.tag not in self.unacked:
