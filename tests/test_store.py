@@ -116,8 +116,8 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2, 3, 4, 5, 6, 7]
-    assert schema.version(database) == 7
+    assert schema.upgrade(database) == [2, 3, 4, 5, 6, 7, 8]
+    assert schema.version(database) == 8
     assert database.table_exists("workflow") and database.table_exists("join_slot")
     assert database.table_exists("minute_stat")
     p = Processor.get(Processor.name == "proc1")
@@ -148,9 +148,9 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
     as_v4(database)
     schema.SchemaVersion.update(version=3).execute()
     assert "call_finished" not in {i.name for i in database.get_indexes("call")}
-    with pytest.raises(UsageError, match="is version 3, this ec needs 7"):
+    with pytest.raises(UsageError, match="is version 3, this ec needs 8"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [4, 5, 6, 7]
+    assert schema.upgrade(database) == [4, 5, 6, 7, 8]
     schema.ensure(database)
     assert "call_finished" in {i.name for i in database.get_indexes("call")}
     assert Call.select().count() == 3 and Processor.get(Processor.name == "proc1").module == "pyfi.processors.sample"
@@ -190,7 +190,7 @@ def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
         schema.SchemaVersion.update(version=4).execute()
     with pytest.raises(IntegrityError), database.atomic():
         Worker.update(status="lost").where(Worker.id == worker).execute()
-    assert schema.upgrade(database) == [5, 6, 7]
+    assert schema.upgrade(database) == [5, 6, 7, 8]
     Worker.update(status="lost").where(Worker.id == worker).execute()
     Agent.update(status="lost").where(Agent.id == agent).execute()
     n = Node.get_by_id(node)
@@ -208,9 +208,9 @@ def test_upgrade_from_v5_lets_a_processor_follow_the_repository_head(db_url):
     seed_network()
     Processor.update(branch="main").execute()
     back_to_v5(database)
-    with pytest.raises(UsageError, match="is version 5, this ec needs 7"):
+    with pytest.raises(UsageError, match="is version 5, this ec needs 8"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [6, 7]
+    assert schema.upgrade(database) == [6, 7, 8]
     assert database.table_exists("schedule_tick")
     assert Processor.get(Processor.name == "proc1").branch == "main"
     Processor.update(branch=None, deployed_branch="master", deployed_commit="ab" * 20).execute()
@@ -220,7 +220,7 @@ def test_upgrade_from_v5_lets_a_processor_follow_the_repository_head(db_url):
 
 
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 7
+    assert schema.version(store) == schema.CURRENT == 8
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]
