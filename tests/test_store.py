@@ -315,3 +315,33 @@ def test_a_store_error_no_command_expected_is_one_line_not_a_traceback(tmp_path)
                               timeout=60)
         assert (done.returncode, done.stderr) == (3, "ec: store error: file is not a database\n"), argv
     assert garbage.read_bytes() == bytes(range(256)) * 20  # and it was left alone
+
+
+def test_upgrade_from_v7_lets_a_schedule_start_a_workflow(db_url):
+    """v7 -> v8: schedules keep their rows and ticks; socket may be null (a workflow
+    schedule), a schedule may set its own grace, and named workflows are kept."""
+    from playhouse.migrate import migrate
+
+    from ectool import schedules, workflow_defs
+    from ectool.store.schedules import NamedWorkflow, Schedule, ScheduleTick
+
+    database = open_store(db_url)
+    seed_network()
+    kept = schedules.add("kept", "pyfi.processors.sample.do_something", every="1m")
+    ScheduleTick.create(schedule=kept.id, tick=kept.next_tick, call="c1")
+    database.drop_tables([NamedWorkflow])
+    m = schema._migrator(database)
+    with schema.foreign_keys_off(database):
+        migrate(m.drop_column("schedule", "workflow"), m.drop_column("schedule", "grace"),
+                m.add_not_null("schedule", "socket"))
+    schema.SchemaVersion.update(version=7).execute()
+    with pytest.raises(UsageError, match="is version 7, this ec needs 8"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == [8]
+    row = Schedule.get(Schedule.name == "kept")
+    assert (row.socket, row.workflow, row.grace) == ("pyfi.processors.sample.do_something", None, None)
+    assert ScheduleTick.select().where(ScheduleTick.schedule == row.id).count() == 1
+    workflow_defs.define("w", workflow_defs.to_plan({"pipeline": ["pyfi.processors.sample.do_something"]}))
+    wf = schedules.add("wf", workflow="w", every="1m", grace="30s")
+    assert (wf.socket, wf.workflow, wf.grace) == (None, "w", 30.0)
+    database.close()
