@@ -250,7 +250,8 @@ def summary() -> list[dict[str, Any]]:
         failed = (Call.select(fn.COUNT(Call.id)).join(ScheduleTick, on=(ScheduleTick.call == Call.id))
                   .where((ScheduleTick.schedule == s.id) & Call.status.in_(("failed", "dead"))).scalar() or 0)
         late = 0.0 if s.paused or s.next_tick is None else max(0.0, (t - s.next_tick).total_seconds())
-        rows.append({"schedule": s.name, "socket": s.socket or f"workflow {s.workflow}", "paused": s.paused,
+        rows.append({"schedule": s.name, "socket": s.socket or f"workflow {s.workflow}", "workflow": s.workflow,
+                     "paused": s.paused,
                      "next_tick": None if s.paused else _stamp(s.next_tick), "late_s": round(late, 1),
                      "fired": fired, "missed": missed, "failed": failed})
     return rows

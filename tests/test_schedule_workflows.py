@@ -230,6 +230,8 @@ def test_a_schedules_calls_are_listed_with_their_ticks(firing):
     text = invoke(db, "show", "schedule", "fan", "--last", "12").stdout
     assert "last 9 tick(s):" in text and text.count("missed") == 3
     assert invoke(db, "ls", "calls", "--schedule", "nope").exit_code == 2
+    stats = json.loads(invoke(db, "stats", "--schedules", "--json").stdout)
+    assert [(r["socket"], r["fired"], r["missed"]) for r in stats["schedules"]] == [("workflow fan", 6, 3)]
 
 
 def test_python_api_schedules_a_workflow(net, monkeypatch, tmp_path):
