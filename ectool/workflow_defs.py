@@ -162,6 +162,34 @@ def list_workflows() -> list[dict[str, Any]]:
     return out
 
 
+def show(name: str) -> dict[str, Any]:
+    """One named workflow: its kind, sockets, compose form, plan and the schedules that
+    start it (``ec show workflow NAME``)."""
+    require("READ_SCHEDULE")
+    from .store.schedules import Schedule
+
+    plan = plan_of(name)
+    users = [s.name for s in Schedule.select(Schedule.name).where(Schedule.workflow == name).order_by(Schedule.name)]
+    return {"name": name, "kind": wfp.label(plan), "sockets": sockets(plan), "spec": to_spec(plan), "plan": plan,
+            "schedules": users}
+
+
+def delete(name: str) -> None:
+    """Remove a named workflow no schedule starts (Conflict, exit 2, otherwise)."""
+    require("DELETE_SCHEDULE")
+    from .errors import Conflict
+    from .store.models import db
+    from .store.schedules import Schedule
+
+    with db.atomic():
+        plan_of(name)
+        users = [s.name for s in Schedule.select(Schedule.name).where(Schedule.workflow == name)]
+        if users:
+            raise Conflict(f"workflow {name!r} is started by schedule(s) {', '.join(sorted(users))}: "
+                           "delete or update them first")
+        NamedWorkflow.delete().where(NamedWorkflow.name == name).execute()
+
+
 def compose_apply(item: dict[str, Any]) -> str:
     """One ``[[workflow]]`` table of a compose file."""
     spec = {k: v for k, v in item.items() if k != "name"}

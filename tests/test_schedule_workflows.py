@@ -82,6 +82,14 @@ args = [5]
     shown = json.loads(invoke(net, "show", "schedule", "nightly", "--json").stdout)
     assert (shown["workflow"], shown["socket"]) == (None, "b")
     assert invoke(net, "update", "schedule", "nightly", "workflow=nope").exit_code == 2
+    assert invoke(net, "update", "schedule", "nightly", "workflow=chain").exit_code == 0
+    chain = json.loads(invoke(net, "show", "workflow", "chain", "--json").stdout)
+    assert chain["schedules"] == ["nightly"] and chain["sockets"] == ["a", "b"]
+    refused = invoke(net, "delete", "workflow", "chain")
+    assert refused.exit_code == 2 and "started by schedule(s) nightly" in refused.stderr
+    assert invoke(net, "delete", "workflow", "fan").exit_code == 0
+    assert [r["name"] for r in json.loads(invoke(net, "ls", "workflows", "--json").stdout)] == ["chain"]
+    assert invoke(net, "show", "workflow", "fan").exit_code == 2
 
 
 @pytest.mark.parametrize("doc, message", [

@@ -13,7 +13,8 @@ from click.shell_completion import CompletionItem
 #: kinds ``ec ls`` accepts (besides the named object kinds)
 LS_KINDS = ["processors", "sockets", "queues", "plugs", "schedules", "workflows", "nodes", "workers", "agents",
             "users", "roles", "privileges", "trust", "calls"]
-OBJECT_KINDS = ["processor", "socket", "queue", "plug", "schedule", "node", "user", "role", "privilege", "trust"]
+OBJECT_KINDS = ["processor", "socket", "queue", "plug", "schedule", "workflow", "node", "user", "role", "privilege",
+                "trust"]
 
 
 def _names(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionItem]:

@@ -277,6 +277,11 @@ def show(env: Env, kind, name, last, as_json) -> None:
 
         show_schedule(name, as_json, last)
         return
+    if kind.lower().rstrip("s") == "workflow":
+        from .. import workflow_defs
+
+        render_one(workflow_defs.show(name), as_json=as_json)
+        return
     render_one(network.show(kind, name), as_json=as_json)
 
 
@@ -320,11 +325,12 @@ def update(env: Env, kind, name, changes, as_json) -> None:
 def delete(env: Env, kind, name, cascade) -> None:
     """Delete an object. A processor or queue with sockets, or a socket with plugs, needs --cascade."""
     env.store()
-    if kind.lower().rstrip("s") == "schedule":
-        from .. import schedules
+    if kind.lower().rstrip("s") in ("schedule", "workflow"):
+        from .. import schedules, workflow_defs
 
-        schedules.delete(name)
-        click.echo(f"deleted schedule {name}", err=True)
+        what = kind.lower().rstrip("s")
+        (schedules.delete if what == "schedule" else workflow_defs.delete)(name)
+        click.echo(f"deleted {what} {name}", err=True)
         return
     for gone in network.delete(kind, name, cascade=cascade):
         click.echo(f"deleted {gone}", err=True)
