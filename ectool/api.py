@@ -157,22 +157,27 @@ class Socket:
 
 class Schedule:
     """A schedule, looked up by name or created: ``Schedule(name="nightly", socket="report",
-    cron="0 2 * * *")`` or ``Schedule(name="tick", socket="add_two", every="10m", args=[1, 2])``.
-    Fired by the agents (no beat process); :meth:`pause` and :meth:`resume` it."""
+    cron="0 2 * * *")``, ``Schedule(name="tick", socket="add_two", every="10m", args=[1, 2])``
+    or ``Schedule(name="etl", workflow="etl", every="1h")`` (a named workflow: compose's
+    ``[[workflow]]``, or :func:`define_workflow`). Fired by the agents (no beat process);
+    :meth:`pause` and :meth:`resume` it."""
 
     def __init__(self, name: str, socket: str | Socket | None = None, every: str | float | None = None,
                  cron: str | None = None, args: list | None = None, kwargs: dict | None = None,
-                 catch_up: str = "skip", timezone: str = "UTC", jitter: str | float | None = None) -> None:
+                 catch_up: str = "skip", timezone: str = "UTC", jitter: str | float | None = None,
+                 workflow: str | None = None, grace: str | float | None = None) -> None:
         from . import schedules
         from .store.schedules import Schedule as Row
 
         client()
         self.name = name
         if Row.get_or_none(Row.name == name) is None:
-            if socket is None:
-                raise EcError(f"no schedule named {name!r} (give socket= and every= or cron= to create it)")
-            schedules.add(name, socket if isinstance(socket, str) else socket.name, every=every, cron=cron, args=args,
-                          kwargs=kwargs, catch_up=catch_up, timezone=timezone, jitter=jitter)
+            if socket is None and workflow is None:
+                raise EcError(f"no schedule named {name!r} (give socket= or workflow=, and every= or cron=, "
+                              "to create it)")
+            schedules.add(name, socket if socket is None or isinstance(socket, str) else socket.name,
+                          workflow=workflow, every=every, cron=cron, args=args, kwargs=kwargs, catch_up=catch_up,
+                          timezone=timezone, jitter=jitter, grace=grace)
 
     def pause(self) -> None:
         from . import schedules
@@ -194,6 +199,15 @@ class Schedule:
         from . import schedules
 
         schedules.delete(self.name)
+
+
+def define_workflow(name: str, workflow: Node) -> str:
+    """Store ``workflow`` (a pipeline, parallel or funnel of partials) under ``name`` for
+    schedules to start (as compose's ``[[workflow]]``); "created", "updated" or "unchanged"."""
+    from . import workflow_defs
+
+    client()
+    return workflow_defs.define(name, workflow.plan())
 
 
 def schedules() -> list[dict[str, Any]]:
@@ -297,5 +311,5 @@ class _Labelled(Node):
         return {**self.inner.plan(), "label": self.label}
 
 
-__all__ = ["Function", "Handle", "Processor", "Queue", "RemoteError", "Socket", "Signature",
-           "close", "client", "funnel", "parallel", "pipeline", "CallTimeout"]
+__all__ = ["Function", "Handle", "Processor", "Queue", "RemoteError", "Schedule", "Socket", "Signature",
+           "close", "client", "define_workflow", "funnel", "parallel", "pipeline", "schedules", "CallTimeout"]

@@ -25,9 +25,13 @@
     source = "pyfi.processors.sample.do_something"
     target = "pyfi.processors.sample.do_this"
 
+    [[workflow]]
+    name = "twice"
+    pipeline = ["pyfi.processors.sample.do_something", "pyfi.processors.sample.do_this"]
+
     [[schedule]]
     name = "nightly"
-    socket = "pyfi.processors.sample.do_something"
+    socket = "pyfi.processors.sample.do_something"    # or: workflow = "twice"
     cron = "30 2 * * *"
     timezone = "Europe/Berlin"
     args = ["report"]
@@ -53,117 +57,168 @@ FIELDS: dict[str, dict[str, type | tuple]] = {
     "socket": {"name": str, "queue": str, "processor": str, "task": str, "concurrency": int,
                "retries": int, "backoff": (int, float), "timeout": (int, float)},
     "plug": {"name": str, "source": str, "target": str, "argument": str, "on": str},
-    "schedule": {"name": str, "socket": str, "every": (str, int, float), "cron": str, "timezone": str,
-                 "args": list, "kwargs": dict, "catch_up": str, "jitter": (str, int, float)},
+    "workflow": {"name": str, "pipeline": list, "parallel": list, "funnel": list, "final": (str, dict),
+                 "socket": str, "args": list, "kwargs": dict},
+    "schedule": {"name": str, "socket": str, "workflow": str, "every": (str, int, float), "cron": str,
+                 "timezone": str, "args": list, "kwargs": dict, "catch_up": str, "jitter": (str, int, float),
+                 "grace": (str, int, float)},
 }
 REQUIRED = {"queue": ("name",), "processor": ("name", "gitrepo", "module"),
             "socket": ("name", "queue", "processor", "task"), "plug": ("name", "source", "target"),
-            "schedule": ("name", "socket")}
+            "workflow": ("name",), "schedule": ("name",)}
 
 
-def parse(text: str | bytes, origin: str = "compose file") -> dict[str, Any]:
-    """Parse and validate a compose document, text or UTF-8 bytes (one-line errors for
-    every problem)."""
+# -- parsing: decoding (I/O of a kind), then pure checks ---------------------------------------
+
+def _load(text: str | bytes, origin: str) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(text.decode() if isinstance(text, bytes) else text)
+        return tomllib.loads(text.decode() if isinstance(text, bytes) else text)
     except UnicodeDecodeError as exc:
         raise UsageError(f"malformed {origin}: not UTF-8 (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"malformed {origin}: {exc}") from None
     except RecursionError:
         raise UsageError(f"malformed {origin}: nested too deeply") from None
+
+
+def item_problem(kind: str, item: Any) -> str | None:
+    """What is wrong with one ``[[kind]]`` table, or None (pure)."""
+    fields = FIELDS[kind]
+    if not isinstance(item, dict):
+        return f"use [[{kind}]] tables"
+    bad = sorted(set(item) - set(fields))
+    if bad:
+        return f"unknown key(s) {', '.join(bad)}"
+    missing = [key for key in REQUIRED[kind] if key not in item]
+    if missing:
+        return f"missing {missing[0]}"
+    for key, value in item.items():
+        if not isinstance(value, fields[key]) or isinstance(value, bool):
+            return f"{key} has the wrong type ({value!r})"
+    if kind == "workflow":
+        from .workflow_defs import to_plan
+
+        try:
+            to_plan({k: v for k, v in item.items() if k != "name"}, f"workflow {item['name']}")
+        except UsageError as exc:
+            return str(exc)
+    return None
+
+
+def problem(doc: dict[str, Any], origin: str = "compose file") -> str | None:
+    """The first thing wrong with a decoded compose document, or None (pure)."""
     unknown = sorted(set(doc) - set(FIELDS) - {"trust"})
     if unknown:
-        raise UsageError(f"{origin}: unknown section(s) {', '.join(unknown)}")
+        return f"{origin}: unknown section(s) {', '.join(unknown)}"
     trust = doc.get("trust", [])
     if not isinstance(trust, list) or not all(isinstance(t, str) for t in trust):
-        raise UsageError(f"{origin}: trust must be a list of strings")
-    for kind, fields in FIELDS.items():
+        return f"{origin}: trust must be a list of strings"
+    for kind in FIELDS:
         items = doc.get(kind, [])
         if not isinstance(items, list):
-            raise UsageError(f"{origin}: use [[{kind}]] tables")
+            return f"{origin}: use [[{kind}]] tables"
         for i, item in enumerate(items):
-            where = f"{origin}: {kind} #{i + 1}"
-            bad = sorted(set(item) - set(fields))
-            if bad:
-                raise UsageError(f"{where}: unknown key(s) {', '.join(bad)}")
-            for key in REQUIRED[kind]:
-                if key not in item:
-                    raise UsageError(f"{where}: missing {key}")
-            for key, value in item.items():
-                if not isinstance(value, fields[key]) or isinstance(value, bool):
-                    raise UsageError(f"{where}: {key} has the wrong type ({value!r})")
+            found = item_problem(kind, item)
+            if found:
+                return f"{origin}: {kind} #{i + 1}: {found}"
+    return None
+
+
+def parse(text: str | bytes, origin: str = "compose file") -> dict[str, Any]:
+    """Parse and validate a compose document, text or UTF-8 bytes (one-line errors for
+    every problem)."""
+    doc = _load(text, origin)
+    found = problem(doc, origin)
+    if found:
+        raise UsageError(found)
     return doc
 
 
-def _sync(model, row, wanted: dict[str, Any]) -> bool:
-    """Set changed fields on an existing row; True if anything changed."""
-    changed = False
-    for key, value in wanted.items():
-        if getattr(row, key) != value:
-            setattr(row, key, value)
-            changed = True
+# -- applying: what changes (pure), then one function per kind -----------------------------------
+
+def changes(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``wanted`` whose value differs from ``current`` (pure)."""
+    return {k: v for k, v in wanted.items() if current.get(k) != v}
+
+
+def _sync(row, wanted: dict[str, Any]) -> str:
+    """Set changed fields on an existing row: "updated", or "unchanged"."""
+    changed = changes({k: getattr(row, k) for k in wanted}, wanted)
+    for key, value in changed.items():
+        setattr(row, key, value)
     if changed:
         row.save()
-    return changed
+    return "updated" if changed else "unchanged"
+
+
+def _trust(pattern: str) -> str:
+    if Trust.get_or_none(Trust.pattern == pattern) is not None:
+        return "unchanged"
+    network.add_trust(pattern)
+    return "created"
+
+
+def _queue(q: dict[str, Any]) -> str:
+    row = Queue.get_or_none(Queue.name == q["name"])
+    if row is not None:
+        return _sync(row, {k: v for k, v in q.items() if k != "name"})
+    network.add_queue(q["name"], q.get("type", "direct"), queue_type=q.get("queue_type", "quorum"),
+                      max_length=q.get("max_length"))
+    return "created"
+
+
+def _processor(p: dict[str, Any]) -> str:
+    row = Processor.get_or_none(Processor.name == p["name"])
+    if row is not None:
+        return _sync(row, {k: v for k, v in p.items() if k != "name"})
+    network.add_processor(p["name"], p["gitrepo"], p["module"],
+                          **{k: v for k, v in p.items() if k not in ("name", "gitrepo", "module")})
+    return "created"
+
+
+def _socket(s: dict[str, Any]) -> str:
+    row = Socket.get_or_none(Socket.name == s["name"])
+    opts: dict[str, Any] = {k: s[k] for k in ("concurrency", "retries", "backoff", "timeout") if k in s}
+    if row is not None:
+        return _sync(row, {"task": s["task"], "queue": network.get(Queue, s["queue"]),
+                           "processor": network.get(Processor, s["processor"]), **opts})
+    network.add_socket(s["name"], s["queue"], s["processor"], s["task"], **opts)
+    return "created"
+
+
+def _plug(p: dict[str, Any]) -> str:
+    row = Plug.get_or_none(Plug.name == p["name"])
+    if row is not None:
+        return _sync(row, {"source": network.get(Socket, p["source"]), "target": network.get(Socket, p["target"]),
+                           "argument": p.get("argument"), "fires_on": p.get("on", "result")})
+    network.add_plug(p["name"], p["source"], p["target"], p.get("argument"), p.get("on", "result"))
+    return "created"
+
+
+def _workflow(item: dict[str, Any]) -> str:
+    from . import workflow_defs
+
+    return workflow_defs.compose_apply(item)
+
+
+def _schedule(item: dict[str, Any]) -> str:
+    from . import schedules
+
+    return schedules.compose_apply(item)
+
+
+#: each kind, in the order it is applied (what a kind refers to comes before it)
+APPLY = (("trust", _trust), ("queue", _queue), ("processor", _processor), ("socket", _socket), ("plug", _plug),
+         ("workflow", _workflow), ("schedule", _schedule))
 
 
 def apply(doc: dict[str, Any]) -> dict[str, list[str]]:
     """Create or update every object in ``doc`` in one transaction; report what changed."""
     report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
-
-    def note(kind: str, name: str, what: str) -> None:
-        report[what].append(f"{kind} {name}")
-
     with db.atomic():
-        for pattern in doc.get("trust", []):
-            if Trust.get_or_none(Trust.pattern == pattern) is None:
-                network.add_trust(pattern)
-                note("trust", pattern, "created")
-            else:
-                note("trust", pattern, "unchanged")
-        for q in doc.get("queue", []):
-            row = Queue.get_or_none(Queue.name == q["name"])
-            if row is None:
-                network.add_queue(q["name"], q.get("type", "direct"), queue_type=q.get("queue_type", "quorum"),
-                                  max_length=q.get("max_length"))
-                note("queue", q["name"], "created")
-            else:
-                note("queue", q["name"], "updated" if _sync(Queue, row, {k: v for k, v in q.items() if k != "name"})
-                     else "unchanged")
-        for p in doc.get("processor", []):
-            row = Processor.get_or_none(Processor.name == p["name"])
-            rest = {k: v for k, v in p.items() if k not in ("name", "gitrepo", "module")}
-            if row is None:
-                network.add_processor(p["name"], p["gitrepo"], p["module"], **rest)
-                note("processor", p["name"], "created")
-            else:
-                note("processor", p["name"], "updated" if _sync(Processor, row, {k: v for k, v in p.items()
-                                                                                 if k != "name"}) else "unchanged")
-        for s in doc.get("socket", []):
-            row = Socket.get_or_none(Socket.name == s["name"])
-            opts = {k: s[k] for k in ("concurrency", "retries", "backoff", "timeout") if k in s}
-            if row is None:
-                network.add_socket(s["name"], s["queue"], s["processor"], s["task"], **opts)
-                note("socket", s["name"], "created")
-            else:
-                wanted = {"task": s["task"], "queue": network.get(Queue, s["queue"]),
-                          "processor": network.get(Processor, s["processor"]), **opts}
-                note("socket", s["name"], "updated" if _sync(Socket, row, wanted) else "unchanged")
-        for p in doc.get("plug", []):
-            row = Plug.get_or_none(Plug.name == p["name"])
-            if row is None:
-                network.add_plug(p["name"], p["source"], p["target"], p.get("argument"), p.get("on", "result"))
-                note("plug", p["name"], "created")
-            else:
-                wanted = {"source": network.get(Socket, p["source"]), "target": network.get(Socket, p["target"]),
-                          "argument": p.get("argument"), "fires_on": p.get("on", "result")}
-                note("plug", p["name"], "updated" if _sync(Plug, row, wanted) else "unchanged")
-        if doc.get("schedule"):
-            from . import schedules
-
-            for item in doc["schedule"]:
-                note("schedule", item["name"], schedules.compose_apply(item))
+        for kind, apply_one in APPLY:
+            for item in doc.get(kind, []):
+                report[apply_one(item)].append(f"{kind} {item if kind == 'trust' else item['name']}")
     return report
 
 
@@ -186,8 +241,9 @@ def export() -> str:
         "plug": [{"name": p.name, "source": p.source.name, "target": p.target.name, "argument": p.argument,
                   "on": p.fires_on} for p in Plug.select().order_by(Plug.name)],
     }
-    from . import schedules
+    from . import schedules, workflow_defs
 
+    tables["workflow"] = workflow_defs.compose_rows()
     tables["schedule"] = schedules.compose_rows()
     for kind, rows in tables.items():
         for row in rows:

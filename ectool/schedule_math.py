@@ -22,9 +22,14 @@ from .errors import UsageError
 
 UTC = dt.UTC
 CATCH_UP = ("skip", "one", "all")
-#: a tick fired later than this after its time (plus its jitter) counts as missed: the
-#: catch-up policy decides whether it fires
+#: a tick fired later than its grace after its time (plus its jitter) counts as missed: the
+#: catch-up policy decides whether it fires. Unless a schedule sets its own (``--grace``),
+#: the grace is a tenth of the gap to the next tick, at least GRACE and at most GRACE_MAX
+#: (every 1 s or 30 s: 5 s; hourly: 6 min; daily: 1 h), so an agent restart never makes a
+#: nightly job "missed" while a fast schedule still tells late from on time.
 GRACE = dt.timedelta(seconds=5)
+GRACE_MAX = dt.timedelta(hours=1)
+GRACE_SHARE = 0.1
 #: at most this many ticks are handled per schedule per round (a long downtime under
 #: ``all`` catches up over several rounds)
 BATCH = 500
@@ -191,11 +196,22 @@ class Decision:
     next_tick: dt.datetime | None  # the first tick not handled yet
 
 
+def grace_of(tick: dt.datetime, following: dt.datetime | None, grace: float | None = None) -> dt.timedelta:
+    """How late ``tick`` may fire and still count as on time: ``grace`` seconds if the
+    schedule sets it, else a tenth of the gap to the ``following`` tick within
+    [GRACE, GRACE_MAX]."""
+    if grace is not None:
+        return dt.timedelta(seconds=grace)
+    if following is None:
+        return GRACE_MAX
+    return min(GRACE_MAX, max(GRACE, (following - tick) * GRACE_SHARE))
+
+
 def decide(spec: Spec, next_tick: dt.datetime, now: dt.datetime, catch_up: str, *, key: str = "",
-           jitter: float = 0.0, grace: dt.timedelta = GRACE, batch: int = BATCH) -> Decision:
+           jitter: float = 0.0, grace: float | None = None, batch: int = BATCH) -> Decision:
     """Which due ticks (from ``next_tick`` on, due by ``now``) to fire and which to record as
-    missed. A tick within ``grace`` of its time always fires; older ones (the agents were
-    all down) follow ``catch_up``: skip none of them, fire ``one`` (the latest), or ``all``."""
+    missed. A tick within its grace (:func:`grace_of`) always fires; older ones (the agents
+    were all down) follow ``catch_up``: skip none of them, fire ``one`` (the latest), or ``all``."""
     fire: list[dt.datetime] = []
     late: list[dt.datetime] = []
     t: dt.datetime | None = next_tick
@@ -203,8 +219,9 @@ def decide(spec: Spec, next_tick: dt.datetime, now: dt.datetime, catch_up: str, 
         due = t + jitter_of(key, t, jitter)
         if due > now:
             break
-        (late if now - due > grace else fire).append(t)
-        t = spec.next(t)
+        following = spec.next(t)
+        (late if now - due > grace_of(t, following, grace) else fire).append(t)
+        t = following
     if catch_up == "all" or not late:
         return Decision(sorted(late + fire), [], t)
     if catch_up == "one":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from ectool.cli import cli
@@ -101,3 +102,75 @@ def test_the_three_host_example_applies(db_url):
     procs = {p["name"]: p for p in json.loads(run(db_url, "ls", "processors", "--json").stdout)}
     assert procs["proc1"]["host"] is None and procs["proc1"]["concurrency"] == 6
     assert procs["proc-big"]["host"] == "host3"
+
+
+# -- the pure halves: what is wrong with a table, what changes ---------------------------------
+
+@pytest.mark.parametrize("kind, item, expected", [
+    ("queue", {"name": "q"}, None),
+    ("queue", {"name": "q", "colour": "red"}, "unknown key(s) colour"),
+    ("queue", {"type": "direct"}, "missing name"),
+    ("queue", {"name": "q", "max_length": "10"}, "max_length has the wrong type ('10')"),
+    ("queue", {"name": "q", "max_length": True}, "max_length has the wrong type (True)"),
+    ("queue", "q", "use [[queue]] tables"),
+    ("socket", {"name": "s", "queue": "q", "processor": "p"}, "missing task"),
+    ("socket", {"name": "s", "queue": "q", "processor": "p", "task": "t", "backoff": 0.5}, None),
+    ("schedule", {"name": "s", "workflow": "w", "every": 10}, None),
+    ("schedule", {"name": "s", "grace": [1]}, "grace has the wrong type ([1])"),
+    ("workflow", {"name": "w", "pipeline": ["a", {"parallel": ["b", "c"]}]}, None),
+    ("workflow", {"name": "w", "funnel": ["a"], "final": {"socket": "t", "args": [1]}}, None),
+    ("workflow", {"name": "w"}, "workflow w: give exactly one of socket, pipeline, parallel, funnel"),
+    ("workflow", {"name": "w", "pipeline": ["a"], "parallel": ["b"]}, "give exactly one of"),
+    ("workflow", {"name": "w", "parallel": [{"funnel": ["a"]}]}, "w.parallel[0]: a funnel needs a final step"),
+])
+def test_item_problem(kind, item, expected):
+    from ectool.compose import item_problem
+
+    found = item_problem(kind, item)
+    assert found == expected if expected is None else expected in found
+
+
+@pytest.mark.parametrize("doc, expected", [
+    ({}, None),
+    ({"trust": ["x"], "queue": [{"name": "q"}]}, None),
+    ({"network": []}, "f: unknown section(s) network"),
+    ({"trust": "x"}, "f: trust must be a list of strings"),
+    ({"queue": {"name": "q"}}, "f: use [[queue]] tables"),
+    ({"queue": [{"name": "q"}, {"name": 2}]}, "f: queue #2: name has the wrong type (2)"),
+])
+def test_problem(doc, expected):
+    from ectool.compose import problem
+
+    assert problem(doc, "f") == expected
+
+
+@pytest.mark.parametrize("current, wanted, expected", [
+    ({"a": 1, "b": 2}, {"a": 1, "b": 2}, {}),
+    ({"a": 1, "b": 2}, {"b": 3}, {"b": 3}),
+    ({"a": None}, {"a": None, "c": 1}, {"c": 1}),
+])
+def test_changes(current, wanted, expected):
+    from ectool.compose import changes
+
+    assert changes(current, wanted) == expected
+
+
+def test_workflows_apply_before_the_schedules_that_start_them(db_url):
+    from ectool import compose
+    from ectool.store import open_store
+
+    open_store(db_url)
+    doc = compose.parse(DOC + '''
+[[schedule]]
+name = "s"
+workflow = "w"
+every = "1h"
+
+[[workflow]]
+name = "w"
+funnel = ["pyfi.processors.sample.do_something"]
+final = "pyfi.processors.sample.do_this"
+''')
+    report = compose.apply(doc)
+    assert report["created"][-2:] == ["workflow w", "schedule s"]
+    assert compose.apply(compose.parse(compose.export()))["created"] == []

@@ -84,10 +84,30 @@ def test_update_and_request_status(store):
         network.update("processor", "proc1", {"concurrency": "-1"})
 
 
+def since(version: int) -> list[int]:
+    """The versions an upgrade from ``version`` passes through."""
+    return list(range(version + 1, schema.CURRENT + 1))
+
+
+def back_to_v8(database) -> None:
+    """Undo v9 on a current store: schedules name a socket, no grace, no named workflows."""
+    from playhouse.migrate import migrate
+
+    from ectool.store.schedules import NamedWorkflow
+
+    database.drop_tables([NamedWorkflow])
+    m = schema._migrator(database)
+    with schema.foreign_keys_off(database):
+        migrate(m.drop_column("schedule", "workflow"), m.drop_column("schedule", "grace"),
+                m.add_not_null("schedule", "socket"))
+    schema.SchemaVersion.update(version=8).execute()
+
+
 def back_to_v7(database) -> None:
-    """Undo v8 on a current store: workers may be paused, stopping or crashed again."""
+    """Undo v9 and v8 on a current store: workers may be paused, stopping or crashed again."""
     from ectool.store.models import WORKER_STATUS
 
+    back_to_v8(database)
     schema._set_check(database, "worker", "status", WORKER_STATUS, schema.WORKER_STATUS_V5)
     schema.SchemaVersion.update(version=7).execute()
 
@@ -125,8 +145,8 @@ def test_schema_version_and_upgrade_from_v1(db_url):
     schema.SchemaVersion.update(version=1).execute()
     with pytest.raises(UsageError, match="ec db migrate"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [2, 3, 4, 5, 6, 7, 8]
-    assert schema.version(database) == 8
+    assert schema.upgrade(database) == since(1)
+    assert schema.version(database) == schema.CURRENT
     assert database.table_exists("workflow") and database.table_exists("join_slot")
     assert database.table_exists("minute_stat")
     p = Processor.get(Processor.name == "proc1")
@@ -157,9 +177,9 @@ def test_upgrade_from_v3_adds_minute_stats_and_keeps_calls(db_url):
     as_v4(database)
     schema.SchemaVersion.update(version=3).execute()
     assert "call_finished" not in {i.name for i in database.get_indexes("call")}
-    with pytest.raises(UsageError, match="is version 3, this ec needs 8"):
+    with pytest.raises(UsageError, match=f"is version 3, this ec needs {schema.CURRENT}"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [4, 5, 6, 7, 8]
+    assert schema.upgrade(database) == since(3)
     schema.ensure(database)
     assert "call_finished" in {i.name for i in database.get_indexes("call")}
     assert Call.select().count() == 3 and Processor.get(Processor.name == "proc1").module == "pyfi.processors.sample"
@@ -200,7 +220,7 @@ def test_upgrade_from_v4_adds_node_state_and_lost(db_url):
         schema.SchemaVersion.update(version=4).execute()
     with pytest.raises(IntegrityError), database.atomic():
         Worker.update(status="lost").where(Worker.id == worker).execute()
-    assert schema.upgrade(database) == [5, 6, 7, 8]
+    assert schema.upgrade(database) == since(4)
     Worker.update(status="lost").where(Worker.id == worker).execute()
     Agent.update(status="lost").where(Agent.id == agent).execute()
     n = Node.get_by_id(node)
@@ -218,9 +238,9 @@ def test_upgrade_from_v5_lets_a_processor_follow_the_repository_head(db_url):
     seed_network()
     Processor.update(branch="main").execute()
     back_to_v5(database)
-    with pytest.raises(UsageError, match="is version 5, this ec needs 8"):
+    with pytest.raises(UsageError, match=f"is version 5, this ec needs {schema.CURRENT}"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [6, 7, 8]
+    assert schema.upgrade(database) == since(5)
     assert database.table_exists("schedule_tick")
     assert Processor.get(Processor.name == "proc1").branch == "main"
     Processor.update(branch=None, deployed_branch="master", deployed_commit="ab" * 20).execute()
@@ -240,9 +260,9 @@ def test_upgrade_from_v7_drops_the_worker_statuses_nothing_set(db_url):
     back_to_v7(database)
     ids = {status: Worker.insert(processor=proc, host="h1", pid=pid, status=status).execute()
            for pid, status in enumerate(schema.WORKER_STATUS_V5)}
-    with pytest.raises(UsageError, match="is version 7, this ec needs 8"):
+    with pytest.raises(UsageError, match=f"is version 7, this ec needs {schema.CURRENT}"):
         schema.ensure(database)
-    assert schema.upgrade(database) == [8]
+    assert schema.upgrade(database) == since(7)
     shown = {status: Worker.get_by_id(i).status for status, i in ids.items()}
     assert shown == {"starting": "starting", "running": "running", "paused": "stopped",
                      "stopping": "stopped", "stopped": "stopped", "crashed": "stopped", "lost": "lost"}
@@ -254,7 +274,7 @@ def test_upgrade_from_v7_drops_the_worker_statuses_nothing_set(db_url):
 
 
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 8
+    assert schema.version(store) == schema.CURRENT == 9
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]
@@ -349,3 +369,26 @@ def test_a_store_error_no_command_expected_is_one_line_not_a_traceback(tmp_path)
                               timeout=60)
         assert (done.returncode, done.stderr) == (3, "ec: store error: file is not a database\n"), argv
     assert garbage.read_bytes() == bytes(range(256)) * 20  # and it was left alone
+
+
+def test_upgrade_from_v8_lets_a_schedule_start_a_workflow(db_url):
+    """v8 -> v9: schedules keep their rows and ticks; socket may be null (a workflow
+    schedule), a schedule may set its own grace, and named workflows are kept."""
+    from ectool import schedules, workflow_defs
+    from ectool.store.schedules import Schedule, ScheduleTick
+
+    database = open_store(db_url)
+    seed_network()
+    kept = schedules.add("kept", "pyfi.processors.sample.do_something", every="1m")
+    ScheduleTick.create(schedule=kept.id, tick=kept.next_tick, call="c1")
+    back_to_v8(database)
+    with pytest.raises(UsageError, match=f"is version 8, this ec needs {schema.CURRENT}"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == since(8)
+    row = Schedule.get(Schedule.name == "kept")
+    assert (row.socket, row.workflow, row.grace) == ("pyfi.processors.sample.do_something", None, None)
+    assert ScheduleTick.select().where(ScheduleTick.schedule == row.id).count() == 1
+    workflow_defs.define("w", workflow_defs.to_plan({"pipeline": ["pyfi.processors.sample.do_something"]}))
+    wf = schedules.add("wf", workflow="w", every="1m", grace="30s")
+    assert (wf.socket, wf.workflow, wf.grace) == (None, "w", 30.0)
+    database.close()

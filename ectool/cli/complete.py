@@ -11,9 +11,10 @@ import click
 from click.shell_completion import CompletionItem
 
 #: kinds ``ec ls`` accepts (besides the named object kinds)
-LS_KINDS = ["processors", "sockets", "queues", "plugs", "schedules", "nodes", "workers", "agents", "users", "roles",
-            "privileges", "trust", "calls"]
-OBJECT_KINDS = ["processor", "socket", "queue", "plug", "schedule", "node", "user", "role", "privilege", "trust"]
+LS_KINDS = ["processors", "sockets", "queues", "plugs", "schedules", "workflows", "nodes", "workers", "agents",
+            "users", "roles", "privileges", "trust", "calls"]
+OBJECT_KINDS = ["processor", "socket", "queue", "plug", "schedule", "workflow", "node", "user", "role", "privilege",
+                "trust"]
 
 
 def _names(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionItem]:
@@ -21,13 +22,14 @@ def _names(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionIte
         from ..config import load
         from ..store import open_store, sqlite_path
         from ..store.models import KINDS
+        from ..store.schedules import NamedWorkflow, Schedule
 
         root = ctx.find_root().params
         url = load(db=root.get("db_url"), broker=root.get("broker_url")).db
         if url.startswith("sqlite:") and not sqlite_path(url).exists():
             return []  # a Tab must not create a store
         open_store(url, create=False)
-        model = KINDS[kind]
+        model = {**KINDS, "schedule": Schedule, "workflow": NamedWorkflow}[kind]
         field = model.pattern if kind == "trust" else model.name
         query = model.select(field).where(field.startswith(incomplete)).order_by(field).limit(500)
         return [CompletionItem(getattr(row, field.name)) for row in query]
@@ -49,6 +51,14 @@ def nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[C
 
 def queues(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     return _names(ctx, "queue", incomplete)
+
+
+def schedules(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _names(ctx, "schedule", incomplete)
+
+
+def workflows(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _names(ctx, "workflow", incomplete)
 
 
 def ls_kinds(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

@@ -10,7 +10,7 @@ from ..output import render, render_one
 from . import complete
 from .env import Env, changed  # changed: compose_cmd imports it from here too
 from .group import pass_env
-from .schedule_cmd import add_schedule
+from .schedule_cmd import add_schedule, last_option
 
 #: ec ls workers: a worker whose heartbeat is stale (or whose agent is lost) is shown lost
 WORKER_COLUMNS = ["processor", "host", "pid", "cpu", "status", "commit", "heartbeat", "cpu_percent", "rss_mb"]
@@ -204,22 +204,30 @@ def _done(obj, as_json: bool) -> None:
 @click.option("--socket", help="Calls: only this socket.", shell_complete=complete.sockets)
 @click.option("--since", help="Calls: submitted within this long (30s, 10m, 2h, 1d).")
 @click.option("--flow", "flow_id", help="Calls: only those of this flow (ec flow begin; $EC_FLOW).")
+@click.option("--schedule", "schedule_name", help="Calls: only those this schedule's ticks made, with their tick.",
+              shell_complete=complete.schedules)
 @click.option("--limit", default=100, show_default=True, type=int, help="Calls: at most this many, newest first.")
 @click.option("--known", is_flag=True, help="Privileges: every privilege name the system knows.")
 @json_option
 @pass_env
-def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, limit, known, as_json) -> None:
-    """List objects of KIND: processors, sockets, queues, plugs, schedules, nodes, workers,
-    agents, users, roles, privileges, trust, calls.
+def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, schedule_name, limit, known,
+       as_json) -> None:
+    """List objects of KIND: processors, sockets, queues, plugs, schedules, workflows, nodes,
+    workers, agents, users, roles, privileges, trust, calls.
 
     `ec ls call --id ID -g` prints the call graph of ID's workflow.
     """
     env.store()
     k = kind.lower().rstrip("s") if kind.lower() not in ("trust",) else "trust"
-    if k == "schedule":
-        from .schedule_cmd import list_schedules
+    if k in ("schedule", "workflow") or (k == "call" and schedule_name):
+        from . import schedule_cmd
 
-        list_schedules(as_json)
+        if k == "schedule":
+            schedule_cmd.list_schedules(as_json)
+        elif k == "workflow":
+            schedule_cmd.list_workflows(as_json)
+        else:
+            schedule_cmd.list_calls(schedule_name, status, limit, as_json)
         return
     if k == "call":
         from . import calls_cmd
@@ -246,9 +254,10 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, limit, kn
 @click.command()
 @click.argument("kind", shell_complete=complete.object_kinds)
 @click.argument("name", shell_complete=complete.object_names)
+@last_option
 @json_option
 @pass_env
-def show(env: Env, kind, name, as_json) -> None:
+def show(env: Env, kind, name, last, as_json) -> None:
     """Show one object (or `ec show call ID`)."""
     env.store()
     if kind.lower().rstrip("s") == "call":
@@ -259,7 +268,12 @@ def show(env: Env, kind, name, as_json) -> None:
     if kind.lower().rstrip("s") == "schedule":
         from .schedule_cmd import show_schedule
 
-        show_schedule(name, as_json)
+        show_schedule(name, as_json, last)
+        return
+    if kind.lower().rstrip("s") == "workflow":
+        from .. import workflow_defs
+
+        render_one(workflow_defs.show(name), as_json=as_json)
         return
     render_one(network.show(kind, name), as_json=as_json)
 
@@ -304,11 +318,12 @@ def update(env: Env, kind, name, changes, as_json) -> None:
 def delete(env: Env, kind, name, cascade) -> None:
     """Delete an object. A processor or queue with sockets, or a socket with plugs, needs --cascade."""
     env.store()
-    if kind.lower().rstrip("s") == "schedule":
-        from .. import schedules
+    if kind.lower().rstrip("s") in ("schedule", "workflow"):
+        from .. import schedules, workflow_defs
 
-        schedules.delete(name)
-        click.echo(f"deleted schedule {name}", err=True)
+        what = kind.lower().rstrip("s")
+        (schedules.delete if what == "schedule" else workflow_defs.delete)(name)
+        click.echo(f"deleted {what} {name}", err=True)
         return
     for gone in network.delete(kind, name, cascade=cascade):
         click.echo(f"deleted {gone}", err=True)

@@ -33,7 +33,7 @@ KIND_TABLES = {
     "SOCKET": ("socket",), "QUEUE": ("queue",), "PLUG": ("plug",), "WORKER": ("worker",),
     "CALL": ("call", "workflow", "join_slot", "event", "minute_stat"), "USER": ("user", "user_role"),
     "ROLE": ("role", "role_privilege"), "PRIVILEGE": ("privilege", "role_privilege"), "TRUST": ("trust",),
-    "SCHEDULE": ("schedule", "schedule_tick"),
+    "SCHEDULE": ("schedule", "schedule_tick", "named_workflow"),
 }
 VERBS = {"READ": {R}, "ADD": {R, INS}, "UPDATE": {R, U}, "DELETE": {R, D}}
 _NETWORK = {"socket": {R}, "queue": {R}, "processor": {R}, "plug": {R}}

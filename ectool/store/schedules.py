@@ -1,4 +1,5 @@
-"""The store's schedule rows (schema v7): a schedule, and one row per handled tick.
+"""The store's schedule rows (schema v7, v8): a schedule, one row per handled tick, and
+the named workflows a schedule may start (v8; compose's ``[[workflow]]`` tables).
 
 A tick row is unique per (schedule, tick time): the claim. The agent that inserts it
 inserts the tick's call row in the same transaction, so a tick fires exactly once however
@@ -26,7 +27,8 @@ TICK_STATUS = ("fired", "missed")
 
 class Schedule(Base):
     name = CharField(unique=True)
-    socket = CharField()
+    socket = CharField(null=True)  # a socket's name, or (v8)
+    workflow = CharField(null=True)  # a named workflow's (exactly one of the two)
     every = FloatField(null=True)  # seconds; or cron
     cron = CharField(null=True)
     timezone = CharField(default="UTC")
@@ -36,6 +38,7 @@ class Schedule(Base):
     paused = BooleanField(default=False)
     anchor = DateTimeField(default=now)  # interval ticks are anchor + k * every
     next_tick = DateTimeField(null=True, index=True)  # the first tick not handled yet
+    grace = FloatField(null=True)  # seconds a tick may be late and still fire (v8; None: derived)
 
 
 class ScheduleTick(Model):
@@ -53,4 +56,12 @@ class ScheduleTick(Model):
         indexes = ((("schedule", "tick"), True),)
 
 
-SCHEDULE_MODELS = [Schedule, ScheduleTick]
+class NamedWorkflow(Base):
+    """A pipeline/parallel/funnel under a name (:mod:`ectool.workflow_defs`); its plan is
+    the engine's (:mod:`ectool.workflow`), copied into each run when a tick starts it."""
+
+    name = CharField(unique=True)
+    plan = TextField()
+
+
+SCHEDULE_MODELS = [Schedule, ScheduleTick, NamedWorkflow]

@@ -28,7 +28,7 @@ from .models import (
 )
 from .schedules import SCHEDULE_MODELS
 
-CURRENT = 8
+CURRENT = 9
 
 #: Worker.status's values from v5 to v7 (v8 dropped the three nothing ever set)
 WORKER_STATUS_V5 = ("starting", "running", "paused", "stopping", "stopped", "crashed", "lost")
@@ -151,8 +151,23 @@ def _v7_to_v8(database: Database) -> None:
     _set_check(database, "worker", "status", WORKER_STATUS_V5, WORKER_STATUS)
 
 
+def _v8_to_v9(database: Database) -> None:
+    """v9: a schedule may start a named workflow instead of a socket (``schedule.socket``
+    nullable, ``schedule.workflow``), may set its own grace, and named workflows are kept
+    (``named_workflow``). Idempotent: v7's step creates the schedule tables as the models
+    now declare them."""
+    from .schedules import NamedWorkflow, Schedule
+
+    have = {c.name for c in database.get_columns("schedule")}
+    m = _migrator(database)
+    ops = [m.add_column("schedule", name, getattr(Schedule, name)) for name in ("workflow", "grace")
+           if name not in have]
+    _migrate(*ops, m.drop_not_null("schedule", "socket"))
+    database.create_tables([NamedWorkflow], safe=True)
+
+
 MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
-                                                     6: _v6_to_v7, 7: _v7_to_v8}
+                                                     6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9}
 _ = Processor  # the v2 column is declared on the model
 
 
