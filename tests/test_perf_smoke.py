@@ -176,7 +176,7 @@ def reply_to_all(client, queue: str, count: int) -> list[dict]:
 
 def test_amqp_publish_to_a_missing_queue_hands_back_the_bodies(amqp_url, queue_name):
     from ectool.transport import connect
-    from ectool.transport.amqp import QueueMissing
+    from ectool.transport.amqp_confirms import QueueMissing
 
     with connect(amqp_url) as t:
         with pytest.raises(QueueMissing) as info:

@@ -19,7 +19,8 @@ Producers (:class:`AmqpTransport`) are single-threaded: one connection, a confir
 for publishing and a plain channel for everything else. A lost connection is reopened and
 the unconfirmed part of a batch published again (duplicates are possible, loss is not).
 Consumers (with their own I/O thread) are in ``amqp_consumer.py``, inboxes and event
-streams in ``amqp_inbox.py``, connections in ``amqp_connection.py``; none imports this module. Every pika
+streams in ``amqp_inbox.py``, connections in ``amqp_connection.py``, confirm bookkeeping
+in ``amqp_confirms.py``; none imports this module. Every pika
 exception is translated to an :mod:`ectool.errors` type at the edge of these modules.
 """
 
@@ -35,9 +36,10 @@ from ..pika_lean import import_pika
 import_pika()
 from pika import exceptions as px
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
-from pika.spec import Basic, BasicProperties
+from pika.spec import BasicProperties
 
 from ..errors import EcError, Unreachable, UsageError
+from .amqp_confirms import Batch, HomeNodeDown, QueueMissing, Refused
 from .amqp_connection import (
     DELAY_ALTERNATES,
     LOST,
@@ -73,76 +75,16 @@ IDLE_CHECK = 5.0  # a producer connection used more recently than this (s) is no
 PUMP_EVERY = 500  # while pipelining a batch, flush output every this many messages
 
 
-# -- publisher confirms ------------------------------------------------------------------
-
-
-class _Batch:
-    """Publisher-confirm bookkeeping for one pipelined batch on a confirm channel."""
-
-    def __init__(self, first_seq: int):
-        self.first = first_seq  # the channel's publish sequence number of bodies[0]
-        self.low = first_seq  # every sequence number below this one is settled
-        self.pending: set[int] = set()
-        self.sent = 0
-        self.nacked = 0
-        self.nacked_tags: list[int] = []
-        self.returned: list[bytes] = []  # bodies that came back unroutable (not enqueued)
-
-    def on_confirm(self, method: Basic.Ack | Basic.Nack) -> None:
-        tag = method.delivery_tag
-        if method.multiple:
-            tags: range | tuple[int, ...] = range(self.low, tag + 1)
-            self.low = max(self.low, tag + 1)
-        else:
-            tags = (tag,)
-        nack = isinstance(method, Basic.Nack)
-        for t in tags:
-            if t in self.pending:
-                self.pending.remove(t)
-                self.nacked += nack
-                if nack:
-                    self.nacked_tags.append(t)
-
-    def unconfirmed(self, bodies: list[bytes]) -> list[bytes]:
-        """The bodies that are not known to be durable, in their original order."""
-        return [bodies[t - self.first] for t in sorted(self.pending)] + bodies[self.sent:]
-
-    def refused(self, bodies: list[bytes]) -> list[bytes]:
-        """The bodies the broker nacked (not made durable), in their original order."""
-        return [bodies[t - self.first] for t in sorted(self.nacked_tags)]
-
-
-class _Refused(Exception):
-    """Some messages of a batch were nacked; they are sent again (see Producer.publish)."""
-
-
-def _noop() -> None:
-    pass
-
-
-class HomeNodeDown(EcError):
-    """A classic queue's node (its only copy) is down; a cluster's other nodes answer 404."""
-
-    exit_code = Unreachable.exit_code
-
-
-class QueueMissing(UsageError):
-    """Messages came back unroutable: ``queue`` does not exist. ``returned`` are those
-    bodies (not enqueued); the rest of the batch is durable. A caller that may create the
-    queue declares it and publishes ``returned`` again."""
-
-    def __init__(self, queue: str, returned: list[bytes]):
-        super().__init__(f"queue {queue!r} does not exist (declare it first)")
-        self.queue = queue
-        self.returned = returned
-
-
 EVENT_PROPERTIES = BasicProperties(delivery_mode=1, content_type="application/json")
 REPLY_PROPERTIES = BasicProperties(delivery_mode=1)  # replies are best-effort (the store has outcomes)
 PACK_REPLY_BYTES = 256 * 1024  # replies to one inbox share a message up to this size
 
 
 # -- the transport -----------------------------------------------------------------------
+
+
+def _wake() -> None:
+    pass
 
 
 class AmqpTransport(Transport):
@@ -164,7 +106,7 @@ class AmqpTransport(Transport):
         self._events: BlockingChannel | None = None  # no confirms, best effort
         self._exchanges: set[str] = set()  # event exchanges declared on self._events
         self._seq = 0  # publish sequence number on self._pub
-        self._batch: _Batch | None = None
+        self._batch: Batch | None = None
         self._dead_declared = False
         self._last_io = 0.0  # monotonic time of the last operation that went through
         self._connect()
@@ -252,7 +194,7 @@ class AmqpTransport(Transport):
             return
         batch.on_confirm(frame.method)
         if not batch.pending and self._conn is not None:
-            self._conn.call_later(0, _noop)  # wake up process_data_events()
+            self._conn.call_later(0, _wake)  # wake up process_data_events()
 
     def _on_return(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
         if self._batch is not None:  # Basic.Return precedes the Basic.Ack of that message
@@ -347,7 +289,7 @@ class AmqpTransport(Transport):
                     raise EcError(f"RabbitMQ refused {len(refused)} of {len(bodies)} messages "
                                   f"for {queue!r} (is the queue full?)")
                 todo = refused
-                raise _Refused(len(refused))
+                raise Refused(len(refused))
             if returned:
                 raise QueueMissing(queue, returned)
 
@@ -356,7 +298,7 @@ class AmqpTransport(Transport):
             try:
                 self._retrying(f"publishing to {queue!r}", attempt)
                 return
-            except _Refused as refused:
+            except Refused as refused:
                 # a quorum queue nacks while its leader moves to another node (a node lost),
                 # and a full queue (max_length) nacks until it drains: both may pass
                 log.warning("RabbitMQ refused %s message(s) for %r; sending them again in %.2fs",
@@ -365,11 +307,11 @@ class AmqpTransport(Transport):
                 pause = min(pause * 2, 2.0)
 
     def _publish_batch(self, target: str, bodies: list[bytes],
-                       properties: BasicProperties) -> _Batch:
+                       properties: BasicProperties) -> Batch:
         """Publish every body without waiting, then wait for all their confirms."""
         channel = self._publish_channel()
         conn = self._connect()
-        batch = self._batch = _Batch(self._seq + 1)
+        batch = self._batch = Batch(self._seq + 1)
         for body in bodies:
             channel._impl.basic_publish("", target, body, properties, mandatory=True)
             self._seq += 1
