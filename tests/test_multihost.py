@@ -191,7 +191,8 @@ def assert_clean(r: Report) -> None:
 
 def test_host_death_replaces_its_processors(cluster, capsys):
     """kill -9 a host's agent and workers: its processors are re-placed on the others
-    within REPLACE_BOUND; nothing is lost, the workflow finishes."""
+    (the time it took is printed, a figure, not asserted: timings belong in bench/hosts);
+    nothing is lost, the workflow finishes."""
     c = cluster
     network(c, concurrency=2)
     started = time.monotonic()
@@ -216,7 +217,6 @@ def test_host_death_replaces_its_processors(cluster, capsys):
               f"(bound {REPLACE_BOUND:.0f} s)")
     assert result == WORKFLOW_RESULT
     assert_clean(r)
-    assert replaced < REPLACE_BOUND
     # its heartbeat is stale once its work is re-placed: ec ls workers never says running
     assert dead and "running" not in dead, dead
 
