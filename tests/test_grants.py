@@ -24,7 +24,10 @@ S, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
     ({"UPDATE_PROCESSOR"}, {**{t: {S} for t in BASE}, "processor": {S, U}, "placement": {S, U}}),
     ({"START_PROCESSOR", "STOP_PROCESSOR"}, {**{t: {S} for t in BASE}, "processor": {S, U}}),
     ({"RUN_TASK"}, {**{t: {S} for t in BASE}, "socket": {S}, "queue": {S}, "processor": {S}, "plug": {S},
-                    "call": {S, INS, U}, "workflow": {S, INS}, "join_slot": {S, INS, D}, "event": {INS}}),
+                    "call": {S, INS, U}, "workflow": {S, INS}, "join_slot": {S, INS, D}, "event": {INS},
+                    "stream": {S, INS, U}, "stream_line": {S, INS}}),  # ec map --name, ec attach
+    ({"READ_CALL", "DELETE_CALL"}, {**{t: {S} for t in BASE}, **{t: {S, D} for t in (
+        "call", "workflow", "join_slot", "event", "minute_stat", "stream", "stream_line")}}),
     ({"DB_MIGRATE"}, {t: {S} for t in BASE}),  # DDL needs the tables' owner: nothing to grant
     ({"*"}, {t: set(ALL) for t in TABLES}),  # admin
 ])
