@@ -44,8 +44,12 @@ def output_identity(fd: int) -> Identity | None:
 class Journal:
     """One stream's row: what was submitted, what was written, and how the producer ended."""
 
-    def __init__(self, stream_id: int, out_fd: int | None, *, out_seq: int = 0, sent: int = 0) -> None:
+    def __init__(self, stream_id: int, out_fd: int | None, *, out_seq: int = 0, sent: int = 0,
+                 ahead: int = 0) -> None:
         self.stream_id, self.out_fd = stream_id, out_fd
+        #: bytes the output file holds beyond line ``out_seq`` (``ec attach`` completing what
+        #: a dead producer wrote): recorded sizes leave them out
+        self.ahead = ahead
         self.out_seq, self.sent_seq = out_seq, sent
         self.pending = out_seq  # the last line handed to the output, maybe still in its buffer
         self.closed = False
@@ -94,7 +98,7 @@ class Journal:
     def record(self, **fields: Any) -> None:
         """Record the output position now (the output must be flushed)."""
         ident = output_identity(self.out_fd) if self.out_fd is not None else None
-        dev, ino, size = (ident.dev, ident.ino, ident.size) if ident else (None, None, None)
+        dev, ino, size = (ident.dev, ident.ino, ident.size - self.ahead) if ident else (None, None, None)
         with self.lock:
             streams.update(self.stream_id, out_seq=self.out_seq, out_dev=dev, out_ino=ino, out_size=size, **fields)
         self.last = time.monotonic()
