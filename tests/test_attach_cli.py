@@ -14,7 +14,16 @@ import sys
 import pytest
 
 from ectool.stream_output import Identity, Trim, already_written
-from helpers import SOCKETS, ec, sample_network, wait_for, workers
+from helpers import (
+    SOCKETS,
+    build_network,
+    ec,
+    env_for,
+    make_repo,
+    sample_network,
+    wait_for,
+    workers,
+)
 
 N = 5000
 
@@ -49,17 +58,39 @@ def test_attach_after_kill_9_completes_the_output_line_for_line(net, tmp_path):
     input is stored and its output reached a random size; `ec attach big >> out` makes out
     equal to the uninterrupted run's output, no line twice, no line missing."""
     env, proc = net
-    source = tmp_path / "in.txt"
-    source.write_text("".join(f"{i}\n" for i in range(1, N + 1)))
     rng = random.Random()
     seed = rng.randrange(10**6)
     rng.seed(seed)
+    kill_and_attach(env, proc, tmp_path, lambda size: [0, rng.randrange(1, size // 2), rng.randrange(size // 2, size)],
+                    f"seed {seed}")
+
+
+def test_attach_on_postgresql_and_rabbitmq(tmp_path, pg_url, amqp_url):
+    """The distributed mode: the stream's rows in PostgreSQL, the calls over RabbitMQ."""
+    env = env_for(pg_url, amqp_url)
+    build_network(pg_url, make_repo(tmp_path / "repo"), processor="pgsample")
+    try:
+        kill_and_attach(env, "pgsample", tmp_path, lambda size: [random.randrange(1, size)], "postgresql")
+    finally:
+        from ectool.calls import broker_queue
+        from ectool.transport import connect
+
+        with connect(amqp_url) as t:
+            for name in SOCKETS:
+                t.delete_queue(broker_queue(name, env["EC_NAMESPACE"]))
+
+
+def kill_and_attach(env, proc, tmp_path, kill_points, label):
+    """For each output size kill_points(size) gives: run the map under a name, kill -9 it
+    once its input is stored and its output reached that size, `ec attach NAME >> out`,
+    and compare out with the uninterrupted run's output."""
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{i}\n" for i in range(1, N + 1)))
     with workers(env, proc, 2):
         whole = ec("map", "echo", env=env, input=source.read_text())
         assert whole.returncode == 0, whole.stderr
         expected = whole.stdout
-        targets = [0, rng.randrange(1, len(expected) // 2), rng.randrange(len(expected) // 2, len(expected))]
-        for round_, target in enumerate(targets):
+        for round_, target in enumerate(kill_points(len(expected))):
             name = f"big{round_}"
             out = tmp_path / f"out{round_}"
             with source.open("rb") as stdin, out.open("wb") as stdout:
@@ -76,11 +107,11 @@ def test_attach_after_kill_9_completes_the_output_line_for_line(net, tmp_path):
                 attach = subprocess.run([sys.executable, "-m", "ectool", "attach", name], env=env, stdout=stdout,
                                         stderr=subprocess.PIPE, text=True, timeout=120)
             got = out.read_text()
-            print(f"seed {seed}: killed at {killed_at} of {len(expected)} bytes; attach: {attach.stderr.strip()}")
+            print(f"{label}: killed at {killed_at} of {len(expected)} bytes; attach: {attach.stderr.strip()}")
             if mapping.returncode == 0:
                 continue  # it finished before the kill (a fast machine): nothing to attach
             assert attach.returncode == 0, attach.stderr
-            assert got.splitlines() == expected.splitlines(), (seed, killed_at)
+            assert got.splitlines() == expected.splitlines(), (label, killed_at)
             assert got == expected
             assert stream_row(env, name).state == "finished"
 

@@ -55,7 +55,7 @@ def attach(env: Env, name, from_start, timeout, verbose) -> None:
     for note in stats.notes or ():
         sys.stderr.write(f"ec: stream {name}: {note}\n")
     if stats.resent:
-        sys.stderr.write(f"ec: stream {name}: sent {stats.resent} line(s) its producer had read but not sent\n")
+        sys.stderr.write(f"ec: stream {name}: sent {stats.resent} line(s) its producer had read but not durably sent\n")
     problems = []
     if stats.failed:
         problems.append(f"{stats.failed} of {stats.total} call(s) failed")
