@@ -116,6 +116,42 @@ def kill_and_attach(env, proc, tmp_path, kill_points, label):
             assert stream_row(env, name).state == "finished"
 
 
+def test_attach_killed_is_attached_again(net, tmp_path):
+    """ec attach records its own position: killed (-9) itself, twice, the next attach still
+    completes out exactly."""
+    env, proc = net
+    values = [f"0.00{i % 10}" for i in range(1500)]  # sleep(seconds) returns its argument
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"{v}\n" for v in values))
+    out = tmp_path / "out"
+
+    def grown(p, size):
+        return out.stat().st_size >= size or p.poll() is not None
+
+    with workers(env, proc, 2):
+        with source.open("rb") as stdin, out.open("wb") as stdout:
+            mapping = producer(env, "s", "sleep", stdin, stdout)
+            try:
+                wait_for(lambda: grown(mapping, 1000), every=0.002, what="1000 bytes")
+            finally:
+                kill9(mapping)
+        if mapping.returncode == 0:
+            pytest.skip("the map finished before it could be killed")
+        for size in (3000, 5000):
+            with out.open("ab") as stdout:
+                attach = subprocess.Popen([sys.executable, "-m", "ectool", "attach", "s"], env=env, stdout=stdout,
+                                          stderr=subprocess.PIPE)
+                try:
+                    wait_for(lambda a=attach, n=size: grown(a, n), every=0.002, what=f"{size} bytes")
+                finally:
+                    kill9(attach)
+        with out.open("ab") as stdout:
+            last = subprocess.run([sys.executable, "-m", "ectool", "attach", "s"], env=env, stdout=stdout,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+    assert last.returncode == 0, last.stderr
+    assert out.read_text().splitlines() == values
+
+
 def test_input_never_read_is_reported_not_invented(net, tmp_path):
     """A producer killed while its input is still open: attach prints the lines it had
     read, says the rest was never read, exits 1; the stream is then finished."""
