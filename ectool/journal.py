@@ -63,7 +63,9 @@ class Journal:
         """A new stream named ``name`` (a finished one of that name is replaced; an
         unfinished one is refused: attach to it or delete it first)."""
         from .errors import UsageError
+        from .security import require
 
+        require("RUN_TASK")
         if not name or name != name.strip() or len(name) > 200:
             raise UsageError(f"bad stream name {name!r}: a non-empty name without leading or trailing spaces")
         old = streams.get(name)

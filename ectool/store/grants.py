@@ -40,7 +40,7 @@ VERBS = {"READ": {R}, "ADD": {R, INS}, "UPDATE": {R, U}, "DELETE": {R, D}}
 _NETWORK = {"socket": {R}, "queue": {R}, "processor": {R}, "plug": {R}}
 ACTION_TABLES: dict[str, dict[str, set[str]]] = {
     "RUN_TASK": {**_NETWORK, "call": {R, INS, U}, "workflow": {R, INS}, "join_slot": {R, INS, D}, "event": {INS},
-                 "stream": {R, INS, U}, "stream_line": {R, INS}},
+                 "stream": {R, INS, U, D}, "stream_line": {R, INS, D}},  # a finished stream's name is reused
     "CANCEL_TASK": {"call": {R, U}, "event": {INS}},
     "START_PROCESSOR": {"processor": {R, U}},
     "STOP_PROCESSOR": {"processor": {R, U}},
