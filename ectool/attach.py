@@ -17,6 +17,7 @@ import logging
 import os
 import socket as socket_mod
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
@@ -122,7 +123,7 @@ class Waiter:
 
     def __init__(self, stream_id: int, after: int, timeout: float | None) -> None:
         self.stream_id, self.after, self.timeout = stream_id, after, timeout
-        self.window: list[tuple[int, str]] = []  # (seq, call id) in order, not yet handed out
+        self.window: deque[tuple[int, str]] = deque()  # (seq, call id) in order, not yet handed out
         self.found: dict[str, Outcome] = {}
         self.exhausted = False
         self.delay, self.moved = 0.02, time.monotonic()
@@ -130,7 +131,7 @@ class Waiter:
     def _fill(self) -> None:
         while not self.exhausted and len(self.window) < AHEAD:
             page = streams.lines(self.stream_id, self.after, PAGE)
-            self.window += [(seq, cid) for seq, _, cid in page]
+            self.window.extend((seq, cid) for seq, _, cid in page)
             if page:
                 self.after = page[-1][0]
             if len(page) < PAGE:
@@ -145,7 +146,7 @@ class Waiter:
                 self.found.update(ledger.outcomes([cid for _, cid in self.window if cid not in self.found]))
             out = []
             while self.window and self.window[0][1] in self.found:
-                seq, cid = self.window.pop(0)
+                seq, cid = self.window.popleft()
                 out.append((seq, self.found.pop(cid)))
             if out:
                 self.delay, self.moved = 0.02, time.monotonic()
