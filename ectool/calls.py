@@ -57,6 +57,23 @@ class Client:
         self._engine = None
         self._replies: dict[str, Outcome] = {}
         self._single = single_connection and self.transport.single_connection
+        self._encoders: dict = {}  # socket -> CallEncoder of pipelined submits (ectool.submitter)
+        self._submitter = None
+
+    @property
+    def submitter(self):
+        """This process's pipelined submitter (:mod:`ectool.submitter`), started on first use."""
+        if self._submitter is None or self._submitter.pid != os.getpid():
+            from .submitter import Submitter
+
+            self._submitter = Submitter(self.config)
+        return self._submitter
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Until every pipelined call of this client is durable (SubmitError names those
+        that could not be made so)."""
+        if self._submitter is not None:
+            self._submitter.flush(timeout)
 
     def target(self, socket_name: str) -> Target:
         return self.publisher.target(socket_name)
@@ -219,9 +236,13 @@ class Client:
         return self.wait([cid], timeout)[cid]
 
     def close(self) -> None:
-        if self._inbox is not None:
-            self._inbox.close()
-        self.transport.close()
+        try:
+            if self._submitter is not None and self._submitter.pid == os.getpid():
+                self._submitter.close()
+        finally:
+            if self._inbox is not None:
+                self._inbox.close()
+            self.transport.close()
 
 
 def wait_stored(ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:

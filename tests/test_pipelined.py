@@ -1,0 +1,123 @@
+"""Issue 16: pipelined submits from the Python API. A socket call returns its handle at
+once; the call is durable once ``h.sent()``/``h.get()``/``flush()``/``with batch():``/exit
+has returned; a call that could not be made durable raises SubmitError naming it; a
+process killed mid-loop leaves no queued row without a message once recovery has run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ectool.store import open_store
+from ectool.store.models import Call
+from helpers import sample_network, wait_for, workers
+
+
+def py(env, code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` (using ectool.api) in a fresh interpreter with ``env``."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def rows(env) -> list[Call]:
+    open_store(env["EC_DB"])
+    return list(Call.select(Call.id, Call.status, Call.host, Call.attempts, Call.result))
+
+
+def test_a_loop_of_calls_gets_every_result(tmp_path, broker_url):
+    with sample_network(tmp_path, broker_url) as (env, proc), workers(env, proc, 2):
+        done = py(env, """
+            from ectool.api import Socket
+            add = Socket(name="add_two")
+            handles = [add(i, 1) for i in range(300)]
+            assert all(h.sent() is h for h in handles)
+            print(sum(h.get(timeout=60) for h in handles))
+        """)
+    assert (done.returncode, done.stdout) == (0, f"{sum(range(1, 301))}\n"), done.stderr
+    assert {r.status for r in rows(env)} == {"done"}
+
+
+@pytest.mark.parametrize("how", ["flush()", "with", "exit", "sync"])
+def test_calls_are_durable_once_flushed(tmp_path, how):
+    """No workers: what the store holds once the program says the calls are durable."""
+    with sample_network(tmp_path, f"sqlite:///{tmp_path / 'queue.db'}") as (env, _):
+        body = {"flush()": "hs = [add(i, 1) for i in range(50)]\napi.flush()",
+                "with": "with api.batch():\n    hs = [add(i, 1) for i in range(50)]",
+                "exit": "hs = [add(i, 1) for i in range(50)]",
+                "sync": "hs = [add(i, 1) for i in range(50)]\nassert all(h._ticket is None for h in hs)"}[how]
+        code = ("from ectool import api\nadd = api.Socket(name='add_two')\n" + body
+                + "\nprint(' '.join(h.id for h in hs))\n")
+        if how == "sync":
+            env = dict(env, EC_SUBMIT="sync")
+        done = py(env, code)
+        assert done.returncode == 0, done.stderr
+        ids = done.stdout.split()
+        stored = {r.id: r for r in rows(env)}
+        assert sorted(stored) == sorted(ids) and len(ids) == 50
+        assert {(r.status, r.host) for r in stored.values()} == {("queued", None)}
+
+
+def test_a_call_that_cannot_be_stored_raises_naming_it(tmp_path):
+    with sample_network(tmp_path, f"sqlite:///{tmp_path / 'queue.db'}") as (env, _):
+        done = py(env, f"""
+            import sqlite3
+            from ectool import api
+            from ectool.errors import SubmitError
+            add = api.Socket(name="add_two")
+            add(0, 0).sent()
+            sqlite3.connect({str(tmp_path / 'ec.db')!r}).execute('ALTER TABLE "call" RENAME TO gone')
+            h = add(1, 1)
+            try:
+                h.sent()
+            except SubmitError as exc:
+                assert h.id in str(exc) and exc.call_ids == [h.id], exc
+                print("refused", exc.exit_code)
+            else:
+                print("sent?")
+            try:
+                api.flush()
+            except SubmitError as exc:
+                print("flush", h.id in exc.call_ids)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["refused 3", "flush True"], done.stdout
+
+
+def test_a_submitter_killed_mid_loop_leaves_every_call_an_outcome(tmp_path, broker_url):
+    """kill -9 between Socket.__call__ and sent(): recovery publishes what may not have
+    been, and every row ends done, none run twice."""
+    from ectool.config import load
+    from ectool.submitter import recover
+
+    with sample_network(tmp_path, broker_url) as (env, proc):
+        loop = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            from ectool.api import Socket
+            add = Socket(name="add_two")
+            for i in range(10 ** 6):
+                add(i, 1)
+        """)], env=env, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: len(rows(env)) >= 500, timeout=60, what="calls stored")
+        finally:
+            os.kill(loop.pid, signal.SIGKILL)
+            loop.wait()
+        saved = {k: os.environ.get(k) for k in ("EC_DB", "EC_BROKER", "EC_NAMESPACE")}
+        os.environ.update({k: env[k] for k in saved})
+        try:
+            recover(load())
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        assert not [r for r in rows(env) if r.host and r.host.startswith("submitting:")]
+        with workers(env, proc, 2):
+            wait_for(lambda: {r.status for r in rows(env)} == {"done"}, timeout=120, what="every call done")
+    stored = rows(env)
+    assert all(r.attempts == 1 for r in stored), sorted({r.attempts for r in stored})
