@@ -1,6 +1,6 @@
 """ceiling, floor, celery and ec side by side: alternate runs, medians, ratios pair by pair.
 
-    python -m bench compare [--rounds 3] [--calls 10000] [--seq 1000] [--chords 20]
+    python -m bench compare [--rounds 3] [--calls 10000] [--seq 1000] [--loop 2000] [--chords 20]
                             [--members 100] [--prefetch 32] [--quick]
 
 Each round runs ``bench ceiling``, ``bench floor``, ``bench celery`` and ``bench ec``
@@ -35,6 +35,7 @@ FIGURES = [
     ("throughput calls/s", "throughput_calls_s", "higher"),
     ("sequential p50 ms", "seq_p50_ms", "lower"),
     ("sequential p99 ms", "seq_p99_ms", "lower"),
+    ("loop add(i,1) calls/s", "loop_calls_s", "higher"),
     ("chord/funnel 100+sum p50 ms", "chord_p50_ms", "lower"),
     ("chain/pipeline 10 p50 ms", "chain_p50_ms", "lower"),
 ]
@@ -49,6 +50,8 @@ RATIOS = {
     "throughput ec/floor": ("ec", "floor", "throughput_calls_s", None, "ge"),
     "seq p50 ec/floor": ("ec", "floor", "seq_p50_ms", None, "le"),
     "seq p50 floor/celery": ("floor", "celery", "seq_p50_ms", None, "le"),
+    "loop ec/celery": ("ec", "celery", "loop_calls_s", 3.5, "ge"),
+    "loop embedded/celery": ("ec embedded", "celery", "loop_calls_s", None, "ge"),
     "funnel/chord ec/celery": ("ec", "celery", "chord_p50_ms", 0.125, "le"),
     "pipeline/chain ec/celery": ("ec", "celery", "chain_p50_ms", None, "le"),
     "throughput embedded/celery": ("ec embedded", "celery", "throughput_calls_s", None, "ge"),
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=10000)
     ap.add_argument("--seq", type=int, default=1000)
+    ap.add_argument("--loop", type=int, default=2000)
     ap.add_argument("--chords", type=int, default=20)
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--prefetch", type=int, default=PREFETCH)
@@ -108,14 +112,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", default=None, help="append every bench's full output here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.calls, args.seq, args.chords, args.members = 300, 30, 2, 10
+        args.calls, args.seq, args.chords, args.members, args.loop = 300, 30, 2, 10, 100
     common = ["--calls", str(args.calls), "--seq", str(args.seq)]
     argsets = {
         "ceiling": ["-n", str(args.calls), "--seq", str(args.seq)],
         "floor": [*common, "--prefetch", str(args.prefetch)],
-        "celery": [*common, "--chords", str(args.chords), "--chains", str(args.chords),
+        "celery": [*common, "--loop", str(args.loop), "--chords", str(args.chords), "--chains", str(args.chords),
                    "--members", str(args.members)],
-        "ec": [*common, "--funnels", str(args.chords), "--pipelines", str(args.chords),
+        "ec": [*common, "--loop", str(args.loop), "--funnels", str(args.chords), "--pipelines", str(args.chords),
                "--members", str(args.members), "--prefetch", str(args.prefetch)],
     }
     order = list(argsets)
@@ -171,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         print("FAILED runs (left out of the medians and ratios): "
               + ", ".join(f"round {i} {name}" for i, name in failed))
     emit({"bench": "compare", "rounds": args.rounds, "failed": failed, "calls": args.calls, "seq": args.seq,
-          "chords": args.chords, "members": args.members, "prefetch": args.prefetch,
+          "loop": args.loop, "chords": args.chords, "members": args.members, "prefetch": args.prefetch,
           "elapsed_s": round(elapsed), **machine(), "medians": medians, "ratios": ratios,
           "per_round": rounds})
     if failed:
