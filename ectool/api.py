@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,6 +180,20 @@ class Socket:
 
         ticket = c.submitter.put(encode(c, self.name, list(args), kwargs))
         return Handle(ticket.id, ticket)
+
+    def map(self, items: Iterable[Any], *, window: int = 1000) -> Iterator[Any]:
+        """One call per item (``socket(item)``), the results in input order as a generator:
+        at most ``window`` calls in flight, submitted in bundled batches (``ec map`` in
+        Python). A failed call raises :class:`RemoteError` when its turn comes."""
+        from .pymap import results
+
+        return results(client().config, self.name, items, window=window)
+
+    def starmap(self, items: Iterable[Any], *, window: int = 1000) -> Iterator[Any]:
+        """As :meth:`map`, each item being the call's arguments (``socket(*item)``)."""
+        from .pymap import results
+
+        return results(client().config, self.name, items, star=True, window=window)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A partial call (signature) for workflows."""

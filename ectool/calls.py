@@ -22,6 +22,7 @@ from .errors import CallTimeout, NotFound, Unreachable, UsageError
 from .messages import CallEncoder, bundle, bundle_size, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
+from .replies import Replies, decode
 from .security import require
 from .store import ledger
 from .store.ledger import INSERT_COLUMNS, INSERT_ROWS, insert_calls, outcomes  # noqa: F401 - users import them here
@@ -44,18 +45,19 @@ class Client:
     with them, the inbox (outcomes then come from the store, later).
     """
 
-    def __init__(self, config: Config, *, single_connection: bool = False) -> None:
+    def __init__(self, config: Config, *, single_connection: bool = False, store: bool = True) -> None:
         from .store import open_store
         from .transport import open_transport
 
         self.config = config
-        open_store(config.db, user=config.user)
+        if store:  # (False: a second client of a process whose store is open, e.g. for a thread)
+            open_store(config.db, user=config.user)
         self.transport = open_transport(config)
         events.configure(config)
         self._inbox = None
         self.publisher = Publisher(self.transport, config.namespace)
         self._engine = None
-        self._replies: dict[str, Outcome] = {}
+        self._replies = Replies()  # outcomes that arrived for calls nobody waits for yet
         self._single = single_connection and self.transport.single_connection
         self._encoders: dict = {}  # socket -> CallEncoder of pipelined submits (ectool.submitter)
         self._submitter = None
@@ -174,11 +176,8 @@ class Client:
         every pending row again and again.
         """
         pending = set(ids)
-        done: dict[str, Outcome] = {}
-        for cid in list(pending):
-            if cid in self._replies:
-                done[cid] = self._replies.pop(cid)
-                pending.discard(cid)
+        done = self._replies.take(pending)
+        pending.difference_update(done)
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         gap, last_reply, last_read = QUIET, start, start
@@ -206,7 +205,7 @@ class Client:
                 done[got.id] = got
                 pending.discard(got.id)
             else:
-                self._replies[got.id] = got
+                self._replies.keep(got)
         return done
 
     def _take_reply(self, wait: float) -> tuple[bool, Outcome | None]:
@@ -224,10 +223,7 @@ class Client:
             return False, None
         if not body:
             return False, None
-        out = Outcome.decode(body)
-        if out is not None and out.result_json is None and out.status == "done":
-            out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
-        return True, out
+        return True, decode(body)
 
     def call(self, socket_name: str, args: list[Any], kwargs: dict[str, Any] | None = None,
              timeout: float | None = None) -> Outcome:

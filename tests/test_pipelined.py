@@ -121,3 +121,42 @@ def test_a_submitter_killed_mid_loop_leaves_every_call_an_outcome(tmp_path, brok
             wait_for(lambda: {r.status for r in rows(env)} == {"done"}, timeout=120, what="every call done")
     stored = rows(env)
     assert all(r.attempts == 1 for r in stored), sorted({r.attempts for r in stored})
+
+
+def test_get_over_many_handles_reads_replies_not_the_store(tmp_path, broker_url):
+    with sample_network(tmp_path, broker_url) as (env, proc), workers(env, proc, 2):
+        done = py(env, """
+            from ectool import calls
+            from ectool.api import Socket
+            reads = []
+            calls.QUIET = calls.QUIET_MAX = calls.FORCED = 3600.0  # a missing reply would hang, not poll
+            real = calls.outcomes
+            calls.outcomes = lambda ids: reads.append(len(list(ids))) or real(ids)
+            add = Socket(name="add_two")
+            handles = [add(i, 1) for i in range(200)]
+            print(sum(h.get(timeout=60) for h in handles), reads)
+        """)
+    assert (done.returncode, done.stdout) == (0, f"{sum(range(1, 201))} []\n"), done.stderr
+
+
+def test_map_and_starmap_yield_results_in_order_with_bounded_calls_in_flight(tmp_path):
+    with sample_network(tmp_path, f"sqlite:///{tmp_path / 'queue.db'}") as (env, proc), workers(env, proc, 2):
+        done = py(env, """
+            import itertools
+            from ectool.api import RemoteError, Socket
+            add, echo = Socket(name="add_two"), Socket(name="echo")
+            print(list(add.starmap(((i, 1) for i in range(300)), window=40)) == [i + 1 for i in range(300)])
+            print(list(echo.map(["a", b"b\\n", [1, 2], {"k": None}])))
+            read = itertools.count()
+            endless = add.starmap(((next(read), 1) for _ in itertools.count()), window=20)
+            first = [next(endless) for _ in range(5)]
+            print(first, next(read) <= 5 + 2 * 20 + 2)
+            endless.close()
+            try:
+                list(Socket(name="boom").map([1]))
+            except RemoteError as exc:
+                print("raised", exc.remote_type)
+        """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["True", "['a', b'b\\n', [1, 2], {'k': None}]", "[1, 2, 3, 4, 5] True",
+                                        "raised ValueError"], done.stdout
