@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,15 +185,15 @@ class Socket:
         """One call per item (``socket(item)``), the results in input order as a generator:
         at most ``window`` calls in flight, submitted in bundled batches (``ec map`` in
         Python). A failed call raises :class:`RemoteError` when its turn comes."""
-        from .pymap import results
+        from .pymap import outcomes
 
-        return results(client().config, self.name, items, window=window)
+        return _results(outcomes(client().config, self.name, items, window=window))
 
     def starmap(self, items: Iterable[Any], *, window: int = 1000) -> Iterator[Any]:
         """As :meth:`map`, each item being the call's arguments (``socket(*item)``)."""
-        from .pymap import results
+        from .pymap import outcomes
 
-        return results(client().config, self.name, items, star=True, window=window)
+        return _results(outcomes(client().config, self.name, items, star=True, window=window))
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A partial call (signature) for workflows."""
@@ -205,6 +205,15 @@ class Socket:
         return self.s
 
     partial = p
+
+
+def _results(outcomes: Generator[Any, None, None]) -> Iterator[Any]:
+    """Outcomes as results; a failed one raises :class:`RemoteError` (closing the map)."""
+    with contextlib.closing(outcomes):
+        for out in outcomes:
+            if not out.ok:
+                raise RemoteError(out.id, out.status, out.error_type, out.error_message, out.traceback)
+            yield out.result
 
 
 class Schedule:

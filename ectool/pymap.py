@@ -5,7 +5,8 @@ streaming core as ``ec map`` (:class:`~ectool.mapper.Mapper`) runs in a thread w
 client of its own (its own broker connection and inbox): items are submitted in bundled
 batches, at most ``window`` calls are in flight and at most ``window`` results wait for
 the caller, so a long or endless iterable runs in bounded memory. A failed call raises
-:class:`~ectool.api.RemoteError` when its turn comes; closing the generator early cancels
+:class:`~ectool.api.RemoteError` when its turn comes (:mod:`ectool.api` turns outcomes
+into results); closing the generator early cancels
 the calls that have not started.
 """
 
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import Any
+
+from .outcome import Outcome
 
 #: calls in flight (and results waiting for the caller) by default
 WINDOW = 1000
@@ -37,10 +40,9 @@ def _backend(client, socket: str, star: bool):
     return Backend(client, socket)
 
 
-def results(config, socket: str, items: Iterable[Any], *, star: bool = False, window: int = WINDOW,
-            timeout: float | None = None) -> Iterator[Any]:
-    """The results of ``socket`` called on each item (its arguments, with ``star``), in order."""
-    from .api import RemoteError
+def outcomes(config, socket: str, items: Iterable[Any], *, star: bool = False, window: int = WINDOW,
+             timeout: float | None = None) -> Generator[Outcome, None, None]:
+    """The outcomes of ``socket`` called on each item (its arguments, with ``star``), in order."""
     from .calls import Client
     from .mapper import Mapper
 
@@ -79,9 +81,7 @@ def results(config, socket: str, items: Iterable[Any], *, star: bool = False, wi
                 return
             if isinstance(got, BaseException):
                 raise got
-            if not got.ok:
-                raise RemoteError(got.id, got.status, got.error_type, got.error_message, got.traceback)
-            yield got.result
+            yield got
     finally:
         stopped.set()
         if thread.ident is not None:
