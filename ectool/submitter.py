@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SubmitError
+from .errors import CallTimeout, SubmitError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Ticket:
     def wait(self, timeout: float | None = None) -> None:
         """Until the call is durable; SubmitError if it could not be."""
         if not self.done.wait(timeout):
-            raise SubmitError(f"not durable after {timeout}s", [self.id])
+            raise CallTimeout(f"call {self.id} not yet durable after {timeout}s (it may still be)", [self.id])
         if self.error is not None:
             raise SubmitError(self.error, [self.id])
 
@@ -102,7 +102,8 @@ class Submitter:
             failed, self._failed = self._failed, []
             late = [t for t in waiting if not t.done.is_set()]
         if late:
-            raise SubmitError(f"not durable after {timeout}s", [t.id for t in late])
+            raise CallTimeout(f"{len(late)} call(s) not yet durable after {timeout}s (they may still be)",
+                              [t.id for t in late])
         if failed:
             raise SubmitError(failed[0].error or "not sent", [t.id for t in failed])
 
@@ -151,6 +152,9 @@ class Submitter:
                 self._send(publisher, batch)
             except Exception as exc:  # noqa: BLE001 - handed to the callers as SubmitError
                 self._settle(batch, str(exc) or type(exc).__name__)
+                from .store import reconnect
+
+                reconnect()  # a fresh store connection too
                 if transport is not None:  # a fresh connection for the next batch
                     try:
                         transport.close()
@@ -168,7 +172,18 @@ class Submitter:
         from .messages import bundle, bundle_size
         from .store import ledger
 
-        ledger.insert_calls([t.row[:7] + (self.tag,) + t.row[7:] for t in batch], TAGGED_COLUMNS)
+        try:
+            ledger.insert_calls([t.row[:7] + (self.tag,) + t.row[7:] for t in batch], TAGGED_COLUMNS)
+        except Exception:
+            # reported not sent: should the commit have happened after all, say so in the
+            # rows rather than let a recovery send them later
+            ids = [t.id for t in batch]
+            try:
+                ledger.cancel_unpublished(ids, "not sent: committing its row failed")
+                ledger.untag(ids, self.tag)
+            except Exception:  # noqa: BLE001, S110 - the store is what failed
+                pass
+            raise
         by_socket: dict[str, list[Ticket]] = {}
         for t in batch:
             by_socket.setdefault(t.socket, []).append(t)

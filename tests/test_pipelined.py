@@ -160,3 +160,15 @@ def test_map_and_starmap_yield_results_in_order_with_bounded_calls_in_flight(tmp
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["True", "['a', b'b\\n', [1, 2], {'k': None}]", "[1, 2, 3, 4, 5] True",
                                         "raised ValueError"], done.stdout
+
+
+def test_dead_tag_tells_dead_submitters_on_this_host():
+    from ectool.submitter import dead_tag, process_start
+
+    me = f"submitting:h1:{os.getpid()}:{process_start(os.getpid())}"
+    assert not dead_tag(me, "h1")  # alive
+    assert not dead_tag(me, "h2")  # another host's: its own agents judge it
+    assert dead_tag(f"submitting:h1:{os.getpid()}:1.00", "h1")  # the pid was reused
+    assert dead_tag("submitting:h1:999999999:1.00", "h1")  # no such process
+    assert dead_tag("submitting:h1:x:1.00", "h1")  # unreadable
+    assert not dead_tag("submitting:h1", "h1")
