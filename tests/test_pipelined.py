@@ -172,3 +172,26 @@ def test_dead_tag_tells_dead_submitters_on_this_host():
     assert dead_tag("submitting:h1:999999999:1.00", "h1")  # no such process
     assert dead_tag("submitting:h1:x:1.00", "h1")  # unreadable
     assert not dead_tag("submitting:h1", "h1")
+
+
+def test_an_agent_republishes_a_dead_submitters_calls(tmp_path, broker_url):
+    """Rows a killed submitter committed but never published: the agent on its host sends
+    them (its schedule loop runs the recovery), and they run once."""
+    from ectool.events import HOST
+    from ectool.store.ledger import insert_calls
+    from ectool.store.models import now
+    from ectool.submitter import TAGGED_COLUMNS
+    from helpers import agent
+
+    with sample_network(tmp_path, broker_url) as (env, _):
+        open_store(env["EC_DB"])
+        stamp, tag = now(), f"submitting:{HOST}:999999999:1.00"
+        ids = [f"dead-submitter-{i}" for i in range(20)]
+        insert_calls([(cid, stamp, stamp, "add_two", None, cid, None, tag, "queued", 0,
+                       f'{{"args": [{i}, 1], "kwargs": {{}}}}', stamp) for i, cid in enumerate(ids)],
+                     TAGGED_COLUMNS)
+        with agent(env, "--cpus", "2"):
+            wait_for(lambda: {r.status for r in rows(env)} == {"done"}, timeout=120, what="the calls run")
+    stored = {r.id: r for r in rows(env)}
+    assert sorted(int(stored[cid].result) for cid in ids) == list(range(1, 21))
+    assert all(r.attempts == 1 and not (r.host or "").startswith("submitting:") for r in stored.values())
