@@ -179,6 +179,7 @@ class Socket:
         from .submitter import encode
 
         ticket = c.submitter.put(encode(c, self.name, list(args), kwargs))
+        c.expect(ticket.id)
         return Handle(ticket.id, ticket)
 
     def map(self, items: Iterable[Any], *, window: int = 1000) -> Iterator[Any]:

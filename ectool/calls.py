@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 #: Client.wait reads the store once replies have been quiet this long (seconds), backing
 #: off to QUIET_MAX between reads, and at least every FORCED seconds while replies flow
 QUIET, QUIET_MAX, FORCED = 0.5, 2.0, 5.0
+#: expected calls (pipelined, not yet waited for) whose outcome such a read looks up too, at most
+ALSO_READ = 5000
 
 
 class Client:
@@ -70,6 +72,11 @@ class Client:
 
             self._submitter = Submitter(self.config)
         return self._submitter
+
+    def expect(self, call_id: str) -> None:
+        """A call whose outcome someone may wait for here (a pipelined call's): a wait that
+        reads the store for a missing reply reads its outcome too (:mod:`ectool.replies`)."""
+        self._replies.expect(call_id)
 
     def flush(self, timeout: float | None = None) -> None:
         """Until every pipelined call of this client is durable (SubmitError names those
@@ -187,9 +194,13 @@ class Client:
                 raise CallTimeout(f"timed out waiting for {len(pending)} call(s): {' '.join(sorted(pending)[:5])}",
                                   sorted(pending))
             if now_ - last_reply >= gap or now_ - last_read >= FORCED:
-                for out in outcomes(pending).values():
-                    done[out.id] = out
-                    pending.discard(out.id)
+                # the other calls this client expects too: their replies may be lost alike
+                for out in outcomes([*pending, *self._replies.expected(pending, ALSO_READ)]).values():
+                    if out.id in pending:
+                        done[out.id] = out
+                        pending.discard(out.id)
+                    else:
+                        self._replies.keep(out)
                 gap = min(gap * 1.5, QUIET_MAX)
                 last_reply = last_read = time.monotonic()
                 continue
@@ -206,6 +217,7 @@ class Client:
                 pending.discard(got.id)
             else:
                 self._replies.keep(got)
+        self._replies.settled(done)
         return done
 
     def _take_reply(self, wait: float) -> tuple[bool, Outcome | None]:

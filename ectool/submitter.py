@@ -3,7 +3,8 @@ in batches.
 
 ``Socket.__call__`` encodes its call in the caller's thread (bad arguments fail there, at
 once), hands it to the submitter and returns the handle. The submitter collects what
-arrives within :data:`LINGER` seconds (at most :data:`BATCH` calls), commits their rows in
+arrives within :data:`LINGER` seconds (at most :data:`BATCH` calls; a call waited for before
+the next is made goes at once, without lingering), commits their rows in
 one statement (group commit), publishes their messages bundled per socket with pipelined
 confirms on a connection of its own, and only then marks them sent. A failure marks the
 calls of the batch failed: :meth:`Ticket.wait` raises :class:`SubmitError` naming them.
@@ -76,10 +77,11 @@ class Submitter:
         self.tag = f"submitting:{HOST}:{self.pid}:{process_start(self.pid)}"
         self._queue: deque[Ticket] = deque()
         self._cv = threading.Condition()
-        self._outstanding: set[Ticket] = set()
+        self._put = self._finished = 0  # calls put so far; calls whose batch is finished (untagged)
         self._failed: list[Ticket] = []
         self._thread: threading.Thread | None = None
         self._stop = False
+        self._last = 0  # the size of the last batch
 
     # -- the callers' side ------------------------------------------------------------
     def put(self, ticket: Ticket) -> Ticket:
@@ -87,7 +89,7 @@ class Submitter:
             if self._thread is None:
                 self._start()
             self._queue.append(ticket)
-            self._outstanding.add(ticket)
+            self._put += 1
             self._cv.notify()
         return ticket
 
@@ -95,15 +97,12 @@ class Submitter:
         """Until every call put so far is durable; SubmitError naming those that failed
         since the last flush."""
         with self._cv:
-            waiting = list(self._outstanding)
-        for t in waiting:
-            t.done.wait(timeout)
-        with self._cv:
+            target = self._put
+            finished = self._cv.wait_for(lambda: self._finished >= target, timeout)
             failed, self._failed = self._failed, []
-            late = [t for t in waiting if not t.done.is_set()]
-        if late:
-            raise CallTimeout(f"{len(late)} call(s) not yet durable after {timeout}s (they may still be)",
-                              [t.id for t in late])
+            late = [] if finished else [t.id for t in self._queue]
+        if not finished:
+            raise CallTimeout(f"calls not yet durable after {timeout}s (they may still be)", late)
         if failed:
             raise SubmitError(failed[0].error or "not sent", [t.id for t in failed])
 
@@ -127,9 +126,12 @@ class Submitter:
                 self._cv.wait()
             if not self._queue:
                 return []
-        time.sleep(LINGER)  # let a loop's next calls join this batch
-        with self._cv:
+            linger = self._last > 1 or len(self._queue) > 1
+        if linger:  # calls are coming in a loop: let its next ones join this batch
+            time.sleep(LINGER)
+        with self._cv:  # (one call after another, each waited for, goes at once)
             n = min(len(self._queue), BATCH)
+            self._last = n
             return [self._queue.popleft() for _ in range(n)]
 
     def _run(self) -> None:
@@ -151,7 +153,7 @@ class Submitter:
                     publisher = Publisher(transport, self.config.namespace)
                 self._send(publisher, batch)
             except Exception as exc:  # noqa: BLE001 - handed to the callers as SubmitError
-                self._settle(batch, str(exc) or type(exc).__name__)
+                self._settle([t for t in batch if not t.done.is_set()], str(exc) or type(exc).__name__)
                 from .store import reconnect
 
                 reconnect()  # a fresh store connection too
@@ -161,6 +163,9 @@ class Submitter:
                     except Exception:  # noqa: BLE001
                         pass
                     transport = publisher = None
+            with self._cv:  # flush() waits for this: sent or failed, and untagged
+                self._finished += len(batch)
+                self._cv.notify_all()
         if transport is not None:
             transport.close()
         from .store import reconnect
@@ -205,6 +210,7 @@ class Submitter:
                 continue
             sent += tickets
         if sent:
+            self._settle(sent, None)  # durable now; the tag only tells a recovery what to resend
             try:
                 ledger.untag([t.id for t in sent], self.tag)
             except Exception as exc:  # noqa: BLE001 - published: recovery may send them again
@@ -212,13 +218,11 @@ class Submitter:
             for t in sent:
                 events.emit("call.queued", call=t.id, socket=t.socket, root=t.row[5], parent=t.row[4],
                             flow=t.row[6])
-            self._settle(sent, None)
 
     def _settle(self, tickets: list[Ticket], error: str | None) -> None:
         with self._cv:
             for t in tickets:
                 t.error = error
-                self._outstanding.discard(t)
                 if error is not None:
                     self._failed.append(t)
         for t in tickets:
