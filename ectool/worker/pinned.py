@@ -38,7 +38,9 @@ class PinError(Exception):
 
 def same_commit(pin: str, commit: str | None) -> bool:
     """Does a worker at ``commit`` run code pinned to ``pin``? A dirty tree is not its commit."""
-    return bool(commit) and not commit.endswith("-dirty") and (commit.startswith(pin) or pin.startswith(commit))
+    if not commit or commit.endswith("-dirty"):
+        return False
+    return commit.startswith(pin) or pin.startswith(commit)
 
 
 def evict(kept: list[str], keep: int, protect: set[str]) -> list[str]:
