@@ -157,6 +157,15 @@ def test_bad_replays_are_usage_errors(net):
     try:
         with workers(env, proc, 1):
             cid = client.call("src", [1], timeout=60).id
+            # a commit whose code cannot run: the replay fails (not retried), naming it
+            (repo / "hashproc.py").write_text("this is not python\n")
+            git(repo, "commit", "-q", "-am", "broken")
+            broken = git(repo, "rev-parse", "HEAD")
+            failed = run(env, "replay", cid, "--at", broken, "--wait", "--timeout", "120")
+            assert failed.returncode == 1, failed.stderr
+            assert "PinError" in failed.stderr and broken in failed.stderr
+            assert client.call("src", [2], timeout=60).ok  # the worker serves on, at A
+            git(repo, "revert", "--no-edit", "HEAD")
     finally:
         client.close()
     unknown = run(env, "replay", "no-such-call")
@@ -172,12 +181,33 @@ def test_bad_replays_are_usage_errors(net):
     git(repo, "checkout", "-q", "main")
     git(repo, "branch", "-q", "-D", "side")
     Call.update(commit=gone).where(Call.id == cid).execute()
+    before = Call.select().count()
     missing = run(env, "replay", cid)
     assert missing.returncode == 2, missing.stderr
     assert gone in missing.stderr and "no longer exists" in missing.stderr
-    assert Call.select().where(Call.replay_of == cid).count() == 0  # nothing was submitted
+    assert Call.select().count() == before  # nothing was submitted
     bad_filter = run(env, "ls", "calls", "--commit", "xyz")
     assert bad_filter.returncode == 2 and "xyz" in bad_filter.stderr
+
+
+def test_pinned_deployments_are_bounded_per_repository(net, monkeypatch):
+    """EC_REPLAY_KEEP=2: a third pinned commit removes the least recently used one's
+    worktree and virtualenv, never a protected (deployed) one."""
+    from ectool import paths
+    from ectool.worker.pinned import deploy_pinned
+
+    _, _, repo = net
+    shas = [commit_version(repo, v)[0] for v in "ABCD"]
+    monkeypatch.setenv("EC_REPLAY_KEEP", "2")
+    url = f"file://{repo}"
+    for sha in shas[:3]:
+        dep = deploy_pinned(url, sha, "hashproc", "python", protect={shas[0]})
+        assert dep.commit == sha and (dep.src / "hashproc.py").exists()
+    src = paths.cache_dir() / "src"
+    assert {p.name for p in src.iterdir()} == {shas[0], shas[2]}  # B went: A is protected
+    deploy_pinned(url, shas[3][:10], "hashproc", "python", protect=set())
+    assert {p.name for p in src.iterdir()} == {shas[2], shas[3]}
+    assert not list((paths.cache_dir() / "venvs").glob(f"{shas[0][:16]}-*"))
 
 
 @pytest.mark.parametrize("kept, keep, protect, out", [
