@@ -51,8 +51,10 @@ class Engine:
         return self.publisher.target(socket)
 
     # -- starting --------------------------------------------------------------------
-    def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None) -> str:
-        """Record a workflow and start it; returns its id (also its root call's id)."""
+    def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None,
+               replay_of: str | None = None) -> str:
+        """Record a workflow and start it; returns its id (also its root call's id).
+        ``replay_of``: the workflow this one replays (its leaves may carry a ``pin``)."""
         from .security import require
 
         require("RUN_TASK")
@@ -63,7 +65,7 @@ class Engine:
         with db.atomic():
             Workflow.create(id=wf, plan=json.dumps(plan), reply_to=reply_to)
             ledger.insert_call(False, id=wf, socket=wfp.label(plan), root=wf, flow=flow, status="running",
-                               started=now())
+                               started=now(), **({"replay_of": replay_of} if replay_of else {}))
         self._plans[wf] = (plan, reply_to)
         self.begin(wf, plan, [], False, None, flow)
         return wf
@@ -80,7 +82,8 @@ class Engine:
             cid = wfp.node_id(wf, p)
             t = self.target(node["socket"])
             msg = CallMessage(id=cid, socket=t.socket, task=t.task, args=args, kwargs=node.get("kwargs", {}),
-                              root=wf, parent=wfp.node_id(wf, p[:-1]), flow=flow, cont={"wf": wf, "path": p})
+                              root=wf, parent=wfp.node_id(wf, p[:-1]), flow=flow, cont={"wf": wf, "path": p},
+                              pin=node.get("pin"))
             messages[t].append(msg.encode(self.max_bytes))
             rows.append((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "queued", 0,
                          dumps({"args": args, "kwargs": msg.kwargs}), stamp, None))

@@ -186,3 +186,30 @@ def test_a_join_reads_its_node_and_a_fan_in_serializes_on_its_key(db_url):
     with ledger.locked("fan-in-key"):
         assert ledger.get(node).status == "done"
     assert ledger.join_node("no-such-node") is None
+
+
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "subqueries"])
+def test_claim_and_outcome_record_the_code_that_ran_each_call(db_url, update_from, monkeypatch):
+    """Provenance: a claim records the worker's processor, commit and runtime; an outcome
+    that ran elsewhere (a pinned replay) records its own; one that says nothing keeps the
+    claim's. ``ledger.select(commit=PREFIX)`` finds them. (``subqueries``: the statement
+    for a SQLite older than 3.33.)"""
+    from ectool.messages import CallMessage
+    from ectool.worker.result import Result
+
+    if not update_from and db_url.startswith("sqlite"):  # PostgreSQL always has UPDATE ... FROM
+        monkeypatch.setattr(ledger, "_UPDATE_FROM", False)
+    _open(db_url)
+    ids = _queued(3)
+    at_b = ("p", "b" * 40, "python")
+    if not ledger.claim_calls(ids[:2], "h1", 42, at_b):
+        ledger.mark_running(ids[:2], "h1", 42, at_b)
+    ledger.mark_running(ids[2:], "h1", 42, at_b)
+    assert (_row(ids[0]).processor, _row(ids[0]).commit, _row(ids[0]).runtime) == at_b
+    ledger.record_outcomes([
+        Result(CallMessage(id=ids[0], socket="s", task="t"), "done", result_json="1"),
+        Result(CallMessage(id=ids[1], socket="s", task="t"), "done", result_json="2", ran_at=("p", "a" * 40, "python"))])
+    assert (_row(ids[0]).status, _row(ids[0]).commit) == ("done", "b" * 40)
+    assert (_row(ids[1]).status, _row(ids[1]).commit) == ("done", "a" * 40)
+    assert [c.id for c in ledger.select(commit="aaaa", ids=ids)] == [ids[1]]
+    assert {c.id for c in ledger.select(commit="bbb", ids=ids)} == {ids[0], ids[2]}

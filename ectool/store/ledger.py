@@ -43,6 +43,13 @@ class Recorded(Protocol):
     log: str | None
     started: Any
     finished: Any
+    # optional: ``ran_at``, the (processor, commit, runtime) that ran it when not the
+    # worker's own (a pinned replay); read with getattr, absent means the claim's
+
+
+#: a call's provenance: (processor, commit or None, runtime)
+Provenance = tuple[str, str | None, str]
+PROVENANCE_COLUMNS = ("processor", "commit", "runtime")
 
 
 # -- submitting ------------------------------------------------------------------------
@@ -154,11 +161,14 @@ def log_of(call_id: str) -> str | None:
 
 
 def select(*, status: str | None = None, socket: str | None = None, since: dt.datetime | None = None,
-           limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None) -> list[Call]:
-    """Calls matching every filter given, newest first."""
+           limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None,
+           commit: str | None = None) -> list[Call]:
+    """Calls matching every filter given, newest first; ``commit`` is a prefix of the
+    commit that ran them."""
     query = Call.select().order_by(Call.submitted.desc())
     filters = [(flow, Call.flow == flow), (status, Call.status == status), (socket, Call.socket == socket),
-               (since, Call.submitted >= since), (ids, Call.id.in_(list(ids or ())))]
+               (since, Call.submitted >= since), (ids, Call.id.in_(list(ids or ()))),
+               (commit, Call.commit.startswith(commit or ""))]
     for given, clause in filters:
         if given:
             query = query.where(clause)
@@ -186,29 +196,31 @@ def family(root: str, flow: bool, with_log: bool = False) -> list[Call]:
 
 
 # -- running -----------------------------------------------------------------------------
-def claim_calls(ids: list[str], host: str, pid: int) -> dict[str, int]:
-    """Mark the queued (or retrying) calls among ``ids`` running on ``host`` under ``pid``,
-    in one statement; return {id: attempts} of those claimed. Others (final, running, not
-    yet in the store) need a closer look.
+def claim_calls(ids: list[str], host: str, pid: int, ran_at: Provenance | None = None) -> dict[str, int]:
+    """Mark the queued (or retrying) calls among ``ids`` running on ``host`` under ``pid``
+    (at ``ran_at``: processor, commit, runtime), in one statement; return {id: attempts} of
+    those claimed. Others (final, running, not yet in the store) need a closer look.
 
     On PostgreSQL the commit is asynchronous: losing it in a database crash only loses the
     attempt count of a call that then runs again, never an outcome."""
     if not _RETURNING and on_sqlite():
         return {}
     p = db.obj.param
+    prov = "".join(f', "{c}" = {p}' for c in PROVENANCE_COLUMNS) if ran_at else ""
     sql = (f"UPDATE \"call\" SET status = 'running', attempts = attempts + 1, started = {p}, updated = {p}, "
-           f"host = {p}, worker_pid = {p} WHERE id IN ({', '.join([p] * len(ids))}) "
+           f"host = {p}, worker_pid = {p}{prov} WHERE id IN ({', '.join([p] * len(ids))}) "
            f"AND status IN ('queued', 'retrying') RETURNING id, attempts")
     if not on_sqlite() and not db.in_transaction():
         sql = "SET LOCAL synchronous_commit TO OFF; " + sql
     stamp = now()
-    return dict(db.execute_sql(sql, [stamp, stamp, host, pid, *ids]).fetchall())
+    return dict(db.execute_sql(sql, [stamp, stamp, host, pid, *(ran_at or ()), *ids]).fetchall())
 
 
-def mark_running(ids: list[str], host: str, pid: int) -> None:
+def mark_running(ids: list[str], host: str, pid: int, ran_at: Provenance | None = None) -> None:
     """Mark the calls among ``ids`` not yet final running here (one more attempt)."""
+    prov = dict(zip(PROVENANCE_COLUMNS, ran_at, strict=True)) if ran_at else {}
     Call.update(status="running", attempts=Call.attempts + 1, started=now(), updated=now(),
-                host=host, worker_pid=pid).where(Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+                host=host, worker_pid=pid, **prov).where(Call.id.in_(ids) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
 
 
 def running_on(host: str, pid: int):
@@ -249,23 +261,31 @@ def record_outcomes(results: Sequence[Recorded]) -> None:
     if not results:
         return
     p = db.obj.param
-    cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log", "started", "ended")
+    pinned = any(getattr(r, "ran_at", None) for r in results)
+    cols: tuple[str, ...] = ("id", "status", "result", "error_type", "error_message", "traceback", "log",
+                             *(PROVENANCE_COLUMNS if pinned else ()), "started", "ended")
     rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
     params: list = []
     stamp = now()
     for r in results:
-        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log,
-                   r.started or stamp, r.finished or stamp]
+        params += [r.msg.id, r.status, r.result_json, r.error_type, r.error_message, r.traceback, r.log]
+        if pinned:  # a pinned replay ran elsewhere than the claim said (ectool.worker.pinned)
+            params += list(getattr(r, "ran_at", None) or (None, None, None))
+        params += [r.started or stamp, r.finished or stamp]
     final = ", ".join(f"'{s}'" for s in FINAL_CALL_STATUS)
-    head = f"WITH v({', '.join(cols)}) AS (VALUES {rows}) UPDATE \"call\" SET "
+    quoted = ", ".join(f'"{c}"' for c in cols)
+    head = f"WITH v({quoted}) AS (VALUES {rows}) UPDATE \"call\" SET "
     tail = f"updated = {p} "
     if _UPDATE_FROM or not on_sqlite():
         # a join with the values (one lookup per row) rather than a subquery per column
-        sets = ", ".join(f"{c} = v.{c}" for c in cols[1:-1])
+        sets = ", ".join(f'"{c}" = COALESCE(v."{c}", "call"."{c}")' if c in PROVENANCE_COLUMNS
+                         else f"{c} = v.{c}" for c in cols[1:-1])
         sql = (f"{head}{sets}, finished = CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END, {tail}"
                f"FROM v WHERE \"call\".id = v.id AND \"call\".status NOT IN ({final})")
     else:
-        sets = ", ".join(f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)" for c in cols[1:-1])
+        sets = ", ".join(f'"{c}" = COALESCE((SELECT v."{c}" FROM v WHERE v.id = "call".id), "call"."{c}")'
+                         if c in PROVENANCE_COLUMNS else f"{c} = (SELECT v.{c} FROM v WHERE v.id = \"call\".id)"
+                         for c in cols[1:-1])
         sql = (f"{head}{sets}, finished = (SELECT CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END "
                f"FROM v WHERE v.id = \"call\".id), {tail}"
                f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")

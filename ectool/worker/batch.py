@@ -70,6 +70,7 @@ class Deps:
     pid: int
     host: str
     processor: str = ""
+    ran_at: ledger.Provenance | None = None  # (processor, commit, runtime) recorded on each call claimed
     delivery_limit: int = 5
     park_after: float = 30.0
     store: Callable[[Callable[[int], Any], str], Any] = lambda fn, what: fn(0)  # noqa: E731 - wait out outages
@@ -113,7 +114,7 @@ class Batch:
         deps = self.deps
         # first deliveries of queued calls: claimed (marked running) in one statement
         fresh = [m.id for d, m in good if d.redeliveries == 0]
-        claimed = deps.store(lambda _: ledger.claim_calls(fresh, deps.host, deps.pid), "claiming calls") \
+        claimed = deps.store(lambda _: ledger.claim_calls(fresh, deps.host, deps.pid, deps.ran_at), "claiming calls") \
             if fresh else {}
         ids = [m.id for _, m in good if m.id not in claimed]
         rows = deps.store(lambda _: ledger.claim_rows(ids), "reading calls") if ids else {}
@@ -220,7 +221,7 @@ class Batch:
             ledger.insert_missing([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
                                     "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
                                     "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing])
-        ledger.mark_running([m.id for _, m, _ in items], self.deps.host, self.deps.pid)
+        ledger.mark_running([m.id for _, m, _ in items], self.deps.host, self.deps.pid, self.deps.ran_at)
 
     def run_each(self, items: list[Item]) -> tuple[list[tuple[Part, Result]], list[Part], Part | None, int | None]:
         """Run ``items`` one after another: (results, parts returned unrun because the
