@@ -22,6 +22,8 @@ from .models import FINAL_CALL_STATUS, Call, db, now, on_sqlite
 #: the columns :func:`insert_calls` writes by default, in the order of its parameter tuples
 INSERT_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "status", "attempts", "args",
                   "submitted")
+#: the columns of a pipeline step a worker keeps to run itself (written running, under it)
+KEPT_COLUMNS = (*INSERT_COLUMNS, "started", "host", "worker_pid")
 INSERT_ROWS = 500  # rows per INSERT statement (SQLite allows 32766 parameters, PostgreSQL 65535)
 #: what an outcome needs from a call's row (not its arguments or log), in this order
 OUTCOME_COLUMNS = ("id", "status", "result", "error_type", "error_message", "traceback", "attempts")

@@ -34,6 +34,7 @@ import signal
 import socket as _socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from ..config import Config
 from ..errors import NotFound, UsageError
 from ..liveness import WORKER_ALIVE, WORKER_HEARTBEAT
 from ..messages import CallMessage
+from ..outbox import Outbox
 from ..outcome import Outcome
 from ..publisher import broker_queue
 from ..store import retrying, transient
@@ -211,15 +213,24 @@ class WorkerRuntime:
             (Worker.host == row.host) & (Worker.pid == row.worker_pid) & (Worker.status == "running")
             & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
 
-    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool) -> None:
-        """Advance the workflows of final calls and fire their plugs (safe to repeat): the
-        workflow members advance together (their joins
-        in one transaction per parallel node), then every call's plugs fire."""
-        members = [(m, out) for m, out in pairs if m.cont]
-        if members:
-            self.engine.on_outcomes(members, recovering=recovering)
-        for m, out in pairs:
-            self.engine.on_plugs(m, out)
+    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool,
+                       keep: Callable[[str, int], bool] | None = None) -> Outbox:
+        """Advance the workflows of final calls and fire their plugs (safe to repeat), in
+        the caller's transaction: the workflow members advance together (their joins in
+        one transaction per parallel node), then every call's plugs fire. What follows is
+        in the returned outbox, to send after the commit; ``keep``: which next steps this
+        worker may keep (:func:`ectool.worker.triage.keep`)."""
+        engine = self.engine
+        engine.outbox = outbox = Outbox(keep, HOST, self.pid)
+        try:
+            members = [(m, out) for m, out in pairs if m.cont]
+            if members:
+                engine.on_outcomes(members, recovering=recovering)
+            for m, out in pairs:
+                engine.on_plugs(m, out)
+        finally:
+            engine.outbox = None
+        return outbox
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
