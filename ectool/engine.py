@@ -78,23 +78,25 @@ class Engine:
         for node in _leaves(plan):
             self.target(node["socket"])  # unknown sockets fail before anything is written
         wf = new_id()
-        with db.atomic():
-            Workflow.create(id=wf, plan=json.dumps(plan), reply_to=reply_to)
-            ledger.insert_call(False, id=wf, socket=wfp.label(plan), root=wf, flow=flow, status="running",
-                               started=now())
+        # two autocommitted statements, no transaction: the plan first (nothing refers to it
+        # until the call rows exist), then the root row and the first calls' rows in one
+        Workflow.insert(id=wf, plan=json.dumps(plan), reply_to=reply_to).execute()
         self._plans[wf] = (plan, reply_to)
-        self.begin(wf, plan, [], False, None, flow)
+        self.begin(wf, plan, [], False, None, flow, root=wfp.label(plan))
         return wf
 
     def begin(self, wf: str, plan: dict, path: list[int], has_input: bool, value: Any,
-              flow: str | None = None, resend: bool = False) -> None:
+              flow: str | None = None, resend: bool = False, root: str | None = None) -> None:
         """Start the node at ``path``: composite rows, then leaf calls (published durably,
         or kept by the worker whose outbox asks for it). ``resend``: a recovery, the calls'
-        messages go out marked redelivered."""
+        messages go out marked redelivered. ``root``: the label of the workflow's root row,
+        written with the others (a new workflow)."""
         st = wfp.start(plan, path, has_input, value)
         stamp = now()
         rows: list[tuple] = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]), wf, flow,
-                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]  # the root row exists
+                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]  # the root row exists...
+        if root is not None:  # ...or is written here
+            rows.insert(0, (wf, stamp, stamp, root, None, wf, flow, "running", 0, None, stamp, stamp))
         messages: dict[Target, list[bytes]] = defaultdict(list)
         for p, node, args in st.calls:
             cid = wfp.node_id(wf, p)

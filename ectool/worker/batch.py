@@ -18,6 +18,7 @@ so a crash anywhere in it redelivers the first and recovery finishes the chain.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -322,15 +323,20 @@ class Batch:
             return triage.keep(triage.Next(socket in deps.sockets, calls, False, deps.stopping(),
                                            time.monotonic() - began))
 
+        # a workflow member's outcome and what follows it are one commit; calls outside
+        # workflows keep the one autocommitted statement (their plugs fire after it)
+        members = any(r.msg.cont for r in rs if r.status != "retrying")
+
         def commit(attempt: int) -> Outbox | None:
-            try:
-                with db.atomic():
-                    ledger.record_outcomes(rs)
-                    return self.advance(rs, attempt > 0, keep)
-            except REFUSED:
-                pass  # rolled back: each outcome on its own (what the store refuses, as failed)
+            if members:
+                try:
+                    with db.atomic():
+                        ledger.record_outcomes(rs)
+                        return self.advance(rs, attempt > 0, keep)
+                except REFUSED:
+                    pass  # rolled back: each outcome on its own (what the store refuses, as failed)
             record_or_refuse(rs)
-            with db.atomic():
+            with db.atomic() if members else contextlib.nullcontext():
                 return self.advance(rs, attempt > 0, keep)
 
         outbox = deps.store(commit, "recording outcomes") if rs else None
