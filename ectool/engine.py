@@ -235,9 +235,9 @@ class Engine:
         while True:
             nxt = wfp.after(plan, path, value)
             if nxt.kind == "finish":
-                self._close(wf, wf, value)
+                closed = self._close(wf, wf, value)
                 root.status = "done"  # for the rest of this batch
-                self.notify(wf)
+                self.notify(wf, Outcome(wf, "done", result_json=dumps(value)) if closed else None)
                 return None
             if nxt.kind == "start":
                 self.begin(wf, plan, nxt.path, True, nxt.value, root.flow, resend=recovering)
@@ -272,24 +272,26 @@ class Engine:
             self._close(wf, node, values)
         return values
 
-    def _close(self, wf: str, call_id: str, value: Any) -> None:
-        ledger.close(call_id, "done", result=dumps(value))
+    def _close(self, wf: str, call_id: str, value: Any) -> bool:
+        return ledger.close(call_id, "done", result=dumps(value))
 
     def fail(self, wf: str, out: Outcome) -> None:
         """A member failed for good: the workflow fails with that member's error."""
-        ledger.close(wf, "failed", error_type=out.error_type or out.status,
-                     error_message=f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
-                     traceback=out.traceback)
-        self.notify(wf)
+        fields: dict[str, Any] = {"error_type": out.error_type or out.status,
+                  "error_message": f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
+                  "traceback": out.traceback}
+        closed = ledger.close(wf, "failed", **fields)
+        self.notify(wf, Outcome(wf, "failed", **fields) if closed else None)
 
-    def notify(self, wf: str) -> None:
-        """Tell the client that started the workflow (best-effort; the store has it)."""
+    def notify(self, wf: str, out: Outcome | None = None) -> None:
+        """Tell the client that started the workflow (best-effort; the store has it).
+        ``out``: the outcome just written (else the row is read: it was final already)."""
         _, reply_to = self.plan(wf)
         if not reply_to:
             return
-        row = ledger.get(wf)
-        if row is not None and row.status in FINAL_CALL_STATUS:
-            body = Outcome.from_row(row).encode()
+        row = ledger.get(wf) if out is None else None
+        if out is not None or (row is not None and row.status in FINAL_CALL_STATUS):
+            body = (out or Outcome.from_row(row)).encode()
             if self.outbox is not None:
                 self.outbox.add(lambda: self._reply(reply_to, body))  # never before the commit
             else:

@@ -235,10 +235,11 @@ def bury(call_id: str, reason: str, error_type: str) -> None:
                 ).where((Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
 
 
-def close(call_id: str, status: str, **fields: Any) -> None:
-    """Finish a call not yet final (a workflow's root) with ``status`` and ``fields``."""
-    Call.update(status=status, finished=now(), updated=now(), **fields).where(
-        (Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute()
+def close(call_id: str, status: str, **fields: Any) -> bool:
+    """Finish a call not yet final (a workflow's root) with ``status`` and ``fields``;
+    False if it was final already (left as it was)."""
+    return bool(Call.update(status=status, finished=now(), updated=now(), **fields).where(
+        (Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute())
 
 
 def record_outcomes(results: Sequence[Recorded]) -> None:
