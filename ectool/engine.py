@@ -243,7 +243,8 @@ class Engine:
                 self.begin(wf, plan, nxt.path, True, nxt.value, root.flow, resend=recovering)
                 return None
             if nxt.kind == "complete":
-                self._close(wf, wfp.node_id(wf, nxt.path), value)
+                if nxt.path:  # the root (a pipeline) is closed by "finish", next round
+                    self._close(wf, wfp.node_id(wf, nxt.path), value)
                 path = nxt.path
                 continue
             return nxt

@@ -90,6 +90,32 @@ def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatc
     assert (rows[ids[3]].status, rows[ids[3]].result) == ("done", "1")  # its first outcome stays
 
 
+def test_recording_commits_outcomes_with_what_follows_them_or_neither(db_url):
+    """A worker's outcomes and the rows its flows start commit together (on PostgreSQL
+    the transaction's BEGIN goes with the outcomes' statement); a failure in between
+    leaves neither."""
+    from ectool.messages import CallMessage
+    from ectool.store.models import Call, now
+    from ectool.worker.result import Result
+
+    _open(db_url)
+    stamp = now()
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    ledger.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp) for cid in ids[:2]])
+
+    def done(cid):
+        return Result(CallMessage(id=cid, socket="s", task="t"), "done", result_json="1")
+
+    with ledger.recording([done(ids[0])]):
+        ledger.insert_calls([(ids[2], stamp, stamp, "s", None, ids[2], None, "running", 1, "{}", stamp)])
+    assert _row(ids[0]).status == "done" and _row(ids[2]).status == "running"
+    with pytest.raises(RuntimeError), ledger.recording([done(ids[1])]):
+        ledger.insert_calls([(ids[3], stamp, stamp, "s", None, ids[3], None, "running", 1, "{}", stamp)])
+        raise RuntimeError("the worker's flow step failed")
+    assert _row(ids[1]).status == "running" and _row(ids[3]) is None
+    assert Call.select().count() == 3  # and the connection is usable again
+
+
 def _queued(n, status="queued", attempts=0):
     from ectool.store.models import now
 

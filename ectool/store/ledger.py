@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
+import peewee
+
 from ..outcome import Outcome
 from .models import FINAL_CALL_STATUS, Call, db, now, on_sqlite
 
@@ -242,7 +244,31 @@ def close(call_id: str, status: str, **fields: Any) -> bool:
         (Call.id == call_id) & Call.status.not_in(FINAL_CALL_STATUS)).execute())
 
 
-def record_outcomes(results: Sequence[Recorded]) -> None:
+class _Begun(peewee._transaction):
+    """A transaction whose ``BEGIN`` the caller sends with its first statement."""
+
+    def _begin(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def recording(results: Sequence[Recorded]) -> Iterator[None]:
+    """A transaction that starts by recording ``results`` (:func:`record_outcomes`); what
+    the block does commits with them. On PostgreSQL its ``BEGIN`` travels with that first
+    statement (one simple query, one round trip less for every workflow step a worker
+    records); a failure there rolls the transaction back as usual."""
+    database = db.obj
+    if on_sqlite() or database.transaction_depth() or not results:
+        with db.atomic():
+            record_outcomes(results)
+            yield
+        return
+    with _Begun(database):
+        record_outcomes(results, begin=True)
+        yield
+
+
+def record_outcomes(results: Sequence[Recorded], begin: bool = False) -> None:
     """Commit every outcome of a batch in one statement (one round trip, one transaction).
 
     Only calls not yet final are touched, so a redelivered call keeps its first outcome.
@@ -272,7 +298,8 @@ def record_outcomes(results: Sequence[Recorded]) -> None:
         sql = (f"{head}{sets}, finished = (SELECT CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END "
                f"FROM v WHERE v.id = \"call\".id), {tail}"
                f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
-    db.execute_sql(sql, [*params, stamp])  # one statement: atomic on its own
+    # one statement: atomic on its own (``begin``: it also opens the caller's transaction)
+    db.execute_sql(("BEGIN; " if begin else "") + sql, [*params, stamp])
 
 
 # -- workflows ---------------------------------------------------------------------------

@@ -330,8 +330,7 @@ class Batch:
         def commit(attempt: int) -> Outbox | None:
             if members:
                 try:
-                    with db.atomic():
-                        ledger.record_outcomes(rs)
+                    with ledger.recording(rs):
                         return self.advance(rs, attempt > 0, keep)
                 except REFUSED:
                     pass  # rolled back: each outcome on its own (what the store refuses, as failed)
