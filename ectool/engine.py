@@ -78,19 +78,20 @@ class Engine:
         for node in _leaves(plan):
             self.target(node["socket"])  # unknown sockets fail before anything is written
         wf = new_id()
-        # two autocommitted statements, no transaction: the plan first (nothing refers to it
-        # until the call rows exist), then the root row and the first calls' rows in one
-        Workflow.insert(id=wf, plan=json.dumps(plan), reply_to=reply_to).execute()
+        # the plan, the root row and the first calls' rows: one round trip on PostgreSQL;
+        # on SQLite the plan goes first (nothing refers to it until the call rows exist)
         self._plans[wf] = (plan, reply_to)
-        self.begin(wf, plan, [], False, None, flow, root=wfp.label(plan))
+        self.begin(wf, plan, [], False, None, flow, root=wfp.label(plan),
+                   first=ledger.workflow_sql(wf, json.dumps(plan), reply_to))
         return wf
 
     def begin(self, wf: str, plan: dict, path: list[int], has_input: bool, value: Any,
-              flow: str | None = None, resend: bool = False, root: str | None = None) -> None:
+              flow: str | None = None, resend: bool = False, root: str | None = None,
+              first: tuple[str, list] | None = None) -> None:
         """Start the node at ``path``: composite rows, then leaf calls (published durably,
         or kept by the worker whose outbox asks for it). ``resend``: a recovery, the calls'
         messages go out marked redelivered. ``root``: the label of the workflow's root row,
-        written with the others (a new workflow)."""
+        written with the others (a new workflow), after ``first`` (its plan's statement)."""
         st = wfp.start(plan, path, has_input, value)
         stamp = now()
         rows: list[tuple] = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]), wf, flow,
@@ -115,7 +116,7 @@ class Engine:
             rows.append((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "queued", 0,
                          dumps({"args": args, "kwargs": msg.kwargs}), stamp, None))
         if rows:
-            insert_calls(rows, BEGIN_COLUMNS, ignore_existing=True)
+            insert_calls(rows, BEGIN_COLUMNS, ignore_existing=True, first=first)
         for t, bodies in messages.items():
             self.publish(t, bodies, {REDELIVERED: 1} if resend else None)
         for p, v in st.done:

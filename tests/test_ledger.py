@@ -116,6 +116,19 @@ def test_recording_commits_outcomes_with_what_follows_them_or_neither(db_url):
     assert Call.select().count() == 3  # and the connection is usable again
 
 
+def test_a_workflow_plan_and_its_first_rows_are_written_together(db_url):
+    from ectool.store.models import Call, Workflow, now
+
+    _open(db_url)
+    stamp = now()
+    wf, step = str(uuid.uuid4()), str(uuid.uuid4())
+    ledger.insert_calls([(wf, stamp, stamp, "pipeline", None, wf, None, "running", 0, None, stamp),
+                         (step, stamp, stamp, "s", wf, wf, None, "queued", 0, "{}", stamp)],
+                        first=ledger.workflow_sql(wf, '{"t": "pipe"}', "inbox"))
+    assert (Workflow.get_by_id(wf).plan, Workflow.get_by_id(wf).reply_to) == ('{"t": "pipe"}', "inbox")
+    assert {r.id for r in Call.select()} == {wf, step}
+
+
 def _queued(n, status="queued", attempts=0):
     from ectool.store.models import now
 

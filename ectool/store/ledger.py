@@ -61,24 +61,39 @@ def insert_sql(param: str, n: int, columns: Sequence[str] = INSERT_COLUMNS, igno
 
 
 def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
-                 ignore_existing: bool = False) -> None:
+                 ignore_existing: bool = False, first: tuple[str, list] | None = None) -> None:
     """Commit new call rows (tuples of ``columns``): one autocommitted statement (one
     round trip) for up to :data:`INSERT_ROWS` rows, else one transaction. The SQL is built
     once per shape rather than by the query builder for every submit. ``ignore_existing``
-    leaves rows whose id exists alone (re-sent workflow steps)."""
+    leaves rows whose id exists alone (re-sent workflow steps). ``first``: a statement
+    (SQL, parameters) to run before them; on PostgreSQL it travels with them in one simple
+    query (one round trip, one implicit transaction)."""
     database = db.obj
     param = database.param
 
-    def execute(chunk: list[tuple]) -> None:
-        database.execute_sql(insert_sql(param, len(chunk), tuple(columns), ignore_existing),
-                             [v for row in chunk for v in row])
+    def execute(chunk: list[tuple], head: tuple[str, list] | None = None) -> None:
+        sql = insert_sql(param, len(chunk), tuple(columns), ignore_existing)
+        params = [v for row in chunk for v in row]
+        if head is not None:
+            sql, params = f"{head[0]}; {sql}", [*head[1], *params]
+        database.execute_sql(sql, params)
 
+    if first is not None and (on_sqlite() or len(rows) > INSERT_ROWS):
+        database.execute_sql(*first)  # SQLite runs one statement at a time
+        first = None
     if len(rows) <= INSERT_ROWS:
-        execute(rows)
+        execute(rows, first)
         return
     with db.atomic():
         for i in range(0, len(rows), INSERT_ROWS):
             execute(rows[i:i + INSERT_ROWS])
+
+
+def workflow_sql(wf: str, plan: str, reply_to: str | None) -> tuple[str, list]:
+    """The statement that records a workflow's plan (for ``insert_calls(first=...)``)."""
+    p = db.obj.param
+    return f'INSERT INTO "workflow" (id, plan, reply_to, created) VALUES ({p}, {p}, {p}, {p})', \
+        [wf, plan, reply_to, now()]
 
 
 def insert_call(ignore_existing: bool = True, **fields: Any) -> None:
