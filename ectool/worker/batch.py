@@ -320,8 +320,9 @@ class Batch:
         rs = [r for _, r in results]
 
         def keep(socket: str, calls: int) -> bool:
+            # a short ack deadline (park_after follows it) shortens the chain's hold too
             return triage.keep(triage.Next(socket in deps.sockets, calls, False, deps.stopping(),
-                                           time.monotonic() - began))
+                                           time.monotonic() - began), min(triage.KEEP_FOR, deps.park_after / 2))
 
         # a workflow member's outcome and what follows it are one commit; calls outside
         # workflows keep the one autocommitted statement (their plugs fire after it)
