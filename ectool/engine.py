@@ -33,7 +33,7 @@ from .outbox import Outbox
 from .outcome import Outcome
 from .publisher import Publisher, Target
 from .store import ledger
-from .store.ledger import INSERT_COLUMNS, KEPT_COLUMNS, insert_calls
+from .store.ledger import INSERT_COLUMNS, insert_calls
 from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
 from .transport.base import REDELIVERED
 
@@ -107,10 +107,12 @@ class Engine:
             body = msg.encode(self.max_bytes)
             if not resend and self.outbox is not None and self.outbox.keeps(t.socket, len(st.calls)):
                 # the hand-off: running here from this commit on, under this worker
-                insert_calls([(cid, stamp, stamp, t.socket, msg.parent, wf, flow, "running", 1,
-                               dumps({"args": args, "kwargs": msg.kwargs}), stamp, stamp, self.outbox.host,
-                               self.outbox.pid)], KEPT_COLUMNS, ignore_existing=True)
-                self.outbox.kept.append((t, msg))
+                if ledger.insert_kept((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "running", 1,
+                                       dumps({"args": args, "kwargs": msg.kwargs}), stamp, stamp,
+                                       self.outbox.host, self.outbox.pid)):
+                    self.outbox.kept.append((t, msg))
+                else:  # started before (a duplicate outcome): its message, as a redelivery, decides
+                    self.publish(t, [body], {REDELIVERED: 1})
                 continue
             messages[t].append(body)
             rows.append((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "queued", 0,
@@ -209,7 +211,8 @@ class Engine:
         joins they reach, every member of one join at once; a join that completes
         finishes its parallel node, which advances in the next round."""
         while done:
-            roots = ledger.statuses(list({wf for wf, _, _ in done}))
+            wfs = list({wf for wf, _, _ in done})
+            roots = (self.outbox.take_roots(wfs) if self.outbox is not None else None) or ledger.statuses(wfs)
             joins: dict[tuple[str, tuple[int, ...]], list[wfp.Next]] = {}
             seen: set[tuple[str, tuple[int, ...]]] = set()
             for wf, path, value in done:

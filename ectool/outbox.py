@@ -31,6 +31,18 @@ class Outbox:
     pid: int = 0
     sends: list[Callable[[], Any]] = field(default_factory=list)
     kept: list[tuple[Any, Any]] = field(default_factory=list)  # (Target, CallMessage), in order
+    #: the workflows' root rows as read with the outcomes (same transaction), used once
+    roots: dict[str, Any] | None = None
+
+    def reset(self) -> None:
+        """Forget what a rolled-back attempt decided (the store step is tried again)."""
+        self.sends, self.kept, self.roots = [], [], None
+
+    def take_roots(self, ids: list[str]) -> dict[str, Any] | None:
+        """The root rows read with the outcomes, if they cover ``ids`` (only once: later
+        rounds of the engine read what it wrote since)."""
+        roots, self.roots = self.roots, None
+        return roots if roots is not None and all(i in roots for i in ids) else None
 
     def add(self, send: Callable[[], Any]) -> None:
         self.sends.append(send)

@@ -82,24 +82,21 @@ class Worker:
         self.attempts.append(m.attempt)
         return self._execute(self, m)
 
-    def follow_on(self, pairs, recovering, keep=None):
+    def follow_on(self, pairs, recovering, outbox=None):
         """As the engine does for a pipeline: the next step kept (its row running here) when
-        ``keep`` allows, in the caller's transaction."""
+        the outbox allows, in the caller's transaction."""
         from ectool.messages import CallMessage
-        from ectool.outbox import Outbox
         from ectool.publisher import Target
         from ectool.store.models import Call
 
         self.followed.append(([m.id for m, _ in pairs], recovering))
-        outbox = Outbox()
         for m, out in pairs:
             i = m.args[0]
-            if out.status == "done" and i + 1 < self.hand_off and keep is not None and keep("s", 1):
+            if out.status == "done" and i + 1 < self.hand_off and outbox is not None and outbox.keeps("s", 1):
                 nxt = CallMessage(id=new_id(), socket="s", task="t", args=[i + 1], kwargs={}, root=m.root)
                 Call.insert(id=nxt.id, socket="s", root=m.root, status="running", attempts=1, host="this-host",
                             worker_pid=4242).execute()
                 outbox.kept.append((Target("s", "t", "q.s", "direct", None), nxt))
-        return outbox
 
     def handle(self, deliveries, spread=False):
         batch = Batch(self.deps, spread)

@@ -89,6 +89,13 @@ def insert_calls(rows: list[tuple], columns: Sequence[str] = INSERT_COLUMNS, *,
             execute(rows[i:i + INSERT_ROWS])
 
 
+def insert_kept(row: tuple) -> bool:
+    """Write the row (:data:`KEPT_COLUMNS`) of a step a worker keeps to run itself; False
+    if the call has a row already (another worker got to it first: not to be run here)."""
+    sql = insert_sql(db.obj.param, 1, KEPT_COLUMNS, True)
+    return db.execute_sql(sql, list(row)).rowcount == 1
+
+
 def workflow_sql(wf: str, plan: str, reply_to: str | None) -> tuple[str, list]:
     """The statement that records a workflow's plan (for ``insert_calls(first=...)``)."""
     p = db.obj.param
@@ -267,23 +274,24 @@ class _Begun(peewee._transaction):
 
 
 @contextlib.contextmanager
-def recording(results: Sequence[Recorded]) -> Iterator[None]:
-    """A transaction that starts by recording ``results`` (:func:`record_outcomes`); what
-    the block does commits with them. On PostgreSQL its ``BEGIN`` travels with that first
-    statement (one simple query, one round trip less for every workflow step a worker
-    records); a failure there rolls the transaction back as usual."""
+def recording(results: Sequence[Recorded], roots: Sequence[str] = ()) -> Iterator[dict[str, Call]]:
+    """A transaction that starts by recording ``results`` (:func:`record_outcomes`) and
+    reading the :func:`statuses` of ``roots`` (their workflows); what the block does
+    commits with them. Yields those statuses. On PostgreSQL the ``BEGIN``, the outcomes
+    and the read travel as one simple query (one round trip, where a worker recording a
+    workflow step made three); a failure there rolls the transaction back as usual."""
     database = db.obj
     if on_sqlite() or database.transaction_depth() or not results:
         with db.atomic():
             record_outcomes(results)
-            yield
+            yield statuses(list(roots)) if roots else {}
         return
     with _Begun(database):
-        record_outcomes(results, begin=True)
-        yield
+        yield record_outcomes(results, begin=True, roots=roots)
 
 
-def record_outcomes(results: Sequence[Recorded], begin: bool = False) -> None:
+def record_outcomes(results: Sequence[Recorded], begin: bool = False,
+                    roots: Sequence[str] = ()) -> dict[str, Call]:
     """Commit every outcome of a batch in one statement (one round trip, one transaction).
 
     Only calls not yet final are touched, so a redelivered call keeps its first outcome.
@@ -291,7 +299,7 @@ def record_outcomes(results: Sequence[Recorded], begin: bool = False) -> None:
     another), or the batch's end for both when it has none.
     """
     if not results:
-        return
+        return {}
     p = db.obj.param
     cols = ("id", "status", "result", "error_type", "error_message", "traceback", "log", "started", "ended")
     rows = ", ".join(f"({', '.join([p] * len(cols))})" for _ in results)
@@ -313,8 +321,14 @@ def record_outcomes(results: Sequence[Recorded], begin: bool = False) -> None:
         sql = (f"{head}{sets}, finished = (SELECT CASE WHEN v.status = 'retrying' THEN NULL ELSE v.ended END "
                f"FROM v WHERE v.id = \"call\".id), {tail}"
                f"WHERE id IN (SELECT id FROM v) AND status NOT IN ({final})")
-    # one statement: atomic on its own (``begin``: it also opens the caller's transaction)
-    db.execute_sql(("BEGIN; " if begin else "") + sql, [*params, stamp])
+    # one statement: atomic on its own (``begin``: it also opens the caller's transaction,
+    # and ``roots``: the statuses of these calls are read after it, in the same query)
+    if not begin:
+        db.execute_sql(sql, [*params, stamp])
+        return {}
+    read = f'; SELECT id, status, flow FROM "call" WHERE id IN ({", ".join([p] * len(roots))})' if roots else ""
+    cursor = db.execute_sql(f"BEGIN; {sql}{read}", [*params, stamp, *roots])
+    return {r[0]: Call(id=r[0], status=r[1], flow=r[2]) for r in cursor.fetchall()} if roots else {}
 
 
 # -- workflows ---------------------------------------------------------------------------

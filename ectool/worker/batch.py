@@ -77,9 +77,8 @@ class Deps:
     transport: Any  # publish, replies, reply, bury
     sockets: dict[str, SocketInfo]
     execute: Callable[[CallMessage], Result]  # run one call (raises ExecutorDied)
-    # flows and plugs: (outcomes, recovering, may the next step be kept here?) -> what to send
-    follow_on: Callable[[list[tuple[CallMessage, Outcome]], bool, Callable[[str, int], bool] | None],
-                        Outbox | None]
+    # flows and plugs: (outcomes, recovering, the outbox: what to send after the commit, kept steps)
+    follow_on: Callable[[list[tuple[CallMessage, Outcome]], bool, Outbox | None], None]
     pid: int
     host: str
     processor: str = ""
@@ -324,24 +323,29 @@ class Batch:
             return triage.keep(triage.Next(socket in deps.sockets, calls, False, deps.stopping(),
                                            time.monotonic() - began), min(triage.KEEP_FOR, deps.park_after / 2))
 
-        # a workflow member's outcome and what follows it are one commit; calls outside
-        # workflows keep the one autocommitted statement (their plugs fire after it)
-        members = any(r.msg.cont for r in rs if r.status != "retrying")
+        # a workflow member's outcome and what follows it are one commit (its workflow's
+        # root read with it); calls outside workflows keep the one autocommitted statement
+        # (their plugs fire after it)
+        roots = list({r.msg.cont["wf"] for r in rs if r.msg.cont and r.status != "retrying"})
+        outbox = Outbox(host=deps.host, pid=deps.pid)
 
-        def commit(attempt: int) -> Outbox | None:
-            if members:
+        def commit(attempt: int) -> None:
+            outbox.reset()
+            outbox.keep = keep if attempt == 0 else None  # a retried step may have committed
+            if roots:
                 try:
-                    with ledger.recording(rs):
-                        return self.advance(rs, attempt > 0, keep)
+                    with ledger.recording(rs, roots) as outbox.roots:
+                        self.advance(rs, attempt > 0, outbox)
+                        return
                 except REFUSED:
-                    pass  # rolled back: each outcome on its own (what the store refuses, as failed)
+                    outbox.reset()  # rolled back: each outcome on its own (what the store refuses, as failed)
             record_or_refuse(rs)
-            with db.atomic() if members else contextlib.nullcontext():
-                return self.advance(rs, attempt > 0, keep)
+            with db.atomic() if roots else contextlib.nullcontext():
+                self.advance(rs, attempt > 0, outbox)
 
-        outbox = deps.store(commit, "recording outcomes") if rs else None
-        if outbox is not None:
-            outbox.flush()
+        if rs:
+            deps.store(commit, "recording outcomes")
+        outbox.flush()
         for _, r in results:
             events.emit(f"call.{r.status}", call=r.msg.id, socket=r.msg.socket, attempt=r.msg.attempt, ms=r.ms,
                         error_type=r.error_type,
@@ -349,24 +353,28 @@ class Batch:
                         retry_in=r.retry_delay if r.status == "retrying" else None)
         final = [(r.msg, outcome_of(r)) for r in rs if r.status != "retrying"]
         deps.transport.replies([(m.reply_to, self.reply_body(out)) for m, out in final if m.reply_to])
-        return [(Part(Delivery(b"", t.queue, None, 0, {}), m.encode(), whole=False), m, None)
-                for t, m in (outbox.kept if outbox is not None else [])]
+        return [(Part(Delivery(b"", t.queue, None, 0, {}), m.encode(), whole=False), m, None) for t, m in outbox.kept]
 
-    def advance(self, results: list[Result], recovering: bool, keep: Callable[[str, int], bool]) -> Outbox | None:
+    def advance(self, results: list[Result], recovering: bool, outbox: Outbox) -> None:
         """Advance the flows and fire the plugs of the final ``results`` (in the caller's
-        transaction); the outbox says what to send after the commit and what was kept."""
+        transaction); ``outbox`` collects what to send after the commit and what was kept."""
         final = [(r.msg, outcome_of(r)) for r in results if r.status != "retrying"]
-        return self.deps.follow_on(final, recovering, None if recovering else keep) if final else None
+        if recovering:
+            outbox.keep = None
+        if final:
+            self.deps.follow_on(final, recovering, outbox)
 
     def follow(self, pairs: Callable[[int], list[tuple[CallMessage, Outcome]]], recovering: bool, what: str) -> None:
         """Advance flows outside :meth:`record` (nothing kept), then send what follows."""
-        def step(attempt: int) -> Outbox | None:
-            with db.atomic():
-                return self.deps.follow_on(pairs(attempt), recovering or attempt > 0, None)
+        outbox = Outbox()
 
-        outbox = self.deps.store(step, what)
-        if outbox is not None:
-            outbox.flush()
+        def step(attempt: int) -> None:
+            outbox.reset()
+            with db.atomic():
+                self.deps.follow_on(pairs(attempt), recovering or attempt > 0, outbox)
+
+        self.deps.store(step, what)
+        outbox.flush()
 
     def reply_body(self, out: Outcome) -> bytes:
         """A reply, without result and traceback if it would be too big (read from the store)."""

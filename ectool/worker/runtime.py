@@ -34,7 +34,6 @@ import signal
 import socket as _socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,14 +213,13 @@ class WorkerRuntime:
             & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
 
     def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool,
-                       keep: Callable[[str, int], bool] | None = None) -> Outbox:
+                       outbox: Outbox | None = None) -> None:
         """Advance the workflows of final calls and fire their plugs (safe to repeat), in
         the caller's transaction: the workflow members advance together (their joins in
-        one transaction per parallel node), then every call's plugs fire. What follows is
-        in the returned outbox, to send after the commit; ``keep``: which next steps this
-        worker may keep (:func:`ectool.worker.triage.keep`)."""
+        one transaction per parallel node), then every call's plugs fire. What follows
+        goes in ``outbox``, to send after the commit, with the steps kept here."""
         engine = self.engine
-        engine.outbox = outbox = Outbox(keep, HOST, self.pid)
+        engine.outbox = outbox
         try:
             members = [(m, out) for m, out in pairs if m.cont]
             if members:
@@ -230,7 +228,6 @@ class WorkerRuntime:
                 engine.on_plugs(m, out)
         finally:
             engine.outbox = None
-        return outbox
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
