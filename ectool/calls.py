@@ -79,12 +79,17 @@ class Client:
 
     def submit(self, socket_name: str, calls: Sequence[tuple[list[Any], dict[str, Any]]], *,
                parent: str | None = None, root: str | None = None, flow: str | None = None,
-               reply: bool = True, cont: dict | None = None) -> list[str]:
+               reply: bool = True, cont: dict | None = None, call_ids: Sequence[str] | None = None,
+               resend: bool = False) -> list[str]:
         """Durably submit one call per (args, kwargs) to a socket; returns their ids in order.
 
         The rows are committed first (status ``queued``), then the messages published and
         confirmed; only then does this return. Many calls travel bundled, several to a
         message (:func:`~ectool.messages.bundle_size`, the ``bundle`` setting).
+        ``call_ids`` gives the calls ids chosen beforehand (a named stream records them
+        first); with ``resend`` a row that already exists is kept and its message published
+        again (a submit the producer may not have finished: at-least-once, the worker skips
+        a call whose outcome is recorded).
         """
         require("RUN_TASK")
         t = self.target(socket_name)
@@ -94,20 +99,22 @@ class Client:
                               max_bytes=self.config.max_message_bytes)
         stamp = now()
         ids, messages, params = [], [], []
+        chosen = iter(call_ids) if call_ids is not None else None
         for args, kwargs in calls:
-            cid = new_id()
+            cid = next(chosen) if chosen is not None else new_id()
             body, args_json = encoder.encode(cid, root or cid, args, kwargs)
             ids.append(cid)
             messages.append(body)
             # the columns of INSERT_COLUMNS, in order
             params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp))
-        insert_calls(params)
+        insert_calls(params, ignore_existing=resend)
         try:
             self.publisher.publish(t, bundle(messages, bundle_size(len(messages), self.config.bundle),
                                              self.config.max_message_bytes))
         except Exception as exc:
             # nothing was confirmed: say so in the store rather than leave phantom queued calls
-            ledger.cancel_unpublished(ids, str(exc))
+            if not resend:  # (a resent call may have been published before)
+                ledger.cancel_unpublished(ids, str(exc))
             raise
         if self._single:
             self._queued_events(t, ids, root, parent, flow)

@@ -53,6 +53,15 @@ class Backend(Protocol):
     def details(self, ids: list[str]) -> dict[str, tuple[str | None, float | None, float | None]]: ...
 
 
+class Recorder(Protocol):
+    """Told what was written and when the output was flushed (a named stream's
+    :class:`~ectool.journal.Journal`)."""
+
+    def written(self, seq: int) -> None: ...
+
+    def flushed(self) -> None: ...
+
+
 @dataclass
 class MapStats:
     read: int = 0  # lines taken from the input (skipped ones included)
@@ -126,11 +135,13 @@ class Mapper:
     def __init__(self, backend: Backend, socket: str, *, window: int, emit: Callable[[int, Outcome], int],
                  ordered: bool = True, halt: Halt | None = None, timeout: float | None = None,
                  joblog: IO[str] | None = None, skip: SeqSet | None = None,
-                 progress: Callable[[MapStats], None] | None = None, flush: Callable[[], None] | None = None) -> None:
+                 progress: Callable[[MapStats], None] | None = None, flush: Callable[[], None] | None = None,
+                 recorder: Recorder | None = None) -> None:
         self.backend, self.socket = backend, socket
         self.window = max(1, window)
         self.gulp = min(BATCH, max(1, self.window // 4))
-        self.emit, self.flush = emit, flush or (lambda: None)
+        self.emit, self._flush = emit, flush or (lambda: None)
+        self.recorder = recorder
         self.release = Release(ordered)
         self.halt = halt or Halt()
         self.timeout, self.joblog, self.skip = timeout, joblog, skip
@@ -190,6 +201,11 @@ class Mapper:
         return self.stats
 
     # -- internals ---------------------------------------------------------------
+    def flush(self) -> None:
+        self._flush()
+        if self.recorder is not None:
+            self.recorder.flushed()
+
     def _timed_replies(self, outcomes: list[Outcome], fallback: StoreFallback, now: float) -> None:
         """Tell the store fallback how long the replies among ``outcomes`` took."""
         for out in outcomes:
@@ -267,6 +283,8 @@ class Mapper:
         sizes = []
         for seq, out in released:
             sizes.append(self.emit(seq, out))
+            if self.recorder is not None:
+                self.recorder.written(seq)
             reader.tokens.release()
         self.flush()
         if self.joblog is not None and released:
@@ -299,9 +317,11 @@ class ClientBackend:
     left its call id (see :mod:`ectool.flows`).
     """
 
-    def __init__(self, client, socket: str, *, lineage: Callable[[], tuple] | None = None) -> None:
+    def __init__(self, client, socket: str, *, lineage: Callable[[], tuple] | None = None,
+                 journal=None) -> None:
         self.client, self.socket = client, socket
         self.lineage = lineage
+        self.journal = journal  # a named stream's: its lines' call ids are chosen and stored first
         self.parent = self.root = self.flow = None
         client.target(socket)  # an unknown socket fails before reading any input
 
@@ -309,8 +329,13 @@ class ClientBackend:
         if self.lineage is not None:
             self.flow, self.parent, self.root = self.lineage()
             self.lineage = None
-        return self.client.submit(self.socket, [([v], {}) for v in values], parent=self.parent,
-                                  root=self.root, flow=self.flow)
+        if self.journal is None:
+            return self.client.submit(self.socket, [([v], {}) for v in values], parent=self.parent,
+                                      root=self.root, flow=self.flow)
+        ids = self.client.submit(self.socket, [([v], {}) for v in values], parent=self.parent, root=self.root,
+                                 flow=self.flow, call_ids=self.journal.take_ids(len(values)))
+        self.journal.submitted(len(ids))
+        return ids
 
     def poll(self, timeout: float) -> list[Outcome]:
         inbox = self.client.inbox

@@ -24,7 +24,10 @@ S, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
     ({"UPDATE_PROCESSOR"}, {**{t: {S} for t in BASE}, "processor": {S, U}, "placement": {S, U}}),
     ({"START_PROCESSOR", "STOP_PROCESSOR"}, {**{t: {S} for t in BASE}, "processor": {S, U}}),
     ({"RUN_TASK"}, {**{t: {S} for t in BASE}, "socket": {S}, "queue": {S}, "processor": {S}, "plug": {S},
-                    "call": {S, INS, U}, "workflow": {S, INS}, "join_slot": {S, INS, D}, "event": {INS}}),
+                    "call": {S, INS, U}, "workflow": {S, INS}, "join_slot": {S, INS, D}, "event": {INS},
+                    "stream": {S, INS, U, D}, "stream_line": {S, INS, D}}),  # ec map --name, ec attach
+    ({"READ_CALL", "DELETE_CALL"}, {**{t: {S} for t in BASE}, **{t: {S, D} for t in (
+        "call", "workflow", "join_slot", "event", "minute_stat", "stream", "stream_line")}}),
     ({"DB_MIGRATE"}, {t: {S} for t in BASE}),  # DDL needs the tables' owner: nothing to grant
     ({"*"}, {t: set(ALL) for t in TABLES}),  # admin
 ])
@@ -130,3 +133,28 @@ def test_a_user_without_a_database_role_gets_a_note(pg_url):
     added = ec(pg_url, "add", "user", "-n", f"nobody_{uuid.uuid4().hex[:6]}")
     assert added.exit_code == 0
     assert "no PostgreSQL role" in added.output and "CREATE ROLE" in added.output
+
+
+def test_a_runner_records_named_streams_and_a_reader_only_reads_them(pg_url, roles):
+    """ec map --name as a user holding RUN_TASK: the stream, its lines and the reuse of a
+    finished stream's name; READ_CALL reads them and writes nothing."""
+    from ectool.journal import Journal
+    from ectool.store import open_store, streams
+
+    runner, reader = roles
+    assert ec(pg_url, "db", "init").exit_code == 0
+    assert ec(pg_url, "add", "role", "-n", "runners", "-p", "RUN_TASK").exit_code == 0
+    assert ec(pg_url, "add", "role", "-n", "readers", "-p", "READ_CALL").exit_code == 0
+    assert ec(pg_url, "add", "user", "-n", runner, "-r", "runners").exit_code == 0
+    assert ec(pg_url, "add", "user", "-n", reader, "-r", "readers").exit_code == 0
+    open_store(pg_url.replace("postgres@", f"{runner}@", 1))
+    for _ in range(2):  # the second replaces the first, finished
+        journal = Journal.start("s", "sock", "{}", None)
+        journal.store_lines(1, [b"a\n", b"b\n"], eof=True)
+        journal.submitted(2)
+        journal.close("finished")
+    assert [(r.name, r.read, r.sent, r.state) for r in streams.select()] == [("s", 2, 2, "finished")]
+    assert psql(pg_url, reader, "SELECT name, read FROM stream") == [("s", 2)]
+    assert psql(pg_url, reader, "SELECT count(*) FROM stream_line") == [(2,)]
+    assert psql(pg_url, reader, "DELETE FROM stream_line") == "denied"
+    assert psql(pg_url, reader, "UPDATE stream SET state = 'running'") == "denied"

@@ -89,12 +89,21 @@ def since(version: int) -> list[int]:
     return list(range(version + 1, schema.CURRENT + 1))
 
 
+def back_to_v9(database) -> None:
+    """Undo v10 on a current store: no named streams."""
+    from ectool.store.streams import STREAM_MODELS
+
+    database.drop_tables(STREAM_MODELS)
+    schema.SchemaVersion.update(version=9).execute()
+
+
 def back_to_v8(database) -> None:
-    """Undo v9 on a current store: schedules name a socket, no grace, no named workflows."""
+    """Undo v10 and v9 on a current store: schedules name a socket, no grace, no named workflows."""
     from playhouse.migrate import migrate
 
     from ectool.store.schedules import NamedWorkflow
 
+    back_to_v9(database)
     database.drop_tables([NamedWorkflow])
     m = schema._migrator(database)
     with schema.foreign_keys_off(database):
@@ -274,7 +283,7 @@ def test_upgrade_from_v7_drops_the_worker_statuses_nothing_set(db_url):
 
 
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 9
+    assert schema.version(store) == schema.CURRENT == 10
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]
@@ -391,4 +400,23 @@ def test_upgrade_from_v8_lets_a_schedule_start_a_workflow(db_url):
     workflow_defs.define("w", workflow_defs.to_plan({"pipeline": ["pyfi.processors.sample.do_something"]}))
     wf = schedules.add("wf", workflow="w", every="1m", grace="30s")
     assert (wf.socket, wf.workflow, wf.grace) == (None, "w", 30.0)
+    database.close()
+
+
+def test_upgrade_from_v9_keeps_named_streams(db_url):
+    """v9 -> v10: the stream tables appear (ec map --name, ec attach); nothing else changes."""
+    from ectool.store import streams
+
+    database = open_store(db_url)
+    seed_network()
+    back_to_v9(database)
+    assert not database.table_exists("stream")
+    with pytest.raises(UsageError, match=f"is version 9, this ec needs {schema.CURRENT}"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == since(9)
+    row = streams.create("big", "pyfi.processors.sample.do_something", "{}", "h", 1)
+    streams.add_lines(row.id, 1, [b"a\n", b"b\n"], ["c1", "c2"], eof=True)
+    assert streams.lines(row.id, 1, 10) == [(2, b"b\n", "c2")]
+    assert (streams.get("big").read, streams.get("big").eof) == (2, True)
+    assert schema.upgrade(database) == []
     database.close()

@@ -12,9 +12,9 @@ from click.shell_completion import CompletionItem
 
 #: kinds ``ec ls`` accepts (besides the named object kinds)
 LS_KINDS = ["processors", "sockets", "queues", "plugs", "schedules", "workflows", "nodes", "workers", "agents",
-            "users", "roles", "privileges", "trust", "calls"]
+            "users", "roles", "privileges", "trust", "calls", "streams"]
 OBJECT_KINDS = ["processor", "socket", "queue", "plug", "schedule", "workflow", "node", "user", "role", "privilege",
-                "trust"]
+                "trust", "stream"]
 
 
 def _names(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionItem]:
@@ -23,13 +23,14 @@ def _names(ctx: click.Context, kind: str, incomplete: str) -> list[CompletionIte
         from ..store import open_store, sqlite_path
         from ..store.models import KINDS
         from ..store.schedules import NamedWorkflow, Schedule
+        from ..store.streams import Stream
 
         root = ctx.find_root().params
         url = load(db=root.get("db_url"), broker=root.get("broker_url")).db
         if url.startswith("sqlite:") and not sqlite_path(url).exists():
             return []  # a Tab must not create a store
         open_store(url, create=False)
-        model = {**KINDS, "schedule": Schedule, "workflow": NamedWorkflow}[kind]
+        model = {**KINDS, "schedule": Schedule, "workflow": NamedWorkflow, "stream": Stream}[kind]
         field = model.pattern if kind == "trust" else model.name
         query = model.select(field).where(field.startswith(incomplete)).order_by(field).limit(500)
         return [CompletionItem(getattr(row, field.name)) for row in query]
@@ -59,6 +60,10 @@ def schedules(ctx: click.Context, param: click.Parameter, incomplete: str) -> li
 
 def workflows(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     return _names(ctx, "workflow", incomplete)
+
+
+def streams(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return _names(ctx, "stream", incomplete)
 
 
 def ls_kinds(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

@@ -24,6 +24,8 @@ map_options = [
     click.option("--resume", is_flag=True, help="With --joblog: skip lines the joblog already records."),
     click.option("--resume-failed", is_flag=True, help="With --joblog: skip lines the joblog records as "
                  "succeeded (run failed ones again)."),
+    click.option("--name", "stream_name", metavar="NAME", help="Record the stream under NAME (its input, "
+                 "call ids and output position): if this process dies, ec attach NAME prints the rest."),
 ]
 
 
@@ -102,11 +104,26 @@ def open_joblog(path: str | None, resume: bool, resume_failed: bool):
     return fh, None
 
 
+def named_stream(name: str, socket: str, as_json: bool, source):
+    """(the stream's journal, the input read ahead and stored through it)."""
+    import json
+
+    from ..journal import Journal, ReadAhead
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = None
+    journal = Journal.start(name, socket, json.dumps({"json": as_json}), fd)
+    return journal, ReadAhead(source, journal)
+
+
 def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None, as_json: bool,
               unordered: bool = False, halt: str = "never", joblog: str | None = None,
               resume: bool = False, resume_failed: bool = False, verbose: bool = False,
-              stderr: bool = False) -> None:
-    """Body of ``ec map``: stream stdin through SOCKET; exit 1 (count on stderr) if any failed."""
+              stderr: bool = False, name: str | None = None) -> None:
+    """Body of ``ec map``: stream stdin through SOCKET; exit 1 (count on stderr) if any failed.
+    With ``name`` the stream is recorded (:mod:`ectool.journal`) for ``ec attach``."""
     from .. import flows
     from ..calls import Client
     from ..mapper import ClientBackend, Mapper, live_capacity
@@ -115,13 +132,19 @@ def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None,
     policy = parse_halt(halt)
     if jobs is not None and jobs < 1:
         raise UsageError("-j/--jobs must be at least 1")
+    if name is not None and (unordered or resume or resume_failed):
+        raise UsageError("--name records an ordered stream: not with --unordered, --resume or --resume-failed")
     log, skip = open_joblog(joblog, resume, resume_failed)
     client = Client(env.config)
-    progress = None
+    progress = journal = None
     out = sys.stdout.buffer
+    source = sys.stdin.buffer if sys.stdin is not None else []
     try:
         backend = ClientBackend(client, socket, lineage=lambda: flows.lineage(stdin_used=True))
         window = jobs or default_window(*live_capacity(socket))
+        if name is not None:
+            journal, source = named_stream(name, socket, as_json, source)
+            backend.journal = journal
 
         def emit(seq: int, outcome) -> int:
             data = line_result(outcome, seq, as_json)
@@ -139,9 +162,10 @@ def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None,
 
         progress = ProgressLine()
         mapper = Mapper(backend, socket, window=window, emit=emit, ordered=not unordered, halt=policy,
-                        timeout=timeout, joblog=log, skip=skip, progress=progress, flush=out.flush)
+                        timeout=timeout, joblog=log, skip=skip, progress=progress, flush=out.flush,
+                        recorder=journal)
         try:
-            stats = mapper.run(sys.stdin.buffer if sys.stdin is not None else [])
+            stats = mapper.run(source)
         except KeyboardInterrupt:
             progress.stop()
             sys.stderr.write(f"ec: interrupted; {len(mapper.pending)} call(s) sent and not finished keep "
@@ -152,6 +176,8 @@ def run_lines(env: Env, socket: str, *, jobs: int | None, timeout: float | None,
             progress.stop()
         if log is not None:
             log.close()
+        if journal is not None:  # an error or ^C leaves it to ec attach
+            journal.close("interrupted" if sys.exc_info()[0] is not None else "finished", out.flush)
         client.close()
     if stats.broken_pipe:
         # nobody reads our output any more: exit quietly (calls not started were cancelled)

@@ -213,7 +213,7 @@ def _done(obj, as_json: bool) -> None:
 def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, schedule_name, limit, known,
        as_json) -> None:
     """List objects of KIND: processors, sockets, queues, plugs, schedules, workflows, nodes,
-    workers, agents, users, roles, privileges, trust, calls.
+    workers, agents, users, roles, privileges, trust, calls, streams (ec map --name).
 
     `ec ls call --id ID -g` prints the call graph of ID's workflow.
     """
@@ -228,6 +228,11 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, schedule_
             schedule_cmd.list_workflows(as_json)
         else:
             schedule_cmd.list_calls(schedule_name, status, limit, as_json)
+        return
+    if k == "stream":
+        from .. import named_streams
+
+        render(named_streams.list_streams(), named_streams.COLUMNS, as_json=as_json)
         return
     if k == "call":
         from . import calls_cmd
@@ -275,6 +280,11 @@ def show(env: Env, kind, name, last, as_json) -> None:
 
         render_one(workflow_defs.show(name), as_json=as_json)
         return
+    if kind.lower().rstrip("s") == "stream":
+        from .. import named_streams
+
+        render_one(named_streams.show(name), as_json=as_json)
+        return
     render_one(network.show(kind, name), as_json=as_json)
 
 
@@ -318,11 +328,11 @@ def update(env: Env, kind, name, changes, as_json) -> None:
 def delete(env: Env, kind, name, cascade) -> None:
     """Delete an object. A processor or queue with sockets, or a socket with plugs, needs --cascade."""
     env.store()
-    if kind.lower().rstrip("s") in ("schedule", "workflow"):
-        from .. import schedules, workflow_defs
+    if kind.lower().rstrip("s") in ("schedule", "workflow", "stream"):
+        from .. import named_streams, schedules, workflow_defs
 
         what = kind.lower().rstrip("s")
-        (schedules.delete if what == "schedule" else workflow_defs.delete)(name)
+        {"schedule": schedules.delete, "workflow": workflow_defs.delete, "stream": named_streams.delete}[what](name)
         click.echo(f"deleted {what} {name}", err=True)
         return
     for gone in network.delete(kind, name, cascade=cascade):

@@ -38,7 +38,7 @@ def with_common(fn):
 @click.option("--stderr", "show_stderr", is_flag=True,
               help="Write what the call printed remotely (its log, see ec logs) to stderr when it finishes.")
 @pass_env
-def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, resume, resume_failed,
+def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, resume, resume_failed, stream_name,
         no_wait, timeout, as_json, verbose, show_stderr) -> None:
     """Call SOCKET and print its result.
 
@@ -60,11 +60,11 @@ def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, re
             raise UsageError("--lines takes its arguments from stdin: no ARGS, -k or --no-wait")
         run_lines(env, socket, jobs=jobs, timeout=timeout, as_json=as_json, unordered=unordered, halt=halt,
                   joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose,
-                  stderr=show_stderr)
+                  stderr=show_stderr, name=stream_name)
         return
-    if any(x is not None and x is not False for x in (jobs, joblog)) or unordered or resume or resume_failed \
-            or halt != "never":
-        raise UsageError("-j, --unordered, --halt, --joblog and --resume go with --lines (or ec map)")
+    if any(x is not None and x is not False for x in (jobs, joblog, stream_name)) or unordered or resume \
+            or resume_failed or halt != "never":
+        raise UsageError("-j, --unordered, --halt, --joblog, --resume and --name go with --lines (or ec map)")
     values, stdin_used = call_values(args, bool(kwargs))
     run_one(env, socket, values, parse_kwargs(kwargs), no_wait, timeout, as_json, verbose, stdin_used,
             show_stderr)
@@ -79,8 +79,8 @@ def run(env: Env, socket, args, kwargs, lines, jobs, unordered, halt, joblog, re
 @click.option("--stderr", "show_stderr", is_flag=True,
               help="Write what each call printed remotely (its log) to stderr as its result is written.")
 @pass_env
-def map_cmd(env: Env, socket, jobs, unordered, halt, joblog, resume, resume_failed, timeout, as_json,
-            verbose, show_stderr) -> None:
+def map_cmd(env: Env, socket, jobs, unordered, halt, joblog, resume, resume_failed, stream_name, timeout,
+            as_json, verbose, show_stderr) -> None:
     """Call SOCKET once per stdin line; write the results in input order as they are ready.
 
     Each line (without its newline; bytes if not UTF-8) is one string argument. At most
@@ -92,11 +92,13 @@ def map_cmd(env: Env, socket, jobs, unordered, halt, joblog, resume, resume_fail
       seq 5 | ec map pyfi.processors.sample.do_this
       ec map -j 32 --halt now,fail=1 --joblog jobs.log S < urls.txt
       ec map --joblog jobs.log --resume S < urls.txt   # skip lines already done
+      seq 100000 | ec map --name big S > out   # if it dies: ec attach big >> out
     """
     from .map_cmd import run_lines
 
     run_lines(env, socket, jobs=jobs, timeout=timeout, as_json=as_json, unordered=unordered, halt=halt,
-              joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose, stderr=show_stderr)
+              joblog=joblog, resume=resume, resume_failed=resume_failed, verbose=verbose, stderr=show_stderr,
+              name=stream_name)
 
 
 @click.group()

@@ -21,24 +21,26 @@ from collections.abc import Iterable
 
 from .models import MODELS, SchemaVersion, db, on_sqlite
 from .schedules import SCHEDULE_MODELS
+from .streams import STREAM_MODELS
 
 R, INS, U, D = "SELECT", "INSERT", "UPDATE", "DELETE"
 ALL = frozenset((R, INS, U, D))
-TABLES = tuple(m._meta.table_name for m in (*MODELS, *SCHEDULE_MODELS, SchemaVersion))  # type: ignore[attr-defined]
+TABLES = tuple(m._meta.table_name for m in (*MODELS, *SCHEDULE_MODELS, *STREAM_MODELS, SchemaVersion))  # type: ignore[attr-defined]
 #: everyone reads who may do what (every privilege check does) and the schema version
 BASE = {t: {R} for t in ("user", "role", "privilege", "user_role", "role_privilege", "ec_schema")}
 #: the tables behind each object kind's READ_/ADD_/UPDATE_/DELETE_ privileges
 KIND_TABLES = {
     "NODE": ("node",), "AGENT": ("agent", "placement"), "PROCESSOR": ("processor", "placement"),
     "SOCKET": ("socket",), "QUEUE": ("queue",), "PLUG": ("plug",), "WORKER": ("worker",),
-    "CALL": ("call", "workflow", "join_slot", "event", "minute_stat"), "USER": ("user", "user_role"),
+    "CALL": ("call", "workflow", "join_slot", "event", "minute_stat", "stream", "stream_line"), "USER": ("user", "user_role"),
     "ROLE": ("role", "role_privilege"), "PRIVILEGE": ("privilege", "role_privilege"), "TRUST": ("trust",),
     "SCHEDULE": ("schedule", "schedule_tick", "named_workflow"),
 }
 VERBS = {"READ": {R}, "ADD": {R, INS}, "UPDATE": {R, U}, "DELETE": {R, D}}
 _NETWORK = {"socket": {R}, "queue": {R}, "processor": {R}, "plug": {R}}
 ACTION_TABLES: dict[str, dict[str, set[str]]] = {
-    "RUN_TASK": {**_NETWORK, "call": {R, INS, U}, "workflow": {R, INS}, "join_slot": {R, INS, D}, "event": {INS}},
+    "RUN_TASK": {**_NETWORK, "call": {R, INS, U}, "workflow": {R, INS}, "join_slot": {R, INS, D}, "event": {INS},
+                 "stream": {R, INS, U, D}, "stream_line": {R, INS, D}},  # a finished stream's name is reused
     "CANCEL_TASK": {"call": {R, U}, "event": {INS}},
     "START_PROCESSOR": {"processor": {R, U}},
     "STOP_PROCESSOR": {"processor": {R, U}},

@@ -27,8 +27,9 @@ from .models import (
     Workflow,
 )
 from .schedules import SCHEDULE_MODELS
+from .streams import STREAM_MODELS
 
-CURRENT = 9
+CURRENT = 10
 
 #: Worker.status's values from v5 to v7 (v8 dropped the three nothing ever set)
 WORKER_STATUS_V5 = ("starting", "running", "paused", "stopping", "stopped", "crashed", "lost")
@@ -166,8 +167,14 @@ def _v8_to_v9(database: Database) -> None:
     database.create_tables([NamedWorkflow], safe=True)
 
 
+def _v9_to_v10(database: Database) -> None:
+    """v10 keeps named streams (``ec map --name``, ``ec attach``): a stream and its input
+    lines with their call ids (:mod:`ectool.store.streams`)."""
+    database.create_tables(STREAM_MODELS, safe=True)
+
+
 MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
-                                                     6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9}
+                                                     6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9, 9: _v9_to_v10}
 _ = Processor  # the v2 column is declared on the model
 
 
@@ -199,7 +206,7 @@ def init(database: Database) -> bool:
     from ..security import bootstrap
 
     with database.atomic():
-        database.create_tables([*MODELS, *SCHEDULE_MODELS, SchemaVersion])
+        database.create_tables([*MODELS, *SCHEDULE_MODELS, *STREAM_MODELS, SchemaVersion])
         SchemaVersion.create(version=CURRENT)
         bootstrap()  # whoever creates the store is its admin
     return True
@@ -244,4 +251,4 @@ def drop(database: Database) -> None:
     if version(database) is not None:
         require("DB_DROP")
     with database.atomic():
-        database.drop_tables([*MODELS, *SCHEDULE_MODELS, SchemaVersion], safe=True, cascade=not isinstance(database, SqliteDatabase))
+        database.drop_tables([*MODELS, *SCHEDULE_MODELS, *STREAM_MODELS, SchemaVersion], safe=True, cascade=not isinstance(database, SqliteDatabase))
