@@ -90,6 +90,58 @@ def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatc
     assert (rows[ids[3]].status, rows[ids[3]].result) == ("done", "1")  # its first outcome stays
 
 
+def test_recording_commits_outcomes_with_what_follows_them_or_neither(db_url):
+    """A worker's outcomes and the rows its flows start commit together (on PostgreSQL
+    the transaction's BEGIN goes with the outcomes' statement); a failure in between
+    leaves neither."""
+    from ectool.messages import CallMessage
+    from ectool.store.models import Call, now
+    from ectool.worker.result import Result
+
+    _open(db_url)
+    stamp = now()
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    ledger.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp) for cid in ids[:2]])
+
+    def done(cid):
+        return Result(CallMessage(id=cid, socket="s", task="t"), "done", result_json="1")
+
+    with ledger.recording([done(ids[0])], [ids[0], ids[1], "no-such-call"]) as roots:
+        ledger.insert_calls([(ids[2], stamp, stamp, "s", None, ids[2], None, "running", 1, "{}", stamp)])
+    assert {k: v.status for k, v in roots.items()} == {ids[0]: "done", ids[1]: "running"}  # read after recording
+    assert _row(ids[0]).status == "done" and _row(ids[2]).status == "running"
+    with pytest.raises(RuntimeError), ledger.recording([done(ids[1])]):
+        ledger.insert_calls([(ids[3], stamp, stamp, "s", None, ids[3], None, "running", 1, "{}", stamp)])
+        raise RuntimeError("the worker's flow step failed")
+    assert _row(ids[1]).status == "running" and _row(ids[3]) is None
+    assert Call.select().count() == 3  # and the connection is usable again
+
+
+def test_a_workflow_plan_and_its_first_rows_are_written_together(db_url):
+    from ectool.store.models import Call, Workflow, now
+
+    _open(db_url)
+    stamp = now()
+    wf, step = str(uuid.uuid4()), str(uuid.uuid4())
+    ledger.insert_calls([(wf, stamp, stamp, "pipeline", None, wf, None, "running", 0, None, stamp),
+                         (step, stamp, stamp, "s", wf, wf, None, "queued", 0, "{}", stamp)],
+                        first=ledger.workflow_sql(wf, '{"t": "pipe"}', "inbox"))
+    assert (Workflow.get_by_id(wf).plan, Workflow.get_by_id(wf).reply_to) == ('{"t": "pipe"}', "inbox")
+    assert {r.id for r in Call.select()} == {wf, step}
+
+
+def test_a_kept_step_is_written_once(db_url):
+    from ectool.store.models import now
+
+    _open(db_url)
+    stamp = now()
+    cid = str(uuid.uuid4())
+    row = (cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp, stamp, "this-host", 42)
+    assert ledger.insert_kept(row) is True
+    assert ledger.insert_kept(row[:12] + ("other-host", 7)) is False
+    assert (_row(cid).host, _row(cid).worker_pid, _row(cid).status) == ("this-host", 42, "running")
+
+
 def _queued(n, status="queued", attempts=0):
     from ectool.store.models import now
 

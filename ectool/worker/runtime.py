@@ -42,6 +42,7 @@ from ..config import Config
 from ..errors import NotFound, UsageError
 from ..liveness import WORKER_ALIVE, WORKER_HEARTBEAT
 from ..messages import CallMessage
+from ..outbox import Outbox
 from ..outcome import Outcome
 from ..publisher import broker_queue
 from ..store import retrying, transient
@@ -218,15 +219,22 @@ class WorkerRuntime:
             (Worker.host == row.host) & (Worker.pid == row.worker_pid) & (Worker.status == "running")
             & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
 
-    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool) -> None:
-        """Advance the workflows of final calls and fire their plugs (safe to repeat): the
-        workflow members advance together (their joins
-        in one transaction per parallel node), then every call's plugs fire."""
-        members = [(m, out) for m, out in pairs if m.cont]
-        if members:
-            self.engine.on_outcomes(members, recovering=recovering)
-        for m, out in pairs:
-            self.engine.on_plugs(m, out)
+    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool,
+                       outbox: Outbox | None = None) -> None:
+        """Advance the workflows of final calls and fire their plugs (safe to repeat), in
+        the caller's transaction: the workflow members advance together (their joins in
+        one transaction per parallel node), then every call's plugs fire. What follows
+        goes in ``outbox``, to send after the commit, with the steps kept here."""
+        engine = self.engine
+        engine.outbox = outbox
+        try:
+            members = [(m, out) for m, out in pairs if m.cont]
+            if members:
+                engine.on_outcomes(members, recovering=recovering)
+            for m, out in pairs:
+                engine.on_plugs(m, out)
+        finally:
+            engine.outbox = None
 
     def executor_for(self, m: CallMessage) -> tuple[Any, tuple[str, str | None, str] | None]:
         """(the executor to run ``m`` with, its provenance when not this worker's own): a
