@@ -54,6 +54,9 @@ def test_a_pipeline_stays_on_the_worker_that_ran_its_first_step(net, tmp_path):
     assert len(rows) == 10 and all(r.status == "done" and r.attempts == 1 for r in rows)
     # each step was kept by the worker that finished the one before: one worker ran them all
     assert len({(r.host, r.worker_pid) for r in rows}) == 1
+    # kept steps skip the claim, yet record the code that ran them (issue 19's provenance)
+    assert {(r.processor, r.runtime) for r in rows} == {(proc, "python")}
+    assert len({r.commit for r in rows}) == 1 and rows[0].commit
     assert sorted(p.name for p in runs.iterdir()) == sorted(f"s{i}" for i in range(10))
 
 
