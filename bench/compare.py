@@ -1,7 +1,7 @@
 """ceiling, floor, celery and ec side by side: alternate runs, medians, ratios pair by pair.
 
     python -m bench compare [--rounds 3] [--calls 10000] [--seq 1000] [--loop 2000] [--chords 20]
-                            [--members 100] [--prefetch 32] [--quick]
+                            [--funnels N] [--pipelines N] [--members 100] [--prefetch 32] [--quick]
 
 Each round runs ``bench ceiling``, ``bench floor``, ``bench celery`` and ``bench ec``
 (RabbitMQ+PostgreSQL and embedded) as subprocesses, in an order rotated from round to
@@ -11,8 +11,10 @@ round, from figures measured minutes apart, and the median of those is reported 
 the median of each figure. "ec" in the ratios is ElasticCode on RabbitMQ + PostgreSQL (the
 same broker as the others). ``floor / celery`` says whether a target relative to Celery
 can be met at all with ec's guarantees: the floor is those guarantees with no runtime
-around them. ``--quick`` shrinks every workload (a smoke run). Prints tables and one JSON
-line.
+around them. ``--quick`` shrinks every workload (a smoke run). ``--funnels`` and
+``--pipelines`` (default: ``--chords``) size the funnel/chord and pipeline/chain workloads
+apart, 0 skipping one; ``--calls 0`` skips the throughput workload (and the floor, which
+needs it). Prints tables and one JSON line.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ RATIOS = {
     "throughput ec/celery+confirms": ("ec", "celery+confirms", "throughput_calls_s", None, "ge"),
     "throughput ec/ceiling": ("ec", "ceiling", "throughput_calls_s", 0.5, "ge"),
     "seq p50 ec/celery": ("ec", "celery", "seq_p50_ms", 0.5, "le"),
+    "seq p50 ec/celery+confirms": ("ec", "celery+confirms", "seq_p50_ms", 1.0, "le"),
     "seq p50 ec/ceiling": ("ec", "ceiling", "seq_p50_ms", None, "le"),
     "throughput ec/floor": ("ec", "floor", "throughput_calls_s", None, "ge"),
     "seq p50 ec/floor": ("ec", "floor", "seq_p50_ms", None, "le"),
@@ -53,7 +56,7 @@ RATIOS = {
     "loop ec/celery": ("ec", "celery", "loop_calls_s", 3.5, "ge"),
     "loop embedded/celery": ("ec embedded", "celery", "loop_calls_s", None, "ge"),
     "funnel/chord ec/celery": ("ec", "celery", "chord_p50_ms", 0.125, "le"),
-    "pipeline/chain ec/celery": ("ec", "celery", "chain_p50_ms", None, "le"),
+    "pipeline10 ec/chain10": ("ec", "celery", "chain_p50_ms", 0.5, "le"),
     "throughput embedded/celery": ("ec embedded", "celery", "throughput_calls_s", None, "ge"),
 }
 
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seq", type=int, default=1000)
     ap.add_argument("--loop", type=int, default=2000)
     ap.add_argument("--chords", type=int, default=20)
+    ap.add_argument("--funnels", type=int, default=None, help="funnels and chords (default: --chords)")
+    ap.add_argument("--pipelines", type=int, default=None, help="pipelines and chains of 10 (default: --chords)")
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--prefetch", type=int, default=PREFETCH)
     ap.add_argument("--quick", action="store_true", help="tiny workloads: a smoke run")
@@ -113,15 +118,19 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.calls, args.seq, args.chords, args.members, args.loop = 300, 30, 2, 10, 100
+    funnels = str(args.chords if args.funnels is None else args.funnels)
+    pipelines = str(args.chords if args.pipelines is None else args.pipelines)
     common = ["--calls", str(args.calls), "--seq", str(args.seq)]
     argsets = {
         "ceiling": ["-n", str(args.calls), "--seq", str(args.seq)],
         "floor": [*common, "--prefetch", str(args.prefetch)],
-        "celery": [*common, "--loop", str(args.loop), "--chords", str(args.chords), "--chains", str(args.chords),
+        "celery": [*common, "--loop", str(args.loop), "--chords", funnels, "--chains", pipelines,
                    "--members", str(args.members)],
-        "ec": [*common, "--loop", str(args.loop), "--funnels", str(args.chords), "--pipelines", str(args.chords),
+        "ec": [*common, "--loop", str(args.loop), "--funnels", funnels, "--pipelines", pipelines,
                "--members", str(args.members), "--prefetch", str(args.prefetch)],
     }
+    if not args.calls:
+        del argsets["floor"]  # it measures throughput first: nothing to measure
     order = list(argsets)
     rounds: list[dict] = []
     started = time.perf_counter()

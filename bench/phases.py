@@ -9,7 +9,11 @@ A sequential no-op call is cut into: submit (row stored, message confirmed), que
 stored: the call, and recording it), reply (until the caller had the outcome). A funnel
 of MEMBERS no-ops then a sum is cut at: submitted, the first and last member started,
 the last member finished, the join closed, the final step started and finished, the
-workflow finished, the caller told. Medians of each stretch; a table and one JSON line.
+workflow finished, the caller told. A pipeline of STEPS no-ops is cut at: submitted,
+the first step started, then per step: running (started..finished) and between steps
+(one step finished..the next started: the hand-off, or a trip through the broker), then
+the workflow finished and the caller told (per-step stretches: medians over every step).
+Medians of each stretch; a table and one JSON line.
 Use it to see which stage a change moved, then ``bench compare`` for figures to quote.
 """
 
@@ -94,11 +98,37 @@ def funnels(n: int, members: int) -> dict[str, float]:
     return medians(cuts)
 
 
+def pipelines(n: int, steps: int) -> dict[str, float]:
+    from ectool.api import Socket, pipeline
+    from ectool.store.models import Call
+    from ectool.workflow import node_id
+
+    noop = Socket(name="noop")
+    cuts: dict[str, list[float]] = {}
+    for _ in range(n):
+        t0 = time.time()
+        handle = pipeline([noop.p() for _ in range(steps)]).delay()
+        t1 = time.time()
+        handle.get(timeout=300)
+        t2 = time.time()
+        rows = {r.id: r for r in Call.select().where(Call.root == handle.id)}
+        step_rows = [rows[node_id(handle.id, [i])] for i in range(steps)]
+        marks = [("submit", t0), ("to first step start", t1)]
+        for i, row in enumerate(step_rows):
+            marks += [("step running", stamp(row.started)),
+                      ("between steps" if i < steps - 1 else "to workflow done", stamp(row.finished))]
+        marks += [("caller told", stamp(rows[handle.id].finished)), ("", t2)]
+        cut(marks, cuts)
+    return medians(cuts)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench phases", description=__doc__.splitlines()[0])
     ap.add_argument("--seq", type=int, default=300)
     ap.add_argument("--funnels", type=int, default=10)
     ap.add_argument("--members", type=int, default=100)
+    ap.add_argument("--pipelines", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1, help="worker processes (default 1: one path)")
     ap.add_argument("--prefetch", type=int, default=PREFETCH)
     ap.add_argument("--only", choices=["embedded", "distributed"])
@@ -108,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[phases] {name}: starting {args.workers} workers", file=sys.stderr, flush=True)
         with ec_session(db_url, broker_url, args.workers, args.prefetch, tmp) as s:
             return {"seq": sequential(s.client, args.seq) if args.seq else {},
-                    "funnel": funnels(args.funnels, args.members) if args.funnels else {}}
+                    "funnel": funnels(args.funnels, args.members) if args.funnels else {},
+                    "pipeline": pipelines(args.pipelines, args.steps) if args.pipelines else {}}
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -119,12 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"where the time goes (medians, ms): {args.workers} worker(s), prefetch {args.prefetch}, "
           f"{os.cpu_count()} CPUs")
     for part, title in (("seq", f"sequential no-op call ({args.seq})"),
-                        ("funnel", f"funnel of {args.members} then a sum ({args.funnels})")):
+                        ("funnel", f"funnel of {args.members} then a sum ({args.funnels})"),
+                        ("pipeline", f"pipeline of {args.steps} no-ops ({args.pipelines}; per step: medians "
+                                     "over steps)")):
         keys = list(next(iter(results.values()))[part])
         if keys:
             print(f"\n{title}")
             print(table(["stretch", *names], [[k, *(results[n][part].get(k) for n in names)] for k in keys]))
     emit({"bench": "phases", "seq": args.seq, "funnels": args.funnels, "members": args.members,
+          "pipelines": args.pipelines, "steps": args.steps,
           "workers": args.workers, "prefetch": args.prefetch, **machine(), **results})
 
 

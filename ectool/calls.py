@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -106,7 +107,7 @@ class Client:
     def submit(self, socket_name: str, calls: Sequence[tuple[list[Any], dict[str, Any]]], *,
                parent: str | None = None, root: str | None = None, flow: str | None = None,
                reply: bool = True, cont: dict | None = None, call_ids: Sequence[str] | None = None,
-               resend: bool = False) -> list[str]:
+               resend: bool = False, pin: str | None = None, replay_of: str | None = None) -> list[str]:
         """Durably submit one call per (args, kwargs) to a socket; returns their ids in order.
 
         The rows are committed first (status ``queued``), then the messages published and
@@ -115,14 +116,16 @@ class Client:
         ``call_ids`` gives the calls ids chosen beforehand (a named stream records them
         first); with ``resend`` a row that already exists is kept and its message published
         again (a submit the producer may not have finished: at-least-once, the worker skips
-        a call whose outcome is recorded).
+        a call whose outcome is recorded). ``pin`` asks workers to run the calls at that
+        commit of the processor and ``replay_of`` links them to the call they replay
+        (:mod:`ectool.replay`).
         """
         require("RUN_TASK")
         t = self.target(socket_name)
         reply_to = self.inbox.address if reply else None
         flow = flow or os.environ.get("EC_FLOW") or None
         encoder = CallEncoder(t.socket, t.task, parent=parent, flow=flow, reply_to=reply_to, cont=cont,
-                              max_bytes=self.config.max_message_bytes)
+                              max_bytes=self.config.max_message_bytes, pin=pin)
         stamp = now()
         ids, messages, params = [], [], []
         chosen = iter(call_ids) if call_ids is not None else None
@@ -132,8 +135,9 @@ class Client:
             ids.append(cid)
             messages.append(body)
             # the columns of INSERT_COLUMNS, in order
-            params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp))
-        insert_calls(params, ignore_existing=resend)
+            params.append((cid, stamp, stamp, t.socket, parent, root or cid, flow, "queued", 0, args_json, stamp)
+                          + ((replay_of,) if replay_of else ()))
+        insert_calls(params, (*INSERT_COLUMNS, "replay_of") if replay_of else INSERT_COLUMNS, ignore_existing=resend)
         try:
             self.publisher.publish(t, bundle(messages, bundle_size(len(messages), self.config.bundle),
                                              self.config.max_message_bytes))
@@ -317,7 +321,9 @@ def parse_since(text: str) -> dt.datetime:
 
 
 CALL_COLUMNS = ["id", "socket", "status", "attempts", "submitted", "started", "finished", "host",
-                "worker_pid", "parent", "root", "flow", "result", "error_type", "error_message"]
+                "worker_pid", "processor", "commit", "runtime", "replay_of", "parent", "root", "flow", "result",
+                "error_type", "error_message"]
+COMMIT_PREFIX = re.compile(r"[0-9a-f]{1,40}(-dirty)?")
 
 
 def call_row(row: Call) -> dict[str, Any]:
@@ -336,10 +342,14 @@ def call_row(row: Call) -> dict[str, Any]:
 
 
 def list_calls(*, status: str | None = None, socket: str | None = None, since: str | None = None,
-               limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None) -> list[Call]:
+               limit: int = 100, ids: Sequence[str] | None = None, flow: str | None = None,
+               commit: str | None = None) -> list[Call]:
+    """Calls matching every filter, newest first; ``commit`` a prefix of the commit that ran them."""
     require("READ_CALL")
+    if commit is not None and not COMMIT_PREFIX.fullmatch(commit):
+        raise UsageError(f"bad commit {commit!r}: give a hexadecimal prefix of a git commit")
     return ledger.select(status=status, socket=socket, since=parse_since(since) if since else None,
-                         limit=limit, ids=ids, flow=flow)
+                         limit=limit, ids=ids, flow=flow, commit=commit)
 
 
 def call_tree(call_id: str) -> tuple[Call, dict[str | None, list[Call]]]:

@@ -7,6 +7,14 @@ locked while its slots are counted, so a join fires exactly once even when membe
 retried or redelivered. A worker that dies between committing a join and starting what
 follows is covered by redelivery: the member comes back already final and the engine
 re-sends the next step (``recovering``), which the deterministic ids make harmless.
+A re-sent step is marked redelivered, so a step that was already final (one a worker
+kept, below) recovers its own flow in turn rather than being settled unseen.
+
+Inside a worker the engine runs in the transaction that records the outcomes, with an
+:class:`~ectool.outbox.Outbox`: what it would publish or reply goes out only after that
+commit, and the next step of a pipeline, a single call of a socket the worker serves, may
+be kept (its row written ``running`` under the worker, no message) for the worker to run
+at once (the hand-off; elasticcode(7) WORKFLOWS).
 
 Members that finish together (a worker's batch) are advanced together: the slots they
 fill in one parallel node are written, counted and (when complete) read in one locked
@@ -21,11 +29,13 @@ from typing import Any
 
 from . import workflow as wfp
 from .messages import CallMessage, dumps, from_json_value, new_id
+from .outbox import Outbox
 from .outcome import Outcome
 from .publisher import Publisher, Target
 from .store import ledger
 from .store.ledger import INSERT_COLUMNS, insert_calls
 from .store.models import FINAL_CALL_STATUS, Call, JoinSlot, Workflow, db, now
+from .transport.base import REDELIVERED
 
 #: the columns of the rows :meth:`Engine.begin` writes (composite nodes have ``started``)
 BEGIN_COLUMNS = (*INSERT_COLUMNS, "started")
@@ -39,6 +49,7 @@ class Engine:
         self.max_bytes = max_message_bytes
         self.publisher = publisher or Publisher(transport, namespace)
         self._plans: dict[str, tuple[dict, str | None]] = {}
+        self.outbox: Outbox | None = None  # set while a worker's transaction decides what follows
 
     # -- lookups ---------------------------------------------------------------------
     def plan(self, wf: str) -> tuple[dict, str | None]:
@@ -50,9 +61,18 @@ class Engine:
     def target(self, socket: str) -> Target:
         return self.publisher.target(socket)
 
+    def publish(self, t: Target, bodies: list[bytes], headers: dict | None = None) -> None:
+        """Publish now, or after the commit when there is an outbox."""
+        if self.outbox is None:
+            self.publisher.publish(t, bodies, headers)
+        else:
+            self.outbox.add(lambda: self.publisher.publish(t, bodies, headers))
+
     # -- starting --------------------------------------------------------------------
-    def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None) -> str:
-        """Record a workflow and start it; returns its id (also its root call's id)."""
+    def submit(self, plan: dict, *, reply_to: str | None = None, flow: str | None = None,
+               replay_of: str | None = None) -> str:
+        """Record a workflow and start it; returns its id (also its root call's id).
+        ``replay_of``: the workflow this one replays (its leaves may carry a ``pin``)."""
         from .security import require
 
         require("RUN_TASK")
@@ -60,34 +80,52 @@ class Engine:
         for node in _leaves(plan):
             self.target(node["socket"])  # unknown sockets fail before anything is written
         wf = new_id()
-        with db.atomic():
-            Workflow.create(id=wf, plan=json.dumps(plan), reply_to=reply_to)
-            ledger.insert_call(False, id=wf, socket=wfp.label(plan), root=wf, flow=flow, status="running",
-                               started=now())
+        # the plan, the root row and the first calls' rows: one round trip on PostgreSQL;
+        # on SQLite the plan goes first (nothing refers to it until the call rows exist)
         self._plans[wf] = (plan, reply_to)
-        self.begin(wf, plan, [], False, None, flow)
+        self.begin(wf, plan, [], False, None, flow, root=wfp.label(plan),
+                   first=ledger.workflow_sql(wf, json.dumps(plan), reply_to))
+        if replay_of:
+            ledger.mark_replay(wf, replay_of)
         return wf
 
     def begin(self, wf: str, plan: dict, path: list[int], has_input: bool, value: Any,
-              flow: str | None = None) -> None:
-        """Start the node at ``path``: composite rows, then leaf calls (published durably)."""
+              flow: str | None = None, resend: bool = False, root: str | None = None,
+              first: tuple[str, list] | None = None) -> None:
+        """Start the node at ``path``: composite rows, then leaf calls (published durably,
+        or kept by the worker whose outbox asks for it). ``resend``: a recovery, the calls'
+        messages go out marked redelivered. ``root``: the label of the workflow's root row,
+        written with the others (a new workflow), after ``first`` (its plan's statement)."""
         st = wfp.start(plan, path, has_input, value)
         stamp = now()
         rows: list[tuple] = [(wfp.node_id(wf, p), stamp, stamp, wfp.label(n), wfp.node_id(wf, p[:-1]), wf, flow,
-                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]  # the root row exists
+                 "running", 0, None, stamp, stamp) for p, n in st.nodes if p]  # the root row exists...
+        if root is not None:  # ...or is written here
+            rows.insert(0, (wf, stamp, stamp, root, None, wf, flow, "running", 0, None, stamp, stamp))
         messages: dict[Target, list[bytes]] = defaultdict(list)
         for p, node, args in st.calls:
             cid = wfp.node_id(wf, p)
             t = self.target(node["socket"])
             msg = CallMessage(id=cid, socket=t.socket, task=t.task, args=args, kwargs=node.get("kwargs", {}),
-                              root=wf, parent=wfp.node_id(wf, p[:-1]), flow=flow, cont={"wf": wf, "path": p})
-            messages[t].append(msg.encode(self.max_bytes))
+                              root=wf, parent=wfp.node_id(wf, p[:-1]), flow=flow, cont={"wf": wf, "path": p},
+                              pin=node.get("pin"))
+            body = msg.encode(self.max_bytes)
+            if not resend and self.outbox is not None and self.outbox.keeps(t.socket, len(st.calls)):
+                # the hand-off: running here from this commit on, under this worker
+                if ledger.insert_kept((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "running", 1,
+                                       dumps({"args": args, "kwargs": msg.kwargs}), stamp, stamp,
+                                       self.outbox.host, self.outbox.pid), self.outbox.ran_at):
+                    self.outbox.kept.append((t, msg))
+                else:  # started before (a duplicate outcome): its message, as a redelivery, decides
+                    self.publish(t, [body], {REDELIVERED: 1})
+                continue
+            messages[t].append(body)
             rows.append((cid, stamp, stamp, t.socket, msg.parent, wf, flow, "queued", 0,
                          dumps({"args": args, "kwargs": msg.kwargs}), stamp, None))
         if rows:
-            insert_calls(rows, BEGIN_COLUMNS, ignore_existing=True)
+            insert_calls(rows, BEGIN_COLUMNS, ignore_existing=True, first=first)
         for t, bodies in messages.items():
-            self.publisher.publish(t, bodies)
+            self.publish(t, bodies, {REDELIVERED: 1} if resend else None)
         for p, v in st.done:
             self.finished(wf, p, v)
 
@@ -130,7 +168,7 @@ class Engine:
         body = msg.encode(self.max_bytes)
         ledger.insert_call(id=call_id, socket=t.socket, root=msg.root, parent=msg.parent, flow=msg.flow,
                            status="queued", args=dumps({"args": args, "kwargs": kwargs}))
-        self.publisher.publish(t, [body])
+        self.publish(t, [body])
 
     def _fan_in(self, edges, edge, scope: str, src: CallMessage, value: Any) -> None:
         """Record one bound argument; the arrival that completes the set fires the target once."""
@@ -153,7 +191,7 @@ class Engine:
                                flow=src.flow, status="queued", args=dumps({"args": [], "kwargs": kwargs}))
             msg = CallMessage(id=call_id, socket=t.socket, task=t.task, args=[], kwargs=kwargs,
                               root=src.root or src.id, parent=src.id, flow=src.flow)
-            self.publisher.publish(t, [msg.encode(self.max_bytes)])
+            self.publish(t, [msg.encode(self.max_bytes)])
 
     # -- advancing -------------------------------------------------------------------
     def on_outcomes(self, items: list[tuple[CallMessage, Outcome]], recovering: bool = False) -> None:
@@ -178,7 +216,8 @@ class Engine:
         joins they reach, every member of one join at once; a join that completes
         finishes its parallel node, which advances in the next round."""
         while done:
-            roots = ledger.statuses(list({wf for wf, _, _ in done}))
+            wfs = list({wf for wf, _, _ in done})
+            roots = (self.outbox.take_roots(wfs) if self.outbox is not None else None) or ledger.statuses(wfs)
             joins: dict[tuple[str, tuple[int, ...]], list[wfp.Next]] = {}
             seen: set[tuple[str, tuple[int, ...]]] = set()
             for wf, path, value in done:
@@ -188,7 +227,7 @@ class Engine:
                 if (wf, tuple(path)) in seen:
                     continue  # the same node twice in one batch (a duplicate delivery)
                 seen.add((wf, tuple(path)))
-                nxt = self._walk(wf, path, value, root)
+                nxt = self._walk(wf, path, value, root, recovering)
                 if nxt is not None:
                     joins.setdefault((wf, tuple(nxt.path)), []).append(nxt)
             done = []
@@ -197,7 +236,7 @@ class Engine:
                 if values is not None:
                     done.append((wf, list(node_path), values))
 
-    def _walk(self, wf: str, path: list[int], value: Any, root: Call) -> wfp.Next | None:
+    def _walk(self, wf: str, path: list[int], value: Any, root: Call, recovering: bool = False) -> wfp.Next | None:
         """Follow the node at ``path`` finishing with ``value`` up the plan: close finished
         pipelines, start the next step or finish the workflow; a join to fill is returned
         to the caller instead (who fills it with the other members that reached it)."""
@@ -205,15 +244,16 @@ class Engine:
         while True:
             nxt = wfp.after(plan, path, value)
             if nxt.kind == "finish":
-                self._close(wf, wf, value)
+                closed = self._close(wf, wf, value)
                 root.status = "done"  # for the rest of this batch
-                self.notify(wf)
+                self.notify(wf, Outcome(wf, "done", result_json=dumps(value)) if closed else None)
                 return None
             if nxt.kind == "start":
-                self.begin(wf, plan, nxt.path, True, nxt.value, root.flow)
+                self.begin(wf, plan, nxt.path, True, nxt.value, root.flow, resend=recovering)
                 return None
             if nxt.kind == "complete":
-                self._close(wf, wfp.node_id(wf, nxt.path), value)
+                if nxt.path:  # the root (a pipeline) is closed by "finish", next round
+                    self._close(wf, wfp.node_id(wf, nxt.path), value)
                 path = nxt.path
                 continue
             return nxt
@@ -242,27 +282,36 @@ class Engine:
             self._close(wf, node, values)
         return values
 
-    def _close(self, wf: str, call_id: str, value: Any) -> None:
-        ledger.close(call_id, "done", result=dumps(value))
+    def _close(self, wf: str, call_id: str, value: Any) -> bool:
+        return ledger.close(call_id, "done", result=dumps(value))
 
     def fail(self, wf: str, out: Outcome) -> None:
         """A member failed for good: the workflow fails with that member's error."""
-        ledger.close(wf, "failed", error_type=out.error_type or out.status,
-                     error_message=f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
-                     traceback=out.traceback)
-        self.notify(wf)
+        fields: dict[str, Any] = {"error_type": out.error_type or out.status,
+                  "error_message": f"member {out.id} {out.status}: {out.error_message or ''}".strip(),
+                  "traceback": out.traceback}
+        closed = ledger.close(wf, "failed", **fields)
+        self.notify(wf, Outcome(wf, "failed", **fields) if closed else None)
 
-    def notify(self, wf: str) -> None:
-        """Tell the client that started the workflow (best-effort; the store has it)."""
+    def notify(self, wf: str, out: Outcome | None = None) -> None:
+        """Tell the client that started the workflow (best-effort; the store has it).
+        ``out``: the outcome just written (else the row is read: it was final already)."""
         _, reply_to = self.plan(wf)
         if not reply_to:
             return
-        row = ledger.get(wf)
-        if row is not None and row.status in FINAL_CALL_STATUS:
-            try:
-                self.transport.reply(reply_to, Outcome.from_row(row).encode())
-            except Exception:  # noqa: BLE001
-                pass
+        row = ledger.get(wf) if out is None else None
+        if out is not None or (row is not None and row.status in FINAL_CALL_STATUS):
+            body = (out or Outcome.from_row(row)).encode()
+            if self.outbox is not None:
+                self.outbox.add(lambda: self._reply(reply_to, body))  # never before the commit
+            else:
+                self._reply(reply_to, body)
+
+    def _reply(self, address: str, body: bytes) -> None:
+        try:
+            self.transport.reply(address, body)
+        except Exception:  # noqa: BLE001 - best-effort; the store has the outcome
+            pass
 
 
 def _leaves(node: dict):

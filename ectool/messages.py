@@ -64,6 +64,7 @@ class CallMessage:
     attempt: int = 1
     reply_to: str | None = None
     cont: dict[str, Any] | None = None
+    pin: str | None = None  # run at this commit of the processor (ec replay; ectool.worker.pinned)
 
     def encode(self, max_bytes: int | None = None) -> bytes:
         """The wire form; refuses (UsageError) a message larger than ``max_bytes``."""
@@ -72,6 +73,8 @@ class CallMessage:
                 "kwargs": to_json_value(dict(self.kwargs)), "root": self.root, "parent": self.parent,
                 "flow": self.flow, "attempt": self.attempt, "reply_to": self.reply_to, "cont": self.cont,
                 "v": VERSION}
+        if self.pin is not None:  # absent unless pinned: messages stay as they were
+            data["pin"] = self.pin
         try:
             body = json_bytes(_json(data))
         except (TypeError, ValueError) as exc:
@@ -93,12 +96,15 @@ class CallEncoder:
 
     def __init__(self, socket: str, task: str, *, parent: str | None = None, flow: str | None = None,
                  reply_to: str | None = None, cont: dict[str, Any] | None = None,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, pin: str | None = None) -> None:
         self.max_bytes = max_bytes
         self.head = f',"socket":{encode_basestring(socket)},"task":{encode_basestring(task)},"args":'
+        shared: dict[str, Any] = {"parent": parent, "flow": flow, "attempt": 1, "reply_to": reply_to, "cont": cont,
+                                  "v": VERSION}
+        if pin is not None:
+            shared["pin"] = pin
         try:
-            tail = _json({"parent": parent, "flow": flow, "attempt": 1, "reply_to": reply_to, "cont": cont,
-                          "v": VERSION})
+            tail = _json(shared)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"call continuation is not JSON-serialisable: {exc}") from None
         self.tail = "," + tail[1:]
@@ -171,11 +177,18 @@ def decode(body: bytes) -> CallMessage:
             id=data["id"], socket=data["socket"], task=data["task"],
             args=from_json_value(data["args"]), kwargs=from_json_value(data["kwargs"]),
             root=data.get("root") or data["id"], parent=data.get("parent"), flow=data.get("flow"),
-            attempt=data["attempt"], reply_to=data.get("reply_to"), cont=data.get("cont"))
+            attempt=data["attempt"], reply_to=data.get("reply_to"), cont=data.get("cont"), pin=_pin(data))
     except (TypeError, ValueError) as exc:
         raise BadMessage(f"bad field: {exc}") from None
     except RecursionError:
         raise BadMessage("arguments nested too deeply") from None
+
+
+def _pin(data: dict[str, Any]) -> str | None:
+    pin = data.get("pin")
+    if pin is not None and not isinstance(pin, str):
+        raise TypeError("pin is not a string")
+    return pin
 
 
 def peek_id(body: bytes) -> str | None:

@@ -68,13 +68,13 @@ class Publisher:
         self.transport.declare(t.queue, kind=t.kind, max_length=t.max_length)
         self.declared.add(t.queue)
 
-    def publish(self, t: Target, bodies: list[bytes]) -> None:
+    def publish(self, t: Target, bodies: list[bytes], headers: dict | None = None) -> None:
         """Publish durably to ``t``'s queue, declaring it first if it turns out to be missing."""
         try:
-            self.transport.publish(t.queue, bodies)
+            self.transport.publish(t.queue, bodies, **({"headers": headers} if headers else {}))
         except UsageError as exc:
             returned = getattr(exc, "returned", None)
             if not returned or not self.declare_on_miss:
                 raise
             self.declare(t)  # the returned messages were not enqueued: send them again
-            self.transport.publish(t.queue, returned)
+            self.transport.publish(t.queue, returned, **({"headers": headers} if headers else {}))

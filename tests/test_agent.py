@@ -171,6 +171,9 @@ def test_update_to_new_commit_switches_workers(setup):
         done = ec("run", "v", "--timeout", "60", env=env)
         assert done.stdout == "2\n", done.stderr
         wait_for(lambda: {w["commit"] for w in live_workers(env, "p1")} == {new}, what="only new workers")
+        # provenance: the call records the agent's deployment (its commit), not a guess
+        ran = json.loads(ec("ls", "calls", "--json", "--commit", new[:10], env=env).stdout)
+        assert [(c["socket"], c["status"], c["processor"], c["commit"]) for c in ran] == [("v", "done", "p1", new)]
 
 
 def test_kill_9_agent_workers_exit_and_restart_loses_nothing(setup):

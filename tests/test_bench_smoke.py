@@ -87,7 +87,8 @@ def test_bench_compare_smoke(services):
     assert result["failed"] == []
     for system in ("ceiling", "floor", "celery", "ec", "ec embedded"):
         assert result["medians"][system]["throughput_calls_s"] > 0, system
-    for ratio in ("throughput ec/celery", "seq p50 ec/floor", "seq p50 floor/celery", "loop ec/celery"):
+    for ratio in ("throughput ec/celery", "seq p50 ec/floor", "seq p50 floor/celery", "seq p50 ec/celery+confirms",
+                  "pipeline10 ec/chain10", "loop ec/celery"):
         assert result["ratios"][ratio]["median"] > 0, ratio
 
 
@@ -99,10 +100,11 @@ def test_bench_client_smoke():
 
 def test_bench_phases_smoke():
     result = bench("phases", "--only", "embedded", "--seq", "3", "--funnels", "1", "--members", "3",
-                   timeout=120)
-    seq, fun = result["embedded"]["seq"], result["embedded"]["funnel"]
+                   "--pipelines", "1", "--steps", "3", timeout=120)
+    seq, fun, pipe = result["embedded"]["seq"], result["embedded"]["funnel"], result["embedded"]["pipeline"]
     assert seq["total"] >= seq["submit"] > 0 and {"queued", "running", "reply"} <= set(seq)
     assert fun["total"] > 0 and "join" in fun
+    assert pipe["total"] > 0 and {"step running", "between steps", "caller told"} <= set(pipe)
 
 
 def test_bench_shell_smoke():

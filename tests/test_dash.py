@@ -42,10 +42,11 @@ def config(tmp_path):
         dict(id="root-1", socket="a.add", root="root-1", status="failed", submitted=t, started=t + s,
              finished=t + 3 * s, error_type="ChildFailed", error_message="a member failed"),
         dict(id="kid-1", socket="b.mul", root="root-1", parent="root-1", status="done", submitted=t + s,
-             started=t + s, finished=t + 2 * s, result="6"),
+             started=t + s, finished=t + 2 * s, result="6", commit="0123456789abcdef" * 2 + "01234567"),
         dict(id="kid-2", socket="b.mul", root="root-1", parent="root-1", status="failed", submitted=t + s,
              started=t + s, finished=t + 2 * s, error_type="ValueError", error_message="boom"),
-        dict(id="done-1", socket="a.add", root="done-1", status="done", submitted=t, started=t, finished=t + s),
+        dict(id="done-1", socket="a.add", root="done-1", status="done", submitted=t, started=t, finished=t + s,
+             commit="fedcba9876543210" * 2 + "fedcba98-dirty"),
         dict(id="wait-1", socket="a.add", root="wait-1", status="queued", submitted=t),
     ]).execute()
     return config
@@ -378,13 +379,14 @@ class FixedSource:
                                                   ("node-c", "lost", None, []))]
         calls = [
             {"id": "c0ffee00-0000-4000-8000-000000000001", "socket": "add_two", "status": "done", "attempts": 1,
-             "submitted": ago(5), "ms": 12.4, "error_type": None, "root": "c0ffee00-0000-4000-8000-000000000001"},
+             "submitted": ago(5), "ms": 12.4, "error_type": None, "root": "c0ffee00-0000-4000-8000-000000000001",
+             "commit": "9f2c4e1a" + "0" * 32},
             {"id": "c0ffee00-0000-4000-8000-000000000002", "socket": "do_something", "status": "running",
              "attempts": 1, "submitted": ago(9), "ms": None, "error_type": None,
              "root": "c0ffee00-0000-4000-8000-000000000002"},
             {"id": "c0ffee00-0000-4000-8000-000000000003", "socket": "boom", "status": "failed", "attempts": 3,
              "submitted": ago(40), "ms": 3.1, "error_type": "ValueError",
-             "root": "c0ffee00-0000-4000-8000-000000000003"},
+             "root": "c0ffee00-0000-4000-8000-000000000003", "commit": "5b7d01c3" + "0" * 32 + "-dirty"},
             {"id": "c0ffee00-0000-4000-8000-000000000004", "socket": "add_two", "status": "queued", "attempts": 0,
              "submitted": ago(61), "ms": None, "error_type": None, "root": "c0ffee00-0000-4000-8000-000000000004"},
         ]

@@ -90,6 +90,58 @@ def test_record_outcomes_keeps_the_first_outcome(db_url, update_from, monkeypatc
     assert (rows[ids[3]].status, rows[ids[3]].result) == ("done", "1")  # its first outcome stays
 
 
+def test_recording_commits_outcomes_with_what_follows_them_or_neither(db_url):
+    """A worker's outcomes and the rows its flows start commit together (on PostgreSQL
+    the transaction's BEGIN goes with the outcomes' statement); a failure in between
+    leaves neither."""
+    from ectool.messages import CallMessage
+    from ectool.store.models import Call, now
+    from ectool.worker.result import Result
+
+    _open(db_url)
+    stamp = now()
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    ledger.insert_calls([(cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp) for cid in ids[:2]])
+
+    def done(cid):
+        return Result(CallMessage(id=cid, socket="s", task="t"), "done", result_json="1")
+
+    with ledger.recording([done(ids[0])], [ids[0], ids[1], "no-such-call"]) as roots:
+        ledger.insert_calls([(ids[2], stamp, stamp, "s", None, ids[2], None, "running", 1, "{}", stamp)])
+    assert {k: v.status for k, v in roots.items()} == {ids[0]: "done", ids[1]: "running"}  # read after recording
+    assert _row(ids[0]).status == "done" and _row(ids[2]).status == "running"
+    with pytest.raises(RuntimeError), ledger.recording([done(ids[1])]):
+        ledger.insert_calls([(ids[3], stamp, stamp, "s", None, ids[3], None, "running", 1, "{}", stamp)])
+        raise RuntimeError("the worker's flow step failed")
+    assert _row(ids[1]).status == "running" and _row(ids[3]) is None
+    assert Call.select().count() == 3  # and the connection is usable again
+
+
+def test_a_workflow_plan_and_its_first_rows_are_written_together(db_url):
+    from ectool.store.models import Call, Workflow, now
+
+    _open(db_url)
+    stamp = now()
+    wf, step = str(uuid.uuid4()), str(uuid.uuid4())
+    ledger.insert_calls([(wf, stamp, stamp, "pipeline", None, wf, None, "running", 0, None, stamp),
+                         (step, stamp, stamp, "s", wf, wf, None, "queued", 0, "{}", stamp)],
+                        first=ledger.workflow_sql(wf, '{"t": "pipe"}', "inbox"))
+    assert (Workflow.get_by_id(wf).plan, Workflow.get_by_id(wf).reply_to) == ('{"t": "pipe"}', "inbox")
+    assert {r.id for r in Call.select()} == {wf, step}
+
+
+def test_a_kept_step_is_written_once(db_url):
+    from ectool.store.models import now
+
+    _open(db_url)
+    stamp = now()
+    cid = str(uuid.uuid4())
+    row = (cid, stamp, stamp, "s", None, cid, None, "running", 1, "{}", stamp, stamp, "this-host", 42)
+    assert ledger.insert_kept(row) is True
+    assert ledger.insert_kept(row[:12] + ("other-host", 7)) is False
+    assert (_row(cid).host, _row(cid).worker_pid, _row(cid).status) == ("this-host", 42, "running")
+
+
 def _queued(n, status="queued", attempts=0):
     from ectool.store.models import now
 
@@ -186,3 +238,30 @@ def test_a_join_reads_its_node_and_a_fan_in_serializes_on_its_key(db_url):
     with ledger.locked("fan-in-key"):
         assert ledger.get(node).status == "done"
     assert ledger.join_node("no-such-node") is None
+
+
+@pytest.mark.parametrize("update_from", [True, False], ids=["update-from", "subqueries"])
+def test_claim_and_outcome_record_the_code_that_ran_each_call(db_url, update_from, monkeypatch):
+    """Provenance: a claim records the worker's processor, commit and runtime; an outcome
+    that ran elsewhere (a pinned replay) records its own; one that says nothing keeps the
+    claim's. ``ledger.select(commit=PREFIX)`` finds them. (``subqueries``: the statement
+    for a SQLite older than 3.33.)"""
+    from ectool.messages import CallMessage
+    from ectool.worker.result import Result
+
+    if not update_from and db_url.startswith("sqlite"):  # PostgreSQL always has UPDATE ... FROM
+        monkeypatch.setattr(ledger, "_UPDATE_FROM", False)
+    _open(db_url)
+    ids = _queued(3)
+    at_b = ("p", "b" * 40, "python")
+    if not ledger.claim_calls(ids[:2], "h1", 42, at_b):
+        ledger.mark_running(ids[:2], "h1", 42, at_b)
+    ledger.mark_running(ids[2:], "h1", 42, at_b)
+    assert (_row(ids[0]).processor, _row(ids[0]).commit, _row(ids[0]).runtime) == at_b
+    ledger.record_outcomes([
+        Result(CallMessage(id=ids[0], socket="s", task="t"), "done", result_json="1"),
+        Result(CallMessage(id=ids[1], socket="s", task="t"), "done", result_json="2", ran_at=("p", "a" * 40, "python"))])
+    assert (_row(ids[0]).status, _row(ids[0]).commit) == ("done", "b" * 40)
+    assert (_row(ids[1]).status, _row(ids[1]).commit) == ("done", "a" * 40)
+    assert [c.id for c in ledger.select(commit="aaaa", ids=ids)] == [ids[1]]
+    assert {c.id for c in ledger.select(commit="bbb", ids=ids)} == {ids[0], ids[2]}

@@ -22,15 +22,16 @@ from ectool.messages import CallEncoder, CallMessage, decode, dumps
 @pytest.mark.parametrize("args,kwargs", [([], {}), ([1, "x\"y", b"\xff\x00", {"a": (1, 2)}], {"k": "é", "b": b"z"}),
                                          (("t",), {"n": None})])
 def test_call_encoder_matches_call_message(args, kwargs, cont):
-    for parent, flow, reply_to in ((None, None, None), ("p\\1", "f\u2028", "amq.gen-x")):
+    for parent, flow, reply_to, pin in ((None, None, None, None), ("p\\1", "f\u2028", "amq.gen-x", "ab12" * 10)):
         enc = CallEncoder('so"ck', "ta\\sk", parent=parent, flow=flow, reply_to=reply_to, cont=cont,
-                          max_bytes=1 << 20)
+                          max_bytes=1 << 20, pin=pin)
         for root in ("id-1", "other-root"):
             body, row_args = enc.encode("id-1", root, args, kwargs)
             msg = CallMessage(id="id-1", socket='so"ck', task="ta\\sk", args=list(args), kwargs=dict(kwargs),
-                              root=root, parent=parent, flow=flow, reply_to=reply_to, cont=cont)
+                              root=root, parent=parent, flow=flow, reply_to=reply_to, cont=cont, pin=pin)
             assert body == msg.encode(1 << 20)
-            assert decode(body) == decode(msg.encode())
+            assert decode(body) == decode(msg.encode()) and decode(body).pin == pin
+            assert (b'"pin"' in body) is (pin is not None)  # unpinned messages are as before
             assert row_args == dumps({"args": list(args), "kwargs": dict(kwargs)})
 
 

@@ -89,10 +89,22 @@ def since(version: int) -> list[int]:
     return list(range(version + 1, schema.CURRENT + 1))
 
 
+def back_to_v10(database) -> None:
+    """Undo v11 on a current store: calls record no provenance."""
+    from playhouse.migrate import migrate
+
+    m = schema._migrator(database)
+    with schema.foreign_keys_off(database):
+        migrate(m.drop_index("call", "call_commit"), m.drop_index("call", "call_replay_of"),
+                *[m.drop_column("call", name) for name in schema.PROVENANCE])
+    schema.SchemaVersion.update(version=10).execute()
+
+
 def back_to_v9(database) -> None:
-    """Undo v10 on a current store: no named streams."""
+    """Undo v11 and v10 on a current store: no named streams."""
     from ectool.store.streams import STREAM_MODELS
 
+    back_to_v10(database)
     database.drop_tables(STREAM_MODELS)
     schema.SchemaVersion.update(version=9).execute()
 
@@ -283,7 +295,7 @@ def test_upgrade_from_v7_drops_the_worker_statuses_nothing_set(db_url):
 
 
 def test_fresh_store_has_the_v4_tables_and_index(store):
-    assert schema.version(store) == schema.CURRENT == 10
+    assert schema.version(store) == schema.CURRENT == 11
     assert store.table_exists("minute_stat")
     assert "call_finished" in {i.name for i in store.get_indexes("call")}
     unique = [i for i in store.get_indexes("minute_stat") if i.unique and i.columns == ["minute", "socket"]]
@@ -418,5 +430,27 @@ def test_upgrade_from_v9_keeps_named_streams(db_url):
     streams.add_lines(row.id, 1, [b"a\n", b"b\n"], ["c1", "c2"], eof=True)
     assert streams.lines(row.id, 1, 10) == [(2, b"b\n", "c2")]
     assert (streams.get("big").read, streams.get("big").eof) == (2, True)
+    assert schema.upgrade(database) == []
+    database.close()
+
+
+def test_upgrade_from_v10_adds_call_provenance(db_url):
+    """v10 -> v11: a call records the processor, commit and runtime that ran it and the call
+    it replays; calls recorded before keep their rows, with no provenance."""
+    from ectool.store import ledger
+
+    database = open_store(db_url)
+    seed_network()
+    ledger.insert_call(id="old", socket="s", root="old", status="done", result='"r"')
+    back_to_v10(database)
+    assert "commit" not in {c.name for c in database.get_columns("call")}
+    with pytest.raises(UsageError, match=f"is version 10, this ec needs {schema.CURRENT}"):
+        schema.ensure(database)
+    assert schema.upgrade(database) == since(10)
+    old = ledger.get("old")
+    assert (old.result, old.processor, old.commit, old.runtime, old.replay_of) == ('"r"', None, None, None, None)
+    assert {"call_commit", "call_replay_of"} <= {i.name for i in database.get_indexes("call")}
+    ledger.insert_call(id="new", socket="s", root="new", replay_of="old")
+    assert ledger.get("new").replay_of == "old"
     assert schema.upgrade(database) == []
     database.close()

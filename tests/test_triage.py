@@ -14,10 +14,12 @@ from ectool.worker.triage import (
     RUN,
     SETTLE,
     UNKNOWN,
+    Next,
     Seen,
     Verdict,
     decide,
     dedupe,
+    keep,
     resent,
 )
 
@@ -89,3 +91,17 @@ A1, A1_BACK, A2, B1 = P("a1"), P("a1-back", redeliveries=1), P("a2"), P("b1")
 ])
 def test_dedupe(pairs, good, copies):
     assert dedupe(pairs) == (good, copies)
+
+
+@pytest.mark.parametrize("nxt, kept", [
+    (Next(served=True, calls=1, recovering=False, stopping=False, held=0.0), True),  # the hand-off
+    (Next(served=True, calls=1, recovering=False, stopping=False, held=9.9), True),
+    (Next(served=False, calls=1, recovering=False, stopping=False, held=0.0), False),  # another processor's
+    (Next(served=True, calls=3, recovering=False, stopping=False, held=0.0), False),  # a parallel step: spread
+    (Next(served=True, calls=0, recovering=False, stopping=False, held=0.0), False),  # nothing to run
+    (Next(served=True, calls=1, recovering=True, stopping=False, held=0.0), False),  # re-sent, marked redelivered
+    (Next(served=True, calls=1, recovering=False, stopping=True, held=0.0), False),  # would be given back
+    (Next(served=True, calls=1, recovering=False, stopping=False, held=10.0), False),  # held its delivery long enough
+])
+def test_keep(nxt, kept):
+    assert keep(nxt, keep_for=10.0) is kept

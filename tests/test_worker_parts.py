@@ -66,7 +66,8 @@ def store(tmp_path):
 class Worker:
     """A worker's side of its batches, from fakes: what ran, what was followed on, what paused."""
 
-    def __init__(self, execute=None, *, retries=0, elsewhere=False, on_publish=None):
+    def __init__(self, execute=None, *, retries=0, elsewhere=False, on_publish=None, hand_off=0):
+        self.hand_off = hand_off  # a call with args [i] hands [i + 1] off to this worker while i + 1 < this
         self.consumer, self.transport = Consumer(), Transport(on_publish)
         self.executed, self.attempts, self.followed, self.paused = [], [], [], []
         self.stopping, self.spilled = False, False
@@ -81,8 +82,21 @@ class Worker:
         self.attempts.append(m.attempt)
         return self._execute(self, m)
 
-    def follow_on(self, pairs, recovering):
+    def follow_on(self, pairs, recovering, outbox=None):
+        """As the engine does for a pipeline: the next step kept (its row running here) when
+        the outbox allows, in the caller's transaction."""
+        from ectool.messages import CallMessage
+        from ectool.publisher import Target
+        from ectool.store.models import Call
+
         self.followed.append(([m.id for m, _ in pairs], recovering))
+        for m, out in pairs:
+            i = m.args[0]
+            if out.status == "done" and i + 1 < self.hand_off and outbox is not None and outbox.keeps("s", 1):
+                nxt = CallMessage(id=new_id(), socket="s", task="t", args=[i + 1], kwargs={}, root=m.root)
+                Call.insert(id=nxt.id, socket="s", root=m.root, status="running", attempts=1, host="this-host",
+                            worker_pid=4242).execute()
+                outbox.kept.append((Target("s", "t", "q.s", "direct", None), nxt))
 
     def handle(self, deliveries, spread=False):
         batch = Batch(self.deps, spread)
@@ -276,3 +290,56 @@ def test_a_held_delivery_is_handed_off_on_time_not_a_poll_later():
     never = HandOff(None)
     never.hold(1, d7, 0.0)
     assert never.overdue(1e9) == [] and never.next_wake(1e9, poll=1.0) == 1.0
+
+
+def test_a_kept_chain_runs_here_and_its_delivery_is_acked_after_the_last_step(store):
+    from ectool.store.models import Call
+
+    ids, bodies = calls(1)
+    acked_while_running = []
+
+    def run(w, m):
+        acked_while_running.append(len(w.consumer.acked))
+        return Result(m, "done", result_json="1", ms=1.0)
+
+    rt = runtime(run, hand_off=4)
+    first = Delivery(bodies[0], "q.s", 1)
+    rt.handle([first])
+    assert len(rt.executed) == 4 and rt.transport.published == [], "kept steps are run, not published"
+    assert acked_while_running == [0, 0, 0, 0] and rt.consumer.acked == [first]
+    assert [(r.status, r.attempts) for r in Call.select()] == [("done", 1)] * 4
+
+
+def test_a_kept_step_whose_executor_dies_goes_out_on_its_own_before_the_ack(store):
+    from ectool.messages import decode
+    from ectool.store.models import Call
+
+    ids, bodies = calls(1)
+    acks_at_publish = []
+
+    def die_on_the_kept_step(w, m):
+        if m.args[0] == 1:
+            raise ExecutorDied("the executor exited")
+        return Result(m, "done", result_json="1", ms=1.0)
+
+    rt = runtime(die_on_the_kept_step, hand_off=3, on_publish=lambda: acks_at_publish.append(len(rt.consumer.acked)))
+    rt.handle([Delivery(bodies[0], "q.s", 1)])
+    [(queue, body, headers)] = rt.transport.published
+    kept = decode(body)
+    assert (queue, kept.args, headers) == ("q.s", [1], {REDELIVERED: 1})
+    assert acks_at_publish == [0] and len(rt.consumer.acked) == 1 and rt.consumer.nacked == []
+    row = Call.get_by_id(kept.id)
+    assert (row.status, row.attempts) == ("queued", 1)  # charged: a delivery limit counts it
+    assert Call.get_by_id(ids[0]).status == "done"
+
+
+def test_a_stopping_worker_keeps_nothing(store):
+    ids, bodies = calls(1)
+
+    def stop(w, m):
+        w.stopping = True
+        return Result(m, "done", result_json="1", ms=1.0)
+
+    rt = runtime(stop, hand_off=3)
+    rt.handle([Delivery(bodies[0], "q.s", 1)])
+    assert rt.executed == ids and len(rt.consumer.acked) == 1

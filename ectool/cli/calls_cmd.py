@@ -100,19 +100,20 @@ def dead(env: Env, limit, as_json) -> None:
     render(rows, ["call", "queue", "reason", "body"], as_json=as_json)
 
 
-def list_calls(call_id, graph, status, socket, since, limit, as_json, flow=None) -> None:
+def list_calls(call_id, graph, status, socket, since, limit, as_json, flow=None, commit=None) -> None:
     """Body of ``ec ls calls`` / ``ec ls call --id ID [-g]``."""
     if call_id and graph:
         print_tree(call_id, as_json)
         return
     rows = [calls.call_row(r) for r in calls.list_calls(status=status, socket=socket, since=since, flow=flow,
-                                                        limit=limit, ids=[call_id] if call_id else None)]
+                                                        commit=commit, limit=limit, ids=[call_id] if call_id else None)]
     if call_id and not rows:
         calls.get_call(call_id)
     if call_id and rows and not as_json:
         render_one(rows[0])
         return
-    render(rows, ["id", "socket", "status", "attempts", "submitted", "finished", "error_type"], as_json=as_json)
+    cols = ["id", "socket", "status", "attempts", "submitted", "finished", "error_type"]
+    render(rows, cols + (["commit"] if commit else []), as_json=as_json)
 
 
 def _label(row) -> str:

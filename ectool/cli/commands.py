@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("ectool.cli.run_cmd:run", "Call a socket with arguments or stdin; print the result."),
     "map": ("ectool.cli.run_cmd:map_cmd", "Call a socket once per stdin line (ec run --lines)."),
     "attach": ("ectool.cli.stream_cmd:attach", "Print the rest of a named stream (ec map --name) after it died."),
+    "replay": ("ectool.cli.replay_cmd:replay", "Run a recorded call or workflow again at the commit that ran it."),
     "task": ("ectool.cli.run_cmd:task", "The seed's spelling: ec task run --socket S --data D."),
     "flow": ("ectool.cli.flow_cmd:flow", "Group a shell's calls (pipes, tee branches) into one flow."),
     "result": ("ectool.cli.calls_cmd:result", "Print the result of a finished call."),

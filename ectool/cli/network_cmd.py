@@ -204,13 +204,14 @@ def _done(obj, as_json: bool) -> None:
 @click.option("--socket", help="Calls: only this socket.", shell_complete=complete.sockets)
 @click.option("--since", help="Calls: submitted within this long (30s, 10m, 2h, 1d).")
 @click.option("--flow", "flow_id", help="Calls: only those of this flow (ec flow begin; $EC_FLOW).")
+@click.option("--commit", help="Calls: only those run at a commit starting with this (provenance).")
 @click.option("--schedule", "schedule_name", help="Calls: only those this schedule's ticks made, with their tick.",
               shell_complete=complete.schedules)
 @click.option("--limit", default=100, show_default=True, type=int, help="Calls: at most this many, newest first.")
 @click.option("--known", is_flag=True, help="Privileges: every privilege name the system knows.")
 @json_option
 @pass_env
-def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, schedule_name, limit, known,
+def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, commit, schedule_name, limit, known,
        as_json) -> None:
     """List objects of KIND: processors, sockets, queues, plugs, schedules, workflows, nodes,
     workers, agents, users, roles, privileges, trust, calls, streams (ec map --name).
@@ -237,7 +238,7 @@ def ls(env: Env, kind, call_id, graph, status, socket, since, flow_id, schedule_
     if k == "call":
         from . import calls_cmd
 
-        calls_cmd.list_calls(call_id, graph, status, socket, since, limit, as_json, flow=flow_id)
+        calls_cmd.list_calls(call_id, graph, status, socket, since, limit, as_json, flow=flow_id, commit=commit)
         return
     if k in ("worker", "agent", "node"):
         from .. import calls as calls_lib

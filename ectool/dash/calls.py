@@ -17,14 +17,21 @@ def local_time(stamp) -> str:
     return stamp.replace(tzinfo=dt.UTC).astimezone().strftime("%H:%M:%S") if stamp else ""
 
 
+def short_commit(commit: str | None) -> str:
+    """The commit that ran a call as people write it: 8 hex digits (and ``-dirty``)."""
+    if not commit:
+        return ""
+    return commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 class CallsTable(KeyedTable):
-    COLUMNS = ("submitted", "socket", "status", "attempts", "ms", "error", "id")
+    COLUMNS = ("submitted", "socket", "status", "attempts", "ms", "error", "commit", "id")
 
     def show(self, calls: list[dict]) -> None:
         self.replace([(c["id"], (local_time(c["submitted"]), c["socket"],
                                  f"[{COLOURS.get(c['status'], 'white')}]{c['status']}[/]",
                                  str(c["attempts"]), "" if c["ms"] is None else f"{c['ms']:.0f}",
-                                 c["error_type"] or "", c["id"]))
+                                 c["error_type"] or "", short_commit(c.get("commit")), c["id"]))
                       for c in calls])
 
 

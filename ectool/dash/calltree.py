@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Tree
 
+from .calls import short_commit
 from .messages import CallGraphReady
 from .statusbar import COLOURS
 
@@ -22,7 +23,8 @@ def node_label(call) -> str:
     if call.started and call.submitted:
         wait = f" waited {(call.started - call.submitted).total_seconds() * 1000:.0f}ms"
     colour = COLOURS.get(call.status, "white")
-    return f"{call.socket} [{colour}]{call.status}[/]{took}{wait} x{call.attempts} [dim]{call.id}[/]"
+    at = f" @{short_commit(call.commit)}" if getattr(call, "commit", None) else ""
+    return f"{call.socket} [{colour}]{call.status}[/]{took}{wait} x{call.attempts}{at} [dim]{call.id}[/]"
 
 
 class CallTreeScreen(ModalScreen[None]):

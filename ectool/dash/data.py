@@ -67,7 +67,7 @@ def parse_filter(text: str) -> tuple[str | None, str | None]:
 def recent_calls(status: str | None = None, socket: str | None = None,
                  limit: int = CALLS_SHOWN) -> list[dict[str, Any]]:
     query = Call.select(Call.id, Call.socket, Call.status, Call.attempts, Call.submitted, Call.started,
-                        Call.finished, Call.error_type, Call.root).order_by(Call.submitted.desc())
+                        Call.finished, Call.error_type, Call.root, Call.commit).order_by(Call.submitted.desc())
     if status:
         query = query.where(Call.status == status)
     if socket:
@@ -77,7 +77,7 @@ def recent_calls(status: str | None = None, socket: str | None = None,
         took = (c.finished - c.started).total_seconds() * 1000 if c.finished and c.started else None
         rows.append({"id": c.id, "socket": c.socket, "status": c.status, "attempts": c.attempts,
                      "submitted": c.submitted, "ms": took, "error_type": c.error_type,
-                     "root": c.root})
+                     "root": c.root, "commit": c.commit})
     return rows
 
 

@@ -175,6 +175,11 @@ class Call(Base):
     error_message = TextField(null=True)
     traceback = TextField(null=True)
     log = TextField(null=True)  # what the call printed (stdout/stderr; a script's stderr), the tail
+    # provenance (schema v11): what ran the call, set by the worker when it claims it
+    processor = CharField(null=True)
+    commit = CharField(null=True, index=True)
+    runtime = CharField(null=True)  # python | exec
+    replay_of = CharField(null=True, index=True)  # the call this one replays (ec replay)
 
 
 class Workflow(Model):

@@ -29,7 +29,7 @@ from .models import (
 from .schedules import SCHEDULE_MODELS
 from .streams import STREAM_MODELS
 
-CURRENT = 10
+CURRENT = 11
 
 #: Worker.status's values from v5 to v7 (v8 dropped the three nothing ever set)
 WORKER_STATUS_V5 = ("starting", "running", "paused", "stopping", "stopped", "crashed", "lost")
@@ -173,8 +173,20 @@ def _v9_to_v10(database: Database) -> None:
     database.create_tables(STREAM_MODELS, safe=True)
 
 
+def _v10_to_v11(database: Database) -> None:
+    """v11 records each call's provenance: the processor, commit and runtime that ran it
+    (``call.processor``, ``call.commit``, ``call.runtime``) and the call it replays
+    (``call.replay_of``, ``ec replay``). Idempotent: columns already there are kept."""
+    have = {c.name for c in database.get_columns("call")}
+    m = _migrator(database)
+    ops = [m.add_column("call", name, getattr(Call, name)) for name in PROVENANCE if name not in have]
+    _migrate(*ops)  # commit and replay_of indexed, as the fields say
+
+
+PROVENANCE = ("processor", "commit", "runtime", "replay_of")
 MIGRATIONS: dict[int, Callable[[Database], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6,
-                                                     6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9, 9: _v9_to_v10}
+                                                     6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9, 9: _v9_to_v10,
+                                                     10: _v10_to_v11}
 _ = Processor  # the v2 column is declared on the model
 
 

@@ -4,13 +4,22 @@ A :class:`Batch` lives as long as the deliveries the worker took together. It sp
 into parts (a bundle is one part per call, :mod:`ectool.worker.parts`), sends back out what
 must go out alone, keeps one copy of each call, asks :mod:`ectool.worker.triage` what to do
 with each, runs what is to run (the executor and the store behind :class:`Deps`), records
-the outcomes in one statement, replies, and settles every delivery only once all its parts
-left a durable outcome or a durable copy behind. What it needs of the worker is in
-:class:`Deps`, so a test builds it from fakes.
+the outcomes and advances their flows in one transaction, replies, and settles every
+delivery only once all its parts left a durable outcome or a durable copy behind. What it
+needs of the worker is in :class:`Deps`, so a test builds it from fakes.
+
+The hand-off: when an outcome starts the next step of a pipeline, a single call of a
+socket this worker serves, the step's row is written running here in the same commit
+(:func:`ectool.worker.triage.keep`) and the worker runs it next, as a *kept* part (a part
+with no delivery of its own, sent out as a message of its own whenever it is given back).
+The deliveries that led to a kept step are settled only when the chain of kept steps ends,
+so a crash anywhere in it redelivers the first and recovery finishes the chain.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -19,13 +28,15 @@ from typing import Any
 
 from .. import events
 from ..messages import BadMessage, CallMessage, decode, dumps, peek_id
+from ..outbox import Outbox
 from ..outcome import Outcome
 from ..store import ledger, transient
+from ..store.models import db
 from ..transport import REDELIVERED, Delivery
 from . import triage
 from .executor import ExecutorDied
 from .parts import Part, Settlement
-from .result import Result, record_or_refuse
+from .result import REFUSED, Result, record_or_refuse
 
 log = logging.getLogger("ec.worker")
 SPILL_AFTER = 0.1  # a batch running this long hands the rest of its bundles back (seconds)
@@ -66,10 +77,12 @@ class Deps:
     transport: Any  # publish, replies, reply, bury
     sockets: dict[str, SocketInfo]
     execute: Callable[[CallMessage], Result]  # run one call (raises ExecutorDied)
-    follow_on: Callable[[list[tuple[CallMessage, Outcome]], bool], None]  # flows and plugs
+    # flows and plugs: (outcomes, recovering, the outbox: what to send after the commit, kept steps)
+    follow_on: Callable[[list[tuple[CallMessage, Outcome]], bool, Outbox | None], None]
     pid: int
     host: str
     processor: str = ""
+    ran_at: ledger.Provenance | None = None  # (processor, commit, runtime) recorded on each call claimed
     delivery_limit: int = 5
     park_after: float = 30.0
     store: Callable[[Callable[[int], Any], str], Any] = lambda fn, what: fn(0)  # noqa: E731 - wait out outages
@@ -113,7 +126,7 @@ class Batch:
         deps = self.deps
         # first deliveries of queued calls: claimed (marked running) in one statement
         fresh = [m.id for d, m in good if d.redeliveries == 0]
-        claimed = deps.store(lambda _: ledger.claim_calls(fresh, deps.host, deps.pid), "claiming calls") \
+        claimed = deps.store(lambda _: ledger.claim_calls(fresh, deps.host, deps.pid, deps.ran_at), "claiming calls") \
             if fresh else {}
         ids = [m.id for _, m in good if m.id not in claimed]
         rows = deps.store(lambda _: ledger.claim_rows(ids), "reading calls") if ids else {}
@@ -156,8 +169,7 @@ class Batch:
         """A part that does not run: settle, recover, park or bury it."""
         if verdict.action == triage.RECOVER:
             # a worker may have died after recording but before the flow moved on
-            self.deps.store(lambda _: self.deps.follow_on([(m, Outcome.from_row(ledger.get(m.id)))], True),
-                            "recovering a flow")
+            self.follow(lambda _: [(m, Outcome.from_row(ledger.get(m.id)))], True, "recovering a flow")
             self.settlement.settle([d])
         elif verdict.action == triage.SETTLE:
             self.settlement.settle([d])  # outcome already recorded: never run twice
@@ -197,21 +209,29 @@ class Batch:
 
     # -- running ---------------------------------------------------------------------
     def run_batch(self, items: list[Item], marked: bool = False) -> None:
-        """Run ``items`` in order; ``marked``: already claimed."""
-        if not marked:
-            self.deps.store(lambda _: self.start(items), "marking calls running")
-        results, returned, crashed, spill_from = self.run_each(items)
-        self.record(results)
-        if returned:
-            back = {id(d) for d in returned}
-            self.unclaim([m.id for d, m, _ in items if id(d) in back])
-            self.give_back(returned)
-        if crashed is not None:
-            self.requeue_crashed(crashed, items)
-        if spill_from is not None:
-            later = self.spill(items[spill_from:])
-            if later:
-                self.run_batch(later, marked=True)
+        """Run ``items`` in order, then the steps they hand off to this worker, and so on;
+        ``marked``: already claimed. The parts that ran are settled at the end, once every
+        kept step has a durable outcome or a durable message of its own."""
+        ran: list[Part] = []
+        began = time.monotonic()
+        while items:
+            if not marked:
+                self.deps.store(functools.partial(self._start, items), "marking calls running")
+            results, returned, crashed, spill_from = self.run_each(items)
+            kept = self.record(results, began)
+            ran += [d for d, _ in results]
+            if returned:
+                back = {id(d) for d in returned}
+                self.unclaim([m.id for d, m, _ in items if id(d) in back])
+                self.give_back(returned)
+            if crashed is not None:
+                self.requeue_crashed(crashed, items)
+            later = self.spill(items[spill_from:]) if spill_from is not None else []
+            items, marked = later + kept, True
+        self.settlement.settle(ran)
+
+    def _start(self, items: list[Item], _attempt: int) -> None:
+        self.start(items)
 
     def start(self, items: list[Item]) -> None:
         """Mark ``items`` running here (inserting the rows of calls not in the store yet)."""
@@ -220,7 +240,7 @@ class Batch:
             ledger.insert_missing([{"id": m.id, "socket": m.socket, "root": m.root or m.id, "parent": m.parent,
                                     "flow": m.flow, "status": "queued", "attempts": m.attempt - 1,
                                     "args": dumps({"args": m.args, "kwargs": m.kwargs})} for m in missing])
-        ledger.mark_running([m.id for _, m, _ in items], self.deps.host, self.deps.pid)
+        ledger.mark_running([m.id for _, m, _ in items], self.deps.host, self.deps.pid, self.deps.ran_at)
 
     def run_each(self, items: list[Item]) -> tuple[list[tuple[Part, Result]], list[Part], Part | None, int | None]:
         """Run ``items`` one after another: (results, parts returned unrun because the
@@ -290,27 +310,72 @@ class Batch:
         self.settlement.settle(parts)
 
     # -- outcomes --------------------------------------------------------------------
-    def record(self, results: list[tuple[Part, Result]]) -> None:
-        """Publish retries, commit every outcome, advance flows, reply, then settle."""
+    def record(self, results: list[tuple[Part, Result]], began: float) -> list[Item]:
+        """Publish retries; commit every outcome and advance flows (one transaction); send
+        what follows, reply. Returns the steps kept to run here (the caller settles)."""
         deps = self.deps
         for d, r in results:
             if r.status == "retrying":
                 deps.transport.publish(d.queue, [r.msg.next_attempt().encode()], delay=r.retry_delay)
-        deps.store(lambda _: record_or_refuse([r for _, r in results]), "recording outcomes")
+        rs = [r for _, r in results]
+
+        def keep(socket: str, calls: int) -> bool:
+            # a short ack deadline (park_after follows it) shortens the chain's hold too
+            return triage.keep(triage.Next(socket in deps.sockets, calls, False, deps.stopping(),
+                                           time.monotonic() - began), min(triage.KEEP_FOR, deps.park_after / 2))
+
+        # a workflow member's outcome and what follows it are one commit (its workflow's
+        # root read with it); calls outside workflows keep the one autocommitted statement
+        # (their plugs fire after it)
+        roots = list({r.msg.cont["wf"] for r in rs if r.msg.cont and r.status != "retrying"})
+        outbox = Outbox(host=deps.host, pid=deps.pid, ran_at=deps.ran_at)
+
+        def commit(attempt: int) -> None:
+            outbox.reset()
+            outbox.keep = keep if attempt == 0 else None  # a retried step may have committed
+            if roots:
+                try:
+                    with ledger.recording(rs, roots) as outbox.roots:
+                        self.advance(rs, attempt > 0, outbox)
+                        return
+                except REFUSED:
+                    outbox.reset()  # rolled back: each outcome on its own (what the store refuses, as failed)
+            record_or_refuse(rs)
+            with db.atomic() if roots else contextlib.nullcontext():
+                self.advance(rs, attempt > 0, outbox)
+
+        if rs:
+            deps.store(commit, "recording outcomes")
+        outbox.flush()
         for _, r in results:
             events.emit(f"call.{r.status}", call=r.msg.id, socket=r.msg.socket, attempt=r.msg.attempt, ms=r.ms,
                         error_type=r.error_type,
                         result_json=r.result_json if r.result_json is None or len(r.result_json) <= 4096 else None,
                         retry_in=r.retry_delay if r.status == "retrying" else None)
-        # one outcome per final call, for its workflow, its plugs and its reply (the result
-        # is decoded only if a workflow or a plug needs the value)
-        final = [(r.msg, Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
-                                 traceback=r.traceback, attempts=r.msg.attempt, result_json=r.result_json))
-                 for _, r in results if r.status != "retrying"]
-        if final:
-            deps.store(lambda attempt: deps.follow_on(final, attempt > 0), "advancing flows")
+        final = [(r.msg, outcome_of(r)) for r in rs if r.status != "retrying"]
         deps.transport.replies([(m.reply_to, self.reply_body(out)) for m, out in final if m.reply_to])
-        self.settlement.settle([d for d, _ in results])
+        return [(Part(Delivery(b"", t.queue, None, 0, {}), m.encode(), whole=False), m, None) for t, m in outbox.kept]
+
+    def advance(self, results: list[Result], recovering: bool, outbox: Outbox) -> None:
+        """Advance the flows and fire the plugs of the final ``results`` (in the caller's
+        transaction); ``outbox`` collects what to send after the commit and what was kept."""
+        final = [(r.msg, outcome_of(r)) for r in results if r.status != "retrying"]
+        if recovering:
+            outbox.keep = None
+        if final:
+            self.deps.follow_on(final, recovering, outbox)
+
+    def follow(self, pairs: Callable[[int], list[tuple[CallMessage, Outcome]]], recovering: bool, what: str) -> None:
+        """Advance flows outside :meth:`record` (nothing kept), then send what follows."""
+        outbox = Outbox()
+
+        def step(attempt: int) -> None:
+            outbox.reset()
+            with db.atomic():
+                self.deps.follow_on(pairs(attempt), recovering or attempt > 0, outbox)
+
+        self.deps.store(step, what)
+        outbox.flush()
 
     def reply_body(self, out: Outcome) -> bytes:
         """A reply, without result and traceback if it would be too big (read from the store)."""
@@ -335,7 +400,7 @@ class Batch:
                     reason=reason)
         if msg is not None:
             dead = Outcome(msg.id, "dead", error_type=error_type, error_message=reason)
-            deps.store(lambda attempt: deps.follow_on([(msg, dead)], attempt > 0), "advancing a flow")
+            self.follow(lambda _: [(msg, dead)], False, "advancing a flow")
         if d.whole:
             deps.consumer.dead_letter(d.delivery, reason)
             self.settlement.forget(d)
@@ -344,3 +409,10 @@ class Batch:
             self.settlement.settle([d])
         if reply_to and call_id:
             self.reply(reply_to, Outcome(call_id, "dead", error_type=error_type, error_message=reason))
+
+
+def outcome_of(r: Result) -> Outcome:
+    """A final call's outcome, for its workflow, its plugs and its reply (the result is
+    decoded only if a workflow or a plug needs the value)."""
+    return Outcome(r.msg.id, r.status, error_type=r.error_type, error_message=r.error_message,
+                   traceback=r.traceback, attempts=r.msg.attempt, result_json=r.result_json)

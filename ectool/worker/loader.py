@@ -36,3 +36,24 @@ def load_module(module: str, path: Path | None):
         return importlib.import_module(module)
     except ImportError as exc:
         raise UsageError(f"cannot import processor module {module!r}: {exc}") from None
+
+
+def git_commit(path: Path | None) -> str | None:
+    """The commit checked out at ``path`` (``git rev-parse HEAD``), with ``-dirty`` appended
+    when tracked files differ from it; None when ``path`` is not in a git work tree."""
+    import subprocess
+
+    if path is None:
+        return None
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "--verify", "--quiet", "HEAD")
+    if not head:
+        return None
+    return head + "-dirty" if git("status", "--porcelain", "--untracked-files=no") else head

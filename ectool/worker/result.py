@@ -31,6 +31,7 @@ class Result:
     log: str | None = None  # what the call printed
     started: dt.datetime | None = None  # when this call (not its batch) started and ended
     finished: dt.datetime | None = None
+    ran_at: tuple[str, str | None, str] | None = None  # (processor, commit, runtime) when pinned elsewhere
 
     def __post_init__(self) -> None:
         # what a task prints or raises is anybody's text: PostgreSQL's text type cannot

@@ -42,6 +42,7 @@ from ..config import Config
 from ..errors import NotFound, UsageError
 from ..liveness import WORKER_ALIVE, WORKER_HEARTBEAT
 from ..messages import CallMessage
+from ..outbox import Outbox
 from ..outcome import Outcome
 from ..publisher import broker_queue
 from ..store import retrying, transient
@@ -51,6 +52,7 @@ from . import loader, retry
 from .batch import Batch, Crashes, Deps, SocketInfo
 from .executor import make_executor
 from .parts import calls_in
+from .pinned import PinError, Pinned, same_commit
 from .result import Result
 
 log = logging.getLogger("ec.worker")
@@ -85,6 +87,10 @@ class WorkerRuntime:
             raise UsageError(f"processor {processor!r} has no sockets to serve")
         where = Path(path) if path else loader.local_path(proc.gitrepo)
         self.executor = make_executor(proc.module, where, python, proc.runtime, memory_limit)
+        # provenance: the agent's deployment names its commit; a worker on a directory asks git
+        self.commit = commit or loader.git_commit(where) or proc.commit
+        self.pinned = Pinned(proc.gitrepo, proc.module, proc.runtime or "python", memory_limit,
+                             {self.commit or "", proc.deployed_commit or ""})
         self.sockets: dict[str, SocketInfo] = {}
         for s in rows:
             self.sockets[s.name] = SocketInfo(s.name, s.task, broker_queue(s.name, config.namespace),
@@ -103,7 +109,7 @@ class WorkerRuntime:
         self.stopping = False
         self.pid = os.getpid()
         self.row = Worker.create(processor=proc, host=HOST, pid=self.pid, status="running",
-                                 heartbeat=now(), commit=commit or proc.commit,
+                                 heartbeat=now(), commit=self.commit,
                                  cpu=int(os.environ["EC_CPU"]) if os.environ.get("EC_CPU") else None,
                                  agent=int(os.environ["EC_AGENT_ID"]) if os.environ.get("EC_AGENT_ID") else None)
         self.parent = int(os.environ.get("EC_PARENT_PID") or 0)
@@ -112,7 +118,8 @@ class WorkerRuntime:
         self._engine = None
         self.spilled = False  # the last batch handed bundled calls back: they are slow here
         self.deps = Deps(self.consumer, self.transport, self.sockets, self.execute, self.follow_on_many,
-                         pid=self.pid, host=HOST, processor=proc.name, delivery_limit=config.delivery_limit,
+                         pid=self.pid, host=HOST, processor=proc.name,
+                         ran_at=(proc.name, self.commit, proc.runtime or "python"), delivery_limit=config.delivery_limit,
                          park_after=self.park_after, store=self.store, stopping=lambda: self.stopping,
                          running_elsewhere=self.running_elsewhere, crashes=Crashes())
         self.beating = threading.Event()
@@ -176,6 +183,7 @@ class WorkerRuntime:
             self.beating.set()
             self.consumer.close()
             self.executor.close()
+            self.pinned.close()
             self.mark("offline", status="stopped")
             events.emit("worker.offline", processor=self.processor.name, worker=self.row.id)
             events.bus().flush(1.0)
@@ -211,28 +219,50 @@ class WorkerRuntime:
             (Worker.host == row.host) & (Worker.pid == row.worker_pid) & (Worker.status == "running")
             & (Worker.heartbeat >= fresh)).exists(), "checking a worker")
 
-    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool) -> None:
-        """Advance the workflows of final calls and fire their plugs (safe to repeat): the
-        workflow members advance together (their joins
-        in one transaction per parallel node), then every call's plugs fire."""
-        members = [(m, out) for m, out in pairs if m.cont]
-        if members:
-            self.engine.on_outcomes(members, recovering=recovering)
-        for m, out in pairs:
-            self.engine.on_plugs(m, out)
+    def follow_on_many(self, pairs: list[tuple[CallMessage, Outcome]], recovering: bool,
+                       outbox: Outbox | None = None) -> None:
+        """Advance the workflows of final calls and fire their plugs (safe to repeat), in
+        the caller's transaction: the workflow members advance together (their joins in
+        one transaction per parallel node), then every call's plugs fire. What follows
+        goes in ``outbox``, to send after the commit, with the steps kept here."""
+        engine = self.engine
+        engine.outbox = outbox
+        try:
+            members = [(m, out) for m, out in pairs if m.cont]
+            if members:
+                engine.on_outcomes(members, recovering=recovering)
+            for m, out in pairs:
+                engine.on_plugs(m, out)
+        finally:
+            engine.outbox = None
+
+    def executor_for(self, m: CallMessage) -> tuple[Any, tuple[str, str | None, str] | None]:
+        """(the executor to run ``m`` with, its provenance when not this worker's own): a
+        call pinned to another commit runs in a deployment of that commit
+        (:mod:`ectool.worker.pinned`; :class:`PinError` when there can be none)."""
+        if not m.pin or same_commit(m.pin, self.commit):
+            return self.executor, None
+        full, ex = self.pinned.executor(m.pin)
+        return ex, (self.processor.name, full, self.processor.runtime or "python")
 
     def execute(self, m: CallMessage) -> Result:
         info = self.sockets[m.socket]
         stamp, started = now(), time.monotonic()
-        out = self.executor.run(info.task, m.args, m.kwargs, info.timeout)
+        try:
+            executor, ran_at = self.executor_for(m)
+        except PinError as exc:  # final: another attempt would find the same repository
+            return Result(m, "failed", error_type="PinError", error_message=str(exc), started=stamp, finished=stamp,
+                          ran_at=(self.processor.name, m.pin, self.processor.runtime or "python"))
+        out = executor.run(info.task, m.args, m.kwargs, info.timeout)
         ms = round((time.monotonic() - started) * 1000, 3)
         # each call's own times, not its batch's (ec stats reads finished - started)
         finished = stamp + dt.timedelta(milliseconds=ms)
         if out["status"] == "done":
             return Result(m, "done", result_json=out["result"], ms=ms, log=out.get("log"),
-                          started=stamp, finished=finished)
+                          started=stamp, finished=finished, ran_at=ran_at)
         res = Result(m, "failed", error_type=out.get("error_type"), error_message=out.get("error_message"),
-                     traceback=out.get("traceback"), ms=ms, log=out.get("log"), started=stamp, finished=finished)
+                     traceback=out.get("traceback"), ms=ms, log=out.get("log"), started=stamp, finished=finished,
+                     ran_at=ran_at)
         if not out.get("final") and retry.should_retry(m.attempt, info.retries):
             res.status = "retrying"
             res.retry_delay = retry.backoff_delay(m.attempt, info.backoff)

@@ -6,7 +6,8 @@ be what killed the last worker, so a crash charges only it), settle it unrun (it
 is recorded: never run twice), park it (another live worker is running it), or bury it
 (its workers died ``delivery_limit`` times, or its socket is not served here).
 :func:`dedupe` keeps one copy of each call and :func:`resent` says which parts of
-bundles go out again as messages of their own.
+bundles go out again as messages of their own. :func:`keep` says whether the next step of a
+pipeline, started by an outcome this worker records, is run here (the hand-off) or published.
 """
 
 from __future__ import annotations
@@ -93,3 +94,28 @@ def dedupe(pairs: Sequence[tuple[Any, Any]]) -> tuple[list[tuple[Any, Any]], lis
         else:
             copies.append(d)
     return good, copies
+
+
+#: a chain of kept steps holds its first delivery unacked; past this (seconds) the next
+#: step is published instead, so no delivery is held near the broker's ack deadline
+KEEP_FOR = 10.0
+
+
+class Next(NamedTuple):
+    """What is known of the step that follows an outcome being recorded here."""
+
+    served: bool  # its socket is served by this worker
+    calls: int  # how many calls the step starts (a parallel node starts several)
+    recovering: bool  # re-sending after a crash or an ambiguous commit
+    stopping: bool  # this worker is stopping
+    held: float  # how long the chain it would join has held its first delivery (seconds)
+
+
+def keep(nxt: Next, keep_for: float = KEEP_FOR) -> bool:
+    """Is the next step kept and run by this worker (its row written running here in the
+    commit that records the outcome, no message), rather than published? Only a single
+    call of a socket served here, on the normal path: never while recovering (the step's
+    row may exist, and its message is what recovers it), never while stopping (it would
+    have to be given back), and not once the chain has held its delivery ``keep_for``."""
+    return (nxt.served and nxt.calls == 1 and not nxt.recovering and not nxt.stopping
+            and nxt.held < keep_for)

@@ -136,6 +136,13 @@ def mark(directory: str, key: str, seconds: float = 0.0):
     return key
 
 
+def mark_step(count: int, directory: str, key: str, seconds: float = 0.0) -> int:
+    """A pipeline step that records its finished executions like :func:`mark` (after
+    sleeping SECONDS) and returns COUNT + 1, so a pipeline of N steps returns N."""
+    mark(directory, key, seconds)
+    return int(count) + 1
+
+
 def client_api():
     """Import ElasticCode's client API inside a call, as the seed's own processors did: this
     package (``pyfi.processors``) and ElasticCode's ``pyfi.client`` share the namespace
