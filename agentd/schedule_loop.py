@@ -1,17 +1,23 @@
 """The agent's schedule thread: fires due ticks (:func:`ectool.scheduler.fire_due`) on its
 own store connection and broker connection, so a slow round of the agent (a deployment, a
 git clone) never makes a tick late; it sleeps until the next tick is due, at most
-``interval``. Any error is logged and the round retried with fresh connections."""
+``interval``. Every :data:`RECOVER_EVERY` seconds it also publishes again the calls of
+pipelined submitters that died on this host before sending them
+(:func:`ectool.submitter.recover`). Any error is logged and the round retried with fresh connections."""
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 
-from ectool import scheduler
+from ectool import scheduler, submitter
 from ectool.config import Config
 from ectool.publisher import Publisher
 from ectool.store import reconnect
+
+#: seconds between recoveries of dead submitters' unsent calls
+RECOVER_EVERY = 30.0
 
 
 def log(msg: str) -> None:
@@ -29,6 +35,7 @@ class ScheduleLoop(threading.Thread):
         from ectool.transport import open_transport
 
         transport = publisher = None
+        recovered = 0.0
         while not self.stopping.is_set():
             wait = self.interval
             try:
@@ -36,6 +43,9 @@ class ScheduleLoop(threading.Thread):
                     transport = open_transport(self.config)
                     publisher = Publisher(transport, self.config.namespace)
                 soonest = scheduler.fire_due(publisher, self.agent, self.config.max_message_bytes)
+                if time.monotonic() - recovered >= RECOVER_EVERY:
+                    submitter.recover(self.config, transport)
+                    recovered = time.monotonic()
                 if soonest is not None:
                     wait = max(0.02, min(wait, soonest))
                 if self.failing:

@@ -11,6 +11,7 @@ Workloads:
   * sequential: SEQ round trips ``noop.delay().get()``, p50/p99;
     both measured without publisher confirms (Celery's default, what users get) and with
     them (``broker_transport_options={"confirm_publish": True}``: ElasticCode's guarantee);
+  * loop: ``[add_two.delay(i, 1) for i in range(LOOP)]`` then ``[r.get() for r in ...]``;
   * chain: ``chain(emit_one.s(), add_two.s(1) x (STEPS-1))`` end to end, CHAINS times;
   * chord: ``chord([emit_one.s()] * MEMBERS)(total.s())``, CHORDS times. ``rpc://``
     cannot run chords, so the worker is restarted with the SQLAlchemy result backend on
@@ -124,6 +125,17 @@ def sequential(app, n: int) -> dict:
     return latency_summary(lat, "seq")
 
 
+def loop(app, n: int) -> dict:
+    """The ``.delay()`` loop a user writes, then each result in turn."""
+    add_two = app.tasks["bench.add_two"]
+    t0 = time.perf_counter()
+    results = [add_two.delay(i, 1) for i in range(n)]
+    values = [r.get(timeout=600) for r in results]
+    total = time.perf_counter() - t0
+    assert values == [i + 1 for i in range(n)], "loop: wrong results"
+    return {"loop_calls_s": round(n / total, 1)}
+
+
 def chains(app, n: int, steps: int) -> dict:
     from celery import chain
 
@@ -156,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bench celery", description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=10000)
     ap.add_argument("--seq", type=int, default=1000)
+    ap.add_argument("--loop", type=int, default=2000)
     ap.add_argument("--chords", type=int, default=20)
     ap.add_argument("--members", type=int, default=100)
     ap.add_argument("--chains", type=int, default=20)
@@ -190,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
                         results[v] |= throughput(apps[v], args.calls)
                     if args.seq:
                         results[v] |= sequential(apps[v], args.seq)
+                    if args.loop:
+                        results[v] |= loop(apps[v], args.loop)
                     print(f"[celery] {v}: {results[v]}", file=sys.stderr, flush=True)
                 if args.chains:
                     extra |= chains(apps[variants[0]], args.chains, args.steps)
@@ -220,11 +235,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = [[f"throughput calls/s ({v})", r.get("throughput_calls_s")] for v, r in results.items()]
     rows += [[f"sequential p50 ms ({v})", r.get("seq_p50_ms")] for v, r in results.items()]
     rows += [[f"sequential p99 ms ({v})", r.get("seq_p99_ms")] for v, r in results.items()]
+    rows += [[f"loop calls/s ({v})", r.get("loop_calls_s")] for v, r in results.items()]
     rows += [[f"chain {args.steps} p50 ms", extra.get("chain_p50_ms")],
              [f"chord {args.members}+sum p50 ms", extra.get("chord_p50_ms")]]
     print(table(["workload", "value"], rows))
     emit({"bench": "celery", "celery": celery.__version__, "concurrency": args.concurrency,
-          "queue_type": args.queue_type, "calls": args.calls, "seq": args.seq, "chords": args.chords,
+          "queue_type": args.queue_type, "calls": args.calls, "seq": args.seq, "loop": args.loop, "chords": args.chords,
           "members": args.members, "chains": args.chains, "steps": args.steps, **machine(),
           **results, **extra})
 

@@ -1,6 +1,6 @@
 """ceiling, floor, celery and ec side by side: alternate runs, medians, ratios pair by pair.
 
-    python -m bench compare [--rounds 3] [--calls 10000] [--seq 1000] [--chords 20]
+    python -m bench compare [--rounds 3] [--calls 10000] [--seq 1000] [--loop 2000] [--chords 20]
                             [--funnels N] [--pipelines N] [--members 100] [--prefetch 32] [--quick]
 
 Each round runs ``bench ceiling``, ``bench floor``, ``bench celery`` and ``bench ec``
@@ -37,6 +37,7 @@ FIGURES = [
     ("throughput calls/s", "throughput_calls_s", "higher"),
     ("sequential p50 ms", "seq_p50_ms", "lower"),
     ("sequential p99 ms", "seq_p99_ms", "lower"),
+    ("loop add(i,1) calls/s", "loop_calls_s", "higher"),
     ("chord/funnel 100+sum p50 ms", "chord_p50_ms", "lower"),
     ("chain/pipeline 10 p50 ms", "chain_p50_ms", "lower"),
 ]
@@ -52,6 +53,8 @@ RATIOS = {
     "throughput ec/floor": ("ec", "floor", "throughput_calls_s", None, "ge"),
     "seq p50 ec/floor": ("ec", "floor", "seq_p50_ms", None, "le"),
     "seq p50 floor/celery": ("floor", "celery", "seq_p50_ms", None, "le"),
+    "loop ec/celery": ("ec", "celery", "loop_calls_s", 3.5, "ge"),
+    "loop embedded/celery": ("ec embedded", "celery", "loop_calls_s", None, "ge"),
     "funnel/chord ec/celery": ("ec", "celery", "chord_p50_ms", 0.125, "le"),
     "pipeline10 ec/chain10": ("ec", "celery", "chain_p50_ms", 0.5, "le"),
     "throughput embedded/celery": ("ec embedded", "celery", "throughput_calls_s", None, "ge"),
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=10000)
     ap.add_argument("--seq", type=int, default=1000)
+    ap.add_argument("--loop", type=int, default=2000)
     ap.add_argument("--chords", type=int, default=20)
     ap.add_argument("--funnels", type=int, default=None, help="funnels and chords (default: --chords)")
     ap.add_argument("--pipelines", type=int, default=None, help="pipelines and chains of 10 (default: --chords)")
@@ -113,15 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", default=None, help="append every bench's full output here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.calls, args.seq, args.chords, args.members = 300, 30, 2, 10
+        args.calls, args.seq, args.chords, args.members, args.loop = 300, 30, 2, 10, 100
     funnels = str(args.chords if args.funnels is None else args.funnels)
     pipelines = str(args.chords if args.pipelines is None else args.pipelines)
     common = ["--calls", str(args.calls), "--seq", str(args.seq)]
     argsets = {
         "ceiling": ["-n", str(args.calls), "--seq", str(args.seq)],
         "floor": [*common, "--prefetch", str(args.prefetch)],
-        "celery": [*common, "--chords", funnels, "--chains", pipelines, "--members", str(args.members)],
-        "ec": [*common, "--funnels", funnels, "--pipelines", pipelines,
+        "celery": [*common, "--loop", str(args.loop), "--chords", funnels, "--chains", pipelines,
+                   "--members", str(args.members)],
+        "ec": [*common, "--loop", str(args.loop), "--funnels", funnels, "--pipelines", pipelines,
                "--members", str(args.members), "--prefetch", str(args.prefetch)],
     }
     if not args.calls:
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         print("FAILED runs (left out of the medians and ratios): "
               + ", ".join(f"round {i} {name}" for i, name in failed))
     emit({"bench": "compare", "rounds": args.rounds, "failed": failed, "calls": args.calls, "seq": args.seq,
-          "chords": args.chords, "members": args.members, "prefetch": args.prefetch,
+          "loop": args.loop, "chords": args.chords, "members": args.members, "prefetch": args.prefetch,
           "elapsed_s": round(elapsed), **machine(), "medians": medians, "ratios": ratios,
           "per_round": rounds})
     if failed:

@@ -6,9 +6,15 @@ transport (``EC_DB``/``EC_BROKER``, ec.toml, or the embedded default)::
     from ectool.api import Socket, parallel, pipeline, funnel
 
     do_something = Socket(name="pyfi.processors.sample.do_something")
-    do_something("Hello").get()                  # a durable call, then its result
+    do_something("Hello").get()                  # a call, then its result
     do_something_p = do_something.p              # partial form, as in the seed
     funnel([do_something_p("A"), do_something_p("B")])(do_something_p("C")).get()
+
+Calling a socket returns its handle at once: a submitter thread commits and publishes
+calls in batches (``submit = "pipelined"``, the default; ``EC_SUBMIT=sync`` makes every call
+durable before it returns). A call is durable once ``h.sent()``, ``h.get()``,
+:func:`flush`, leaving ``with batch():`` or interpreter exit has returned; a call that
+could not be made durable raises :class:`~ectool.errors.SubmitError` there, naming it.
 
 Remote failures re-raise locally as :class:`RemoteError` with the remote type, message and
 traceback.
@@ -16,11 +22,13 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import CallTimeout, EcError
+from .errors import CallTimeout, EcError, SubmitError
 
 _lock = threading.Lock()
 _client = None
@@ -47,6 +55,20 @@ def close() -> None:
             _client = None
 
 
+def flush(timeout: float | None = None) -> None:
+    """Until every call submitted so far is durable; :class:`SubmitError` names those that
+    could not be made so."""
+    if _client is not None:
+        _client.flush(timeout)
+
+
+@contextlib.contextmanager
+def batch() -> Iterator[None]:
+    """``with batch(): ...``: the calls made inside are durable once the block is left."""
+    yield
+    flush()
+
+
 class RemoteError(EcError):
     """A call or workflow failed remotely; carries the remote error's type and traceback."""
 
@@ -60,20 +82,30 @@ class RemoteError(EcError):
 
 
 class Handle:
-    """A submitted call or workflow: ``.id``, ``.status``, ``.get(timeout=None)``."""
+    """A submitted call or workflow: ``.id``, ``.status``, ``.sent()``, ``.get(timeout=None)``."""
 
-    def __init__(self, call_id: str) -> None:
+    def __init__(self, call_id: str, ticket: Any = None) -> None:
         self.id = call_id
+        self._ticket = ticket  # a pipelined call's, until it is durable
+
+    def sent(self, timeout: float | None = None) -> Handle:
+        """Until the call is durable (committed and published); :class:`SubmitError` if it
+        could not be."""
+        if self._ticket is not None:
+            self._ticket.wait(timeout)
+            self._ticket = None
+        return self
 
     @property
     def status(self) -> str:
         from .calls import get_call
 
-        client()
+        self.sent()
         return get_call(self.id).status
 
     def get(self, timeout: float | None = None) -> Any:
         """Wait for the outcome; the result, or :class:`RemoteError`, or CallTimeout."""
+        self.sent(timeout)
         out = client().wait([self.id], timeout)[self.id]
         if not out.ok:
             raise RemoteError(out.id, out.status, out.error_type, out.error_message, out.traceback)
@@ -141,7 +173,28 @@ class Socket:
                                concurrency=concurrency, retries=retries, timeout=timeout)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Handle:
-        return Handle(client().submit(self.name, [(list(args), kwargs)])[0])
+        c = client()
+        if c.config.submit == "sync":
+            return Handle(c.submit(self.name, [(list(args), kwargs)])[0])
+        from .submitter import encode
+
+        ticket = c.submitter.put(encode(c, self.name, list(args), kwargs))
+        c.expect(ticket.id)
+        return Handle(ticket.id, ticket)
+
+    def map(self, items: Iterable[Any], *, window: int = 1000) -> Iterator[Any]:
+        """One call per item (``socket(item)``), the results in input order as a generator:
+        at most ``window`` calls in flight, submitted in bundled batches (``ec map`` in
+        Python). A failed call raises :class:`RemoteError` when its turn comes."""
+        from .pymap import outcomes
+
+        return _results(outcomes(client().config, self.name, items, window=window))
+
+    def starmap(self, items: Iterable[Any], *, window: int = 1000) -> Iterator[Any]:
+        """As :meth:`map`, each item being the call's arguments (``socket(*item)``)."""
+        from .pymap import outcomes
+
+        return _results(outcomes(client().config, self.name, items, star=True, window=window))
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A partial call (signature) for workflows."""
@@ -153,6 +206,15 @@ class Socket:
         return self.s
 
     partial = p
+
+
+def _results(outcomes: Generator[Any, None, None]) -> Iterator[Any]:
+    """Outcomes as results; a failed one raises :class:`RemoteError` (closing the map)."""
+    with contextlib.closing(outcomes):
+        for out in outcomes:
+            if not out.ok:
+                raise RemoteError(out.id, out.status, out.error_type, out.error_message, out.traceback)
+            yield out.result
 
 
 class Schedule:
@@ -312,4 +374,4 @@ class _Labelled(Node):
 
 
 __all__ = ["Function", "Handle", "Processor", "Queue", "RemoteError", "Schedule", "Socket", "Signature",
-           "close", "client", "define_workflow", "funnel", "parallel", "pipeline", "schedules", "CallTimeout"]
+           "SubmitError", "batch", "close", "client", "flush", "define_workflow", "funnel", "parallel", "pipeline", "schedules", "CallTimeout"]

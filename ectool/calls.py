@@ -23,6 +23,7 @@ from .errors import CallTimeout, NotFound, Unreachable, UsageError
 from .messages import CallEncoder, bundle, bundle_size, new_id
 from .outcome import Outcome
 from .publisher import Publisher, Target, broker_queue, resolve
+from .replies import Replies, decode
 from .security import require
 from .store import ledger
 from .store.ledger import INSERT_COLUMNS, INSERT_ROWS, insert_calls, outcomes  # noqa: F401 - users import them here
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 #: Client.wait reads the store once replies have been quiet this long (seconds), backing
 #: off to QUIET_MAX between reads, and at least every FORCED seconds while replies flow
 QUIET, QUIET_MAX, FORCED = 0.5, 2.0, 5.0
+#: expected calls (pipelined, not yet waited for) whose outcome such a read looks up too, at most
+ALSO_READ = 5000
 
 
 class Client:
@@ -45,19 +48,42 @@ class Client:
     with them, the inbox (outcomes then come from the store, later).
     """
 
-    def __init__(self, config: Config, *, single_connection: bool = False) -> None:
+    def __init__(self, config: Config, *, single_connection: bool = False, store: bool = True) -> None:
         from .store import open_store
         from .transport import open_transport
 
         self.config = config
-        open_store(config.db, user=config.user)
+        if store:  # (False: a second client of a process whose store is open, e.g. for a thread)
+            open_store(config.db, user=config.user)
         self.transport = open_transport(config)
         events.configure(config)
         self._inbox = None
         self.publisher = Publisher(self.transport, config.namespace)
         self._engine = None
-        self._replies: dict[str, Outcome] = {}
+        self._replies = Replies()  # outcomes that arrived for calls nobody waits for yet
         self._single = single_connection and self.transport.single_connection
+        self._encoders: dict = {}  # socket -> CallEncoder of pipelined submits (ectool.submitter)
+        self._submitter = None
+
+    @property
+    def submitter(self):
+        """This process's pipelined submitter (:mod:`ectool.submitter`), started on first use."""
+        if self._submitter is None or self._submitter.pid != os.getpid():
+            from .submitter import Submitter
+
+            self._submitter = Submitter(self.config)
+        return self._submitter
+
+    def expect(self, call_id: str) -> None:
+        """A call whose outcome someone may wait for here (a pipelined call's): a wait that
+        reads the store for a missing reply reads its outcome too (:mod:`ectool.replies`)."""
+        self._replies.expect(call_id)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Until every pipelined call of this client is durable (SubmitError names those
+        that could not be made so)."""
+        if self._submitter is not None:
+            self._submitter.flush(timeout)
 
     def target(self, socket_name: str) -> Target:
         return self.publisher.target(socket_name)
@@ -161,11 +187,8 @@ class Client:
         every pending row again and again.
         """
         pending = set(ids)
-        done: dict[str, Outcome] = {}
-        for cid in list(pending):
-            if cid in self._replies:
-                done[cid] = self._replies.pop(cid)
-                pending.discard(cid)
+        done = self._replies.take(pending)
+        pending.difference_update(done)
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         gap, last_reply, last_read = QUIET, start, start
@@ -175,9 +198,13 @@ class Client:
                 raise CallTimeout(f"timed out waiting for {len(pending)} call(s): {' '.join(sorted(pending)[:5])}",
                                   sorted(pending))
             if now_ - last_reply >= gap or now_ - last_read >= FORCED:
-                for out in outcomes(pending).values():
-                    done[out.id] = out
-                    pending.discard(out.id)
+                # the other calls this client expects too: their replies may be lost alike
+                for out in outcomes([*pending, *self._replies.expected(pending, ALSO_READ)]).values():
+                    if out.id in pending:
+                        done[out.id] = out
+                        pending.discard(out.id)
+                    else:
+                        self._replies.keep(out)
                 gap = min(gap * 1.5, QUIET_MAX)
                 last_reply = last_read = time.monotonic()
                 continue
@@ -193,7 +220,8 @@ class Client:
                 done[got.id] = got
                 pending.discard(got.id)
             else:
-                self._replies[got.id] = got
+                self._replies.keep(got)
+        self._replies.settled(done)
         return done
 
     def _take_reply(self, wait: float) -> tuple[bool, Outcome | None]:
@@ -211,10 +239,7 @@ class Client:
             return False, None
         if not body:
             return False, None
-        out = Outcome.decode(body)
-        if out is not None and out.result_json is None and out.status == "done":
-            out = outcomes([out.id]).get(out.id, out)  # too big to reply: read the store
-        return True, out
+        return True, decode(body)
 
     def call(self, socket_name: str, args: list[Any], kwargs: dict[str, Any] | None = None,
              timeout: float | None = None) -> Outcome:
@@ -223,9 +248,13 @@ class Client:
         return self.wait([cid], timeout)[cid]
 
     def close(self) -> None:
-        if self._inbox is not None:
-            self._inbox.close()
-        self.transport.close()
+        try:
+            if self._submitter is not None and self._submitter.pid == os.getpid():
+                self._submitter.close()
+        finally:
+            if self._inbox is not None:
+                self._inbox.close()
+            self.transport.close()
 
 
 def wait_stored(ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:

@@ -30,6 +30,7 @@ KEYS: dict[str, tuple[str | None, object]] = {
     "stats_retention": ("EC_STATS_RETENTION", "30d"),
     "ack_deadline": ("EC_ACK_DEADLINE", 900),
     "bundle": ("EC_BUNDLE", 16),
+    "submit": ("EC_SUBMIT", "pipelined"),
 }
 
 #: duration units accepted by :func:`duration` (and ``--since``)
@@ -71,6 +72,12 @@ TEMPLATE = """\
 # messages stay free to spread over workers), and a worker hands the rest of a bundle back
 # as single messages once its calls turn out slow. 1 sends every call on its own.
 # bundle = 16
+
+# How the Python API's Socket(...)(...) submits: "pipelined" (default: the call returns its
+# handle at once, a submitter thread commits and publishes calls in batches; durable once
+# h.sent(), h.get(), ectool.api.flush(), leaving "with ectool.api.batch():" or exit has
+# returned) or "sync" (each call durable before it returns).
+# submit = "pipelined"
 """
 
 
@@ -86,6 +93,7 @@ class Config:
     stats_retention: str = "30d"
     ack_deadline: int = 900
     bundle: int = 16
+    submit: str = "pipelined"
     sources: dict[str, str] = field(default_factory=dict)
     config_file: str = ""
 
@@ -186,6 +194,8 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         return number
     if key == "namespace" and (not isinstance(value, str) or not all(c.isalnum() or c in "-_" for c in value)):
         raise ConfigError(f"namespace from {origin} may only hold letters, digits, '-' and '_', got {value!r}")
+    if key == "submit" and value not in ("pipelined", "sync"):
+        raise ConfigError(f"submit from {origin} must be 'pipelined' or 'sync', got {value!r}")
     if key == "queue_type" and value not in ("quorum", "classic"):
         raise ConfigError(f"queue_type from {origin} must be 'quorum' or 'classic', got {value!r}")
     if key == "stats_retention":

@@ -69,3 +69,15 @@ class PermissionDenied(EcError):
 
 class ConfigError(UsageError):
     """The configuration file or a configured URL is malformed."""
+
+
+class SubmitError(EcError):
+    """Pipelined calls could not be made durable (their rows or their messages); it names
+    them in ``call_ids``. None of them is reported sent."""
+
+    exit_code = UNREACHABLE
+
+    def __init__(self, message: str, call_ids: list[str] | None = None):
+        self.call_ids = list(call_ids or [])
+        shown = " ".join(self.call_ids[:5]) + (f" (+{len(self.call_ids) - 5} more)" if len(self.call_ids) > 5 else "")
+        super().__init__(f"{len(self.call_ids)} call(s) not sent: {shown}: {message}")

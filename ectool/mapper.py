@@ -136,8 +136,9 @@ class Mapper:
                  ordered: bool = True, halt: Halt | None = None, timeout: float | None = None,
                  joblog: IO[str] | None = None, skip: SeqSet | None = None,
                  progress: Callable[[MapStats], None] | None = None, flush: Callable[[], None] | None = None,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, decode: Callable[[Any], Any] = decode_line) -> None:
         self.backend, self.socket = backend, socket
+        self.decode = decode  # an input item -> the call's value (ec map: a line; Socket.map: any)
         self.window = max(1, window)
         self.gulp = min(BATCH, max(1, self.window // 4))
         self.emit, self._flush = emit, flush or (lambda: None)
@@ -233,9 +234,9 @@ class Mapper:
                 break
             if isinstance(raw, BaseException):
                 raise raw
-            value = decode_line(raw)
+            value = self.decode(raw)
             values.append(value)
-            jobs.append(_Job(seq, len(raw), job_command(self.socket, value) if self.joblog else None,
+            jobs.append(_Job(seq, len(raw) if isinstance(raw, bytes) else 0, job_command(self.socket, value) if self.joblog else None,
                              time.time()))
         if values:
             try:

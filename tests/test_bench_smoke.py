@@ -59,18 +59,19 @@ def test_bench_floor_smoke(services):
 
 def test_bench_celery_smoke(services):
     pytest.importorskip("celery", reason="SKIPPED: celery is not installed (pip install -e '.[dev]')")
-    result = bench("celery", "--calls", "20", "--seq", "3", "--chords", "1", "--members", "3",
+    result = bench("celery", "--calls", "20", "--seq", "3", "--loop", "10", "--chords", "1", "--members", "3",
                    "--chains", "1", "--steps", "2")
     assert result["default"]["throughput_calls_s"] > 0 and result["confirms"]["seq_p50_ms"] > 0
+    assert result["default"]["loop_calls_s"] > 0
     assert result["chord_p50_ms"] > 0 and result["chain_p50_ms"] > 0
 
 
 def test_bench_ec_smoke(services):
-    result = bench("ec", "--calls", "20", "--seq", "3", "--funnels", "1", "--members", "3",
+    result = bench("ec", "--calls", "20", "--seq", "3", "--loop", "10", "--funnels", "1", "--members", "3",
                    "--pipelines", "1", "--steps", "2")
     for backend in ("embedded", "distributed"):
         r = result[backend]
-        assert r["throughput_calls_s"] > 0 and r["seq_p50_ms"] > 0
+        assert r["throughput_calls_s"] > 0 and r["seq_p50_ms"] > 0 and r["loop_calls_s"] > 0
         assert r["funnel_p50_ms"] > 0 and r["pipeline_stored_p50_ms"] > 0
 
 
@@ -87,7 +88,7 @@ def test_bench_compare_smoke(services):
     for system in ("ceiling", "floor", "celery", "ec", "ec embedded"):
         assert result["medians"][system]["throughput_calls_s"] > 0, system
     for ratio in ("throughput ec/celery", "seq p50 ec/floor", "seq p50 floor/celery", "seq p50 ec/celery+confirms",
-                  "pipeline10 ec/chain10"):
+                  "pipeline10 ec/chain10", "loop ec/celery"):
         assert result["ratios"][ratio]["median"] > 0, ratio
 
 

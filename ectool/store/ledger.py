@@ -381,3 +381,23 @@ def joining(node: str):
     """The transaction for a join on ``node``: SQLite's write lock up front, a plain
     transaction on PostgreSQL (:func:`join_node` locks the row)."""
     return db.atomic(**({"lock_type": "IMMEDIATE"} if on_sqlite() else {}))
+
+
+# -- pipelined submits (ectool.submitter) ------------------------------------------------
+#: the ``host`` of a row a submitter has committed but not yet published:
+#: ``submitting:HOST:PID:START`` (START, the process's start time, tells a reused pid apart)
+SUBMITTING = "submitting:"
+
+
+def untag(ids: list[str], tag: str) -> None:
+    """Published: clear the submitter's tag on the rows among ``ids`` still carrying it
+    (a worker that claimed one already wrote its own host there)."""
+    for i in range(0, len(ids), INSERT_ROWS):
+        Call.update(host=None).where(Call.id.in_(ids[i:i + INSERT_ROWS]) & (Call.host == tag)).execute()
+
+
+def submitting(host: str) -> list[Call]:
+    """Rows still tagged by a submitter on ``host`` (committed, perhaps never published)."""
+    return list(Call.select(Call.id, Call.socket, Call.parent, Call.root, Call.flow, Call.args, Call.host,
+                            Call.status)
+                .where(Call.host.startswith(f"{SUBMITTING}{host}:")).order_by(Call.submitted, Call.id))
