@@ -2,10 +2,11 @@
 
 The stream's record (:mod:`ectool.store.streams`, written by :mod:`ectool.journal`) holds
 every input line the producer read, with the call id chosen for it before its call was
-submitted. Attach first sends the lines whose submit may not have completed (after the
-last one recorded as durable: a call missing from the store is submitted with its id, one
-still queued is published again, at-least-once), then prints the outcomes in input order
-from where the output stopped, waiting for calls still running, and records its own
+submitted. Attach sends the lines whose submit may not have completed (after the last one
+recorded as durable: a call missing from the store is submitted with its id, one still
+queued is published again, at-least-once), from a thread of its own, in input order, while
+it prints the outcomes in input order from where the output stopped (so output begins as
+soon as the first of them are done, not after all are sent), waiting for calls still running, and records its own
 position as it goes, so it may die and be attached to again. Input the producer never read
 is reported, never invented.
 """
@@ -16,6 +17,7 @@ import datetime as dt
 import logging
 import os
 import socket as socket_mod
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -105,7 +107,7 @@ def resend_unsent(config, row: streams.Stream) -> int:
                 if client is None:
                     from .calls import Client
 
-                    client = Client(config)
+                    client = Client(config, store=False)  # (the store is open already)
                 client.submit(row.socket, [([decode_line(raw)], {}) for raw, _ in todo], reply=False,
                               call_ids=[cid for _, cid in todo], resend=True)
                 resent += len(todo)
@@ -117,12 +119,46 @@ def resend_unsent(config, row: streams.Stream) -> int:
     return resent
 
 
+class Resender(threading.Thread):
+    """:func:`resend_unsent` beside the printing; its error, if any, is raised by
+    :meth:`check` in the printing thread (which would otherwise wait for calls never sent)."""
+
+    def __init__(self, config, row: streams.Stream) -> None:
+        super().__init__(name="ec-attach-resend", daemon=True)
+        self.config, self.row = config, row
+        self.count = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from .store.models import db
+
+        try:
+            if self.row.state != "finished":  # (a finished stream's calls were all sent)
+                self.count = resend_unsent(self.config, self.row)
+        except BaseException as exc:  # noqa: BLE001 - handed to the printing thread
+            self.error = exc
+        finally:
+            if not db.is_closed():
+                db.close()  # this thread's own store connection
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> int:
+        """How many lines were sent again (once the thread is done), or its error."""
+        self.join()
+        self.check()
+        return self.count
+
+
 class Waiter:
     """Outcomes of the stream's lines in input order, read from the store (the replies
     went to the dead producer), polling with a backoff while nothing new is final."""
 
-    def __init__(self, stream_id: int, after: int, timeout: float | None) -> None:
-        self.stream_id, self.after, self.timeout = stream_id, after, timeout
+    def __init__(self, stream_id: int, after: int, timeout: float | None,
+                 check: Callable[[], None] = lambda: None) -> None:
+        self.stream_id, self.after, self.timeout, self.check = stream_id, after, timeout, check
         self.window: deque[tuple[int, str]] = deque()  # (seq, call id) in order, not yet handed out
         self.found: dict[str, Outcome] = {}
         self.exhausted = False
@@ -151,6 +187,7 @@ class Waiter:
             if out:
                 self.delay, self.moved = 0.02, time.monotonic()
                 return out
+            self.check()  # lines still being sent again: their sender has not failed
             idle = time.monotonic() - self.moved
             if self.timeout is not None and idle > self.timeout:
                 raise CallTimeout(f"timed out after {self.timeout:g}s without a result; line {self.window[0][0]} "
@@ -180,8 +217,8 @@ def attach(config, name: str, out: IO[bytes], render: Callable[[int, Outcome], b
     bytes); the whole stream's failures, lines sent again and unread input in the stats."""
     row = claim(name, from_start)
     stats = AttachStats(notes=[])
-    if row.state != "finished":
-        stats.resent = resend_unsent(config, row)
+    resender = Resender(config, row)
+    resender.start()
     start = 0 if from_start else row.out_seq
     fd = _fileno(out)
     trim = Trim(0)
@@ -192,7 +229,7 @@ def attach(config, name: str, out: IO[bytes], render: Callable[[int, Outcome], b
         if note:
             stats.notes.append(note)  # type: ignore[union-attr]
     journal = Journal(row.id, fd, out_seq=start, sent=row.sent, ahead=trim.skip) if row.state != "finished" else None
-    waiter = Waiter(row.id, start, timeout)
+    waiter = Waiter(row.id, start, timeout, resender.check)
     stats.failed = earlier_failures(row.id, start)
     try:
         while batch := waiter.next_ready():
@@ -208,6 +245,7 @@ def attach(config, name: str, out: IO[bytes], render: Callable[[int, Outcome], b
             out.flush()
             if journal is not None:
                 journal.flushed()
+        stats.resent = resender.finish()
     finally:
         if journal is not None:
             import sys
