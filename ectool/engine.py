@@ -77,7 +77,7 @@ class Engine:
 
         require("RUN_TASK")
         wfp.validate(plan)
-        for node in _leaves(plan):
+        for _, node in wfp.leaves(plan):
             self.target(node["socket"])  # unknown sockets fail before anything is written
         wf = new_id()
         # the plan, the root row and the first calls' rows: one round trip on PostgreSQL;
@@ -313,10 +313,3 @@ class Engine:
         except Exception:  # noqa: BLE001 - best-effort; the store has the outcome
             pass
 
-
-def _leaves(node: dict):
-    if node["t"] == "call":
-        yield node
-        return
-    for child in node.get("steps") or node.get("members") or []:
-        yield from _leaves(child)

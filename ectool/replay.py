@@ -21,6 +21,7 @@ from typing import Any
 from .errors import NotFound, UsageError
 from .store.models import Call, Processor, Socket, Workflow
 from .worker.shim import from_json_value
+from .workflow import leaves
 
 
 @dataclass(frozen=True)
@@ -31,26 +32,15 @@ class Replay:
     workflow: bool = False
 
 
-def plan_pins(plan: dict, step_commit: dict[tuple[int, ...], str | None], path: tuple[int, ...] = ()) -> dict:
+def plan_pins(plan: dict, step_commit: dict[tuple[int, ...], str | None]) -> dict:
     """A copy of ``plan`` whose leaf nodes carry ``pin``: the commit their original step
     ran at (``step_commit`` by path; a step with none is left unpinned). Pure."""
-    node = dict(plan)
-    if node.get("t") == "call":
+    copy = json.loads(json.dumps(plan))
+    for path, node in leaves(copy):
         node.pop("pin", None)
         if step_commit.get(path):
             node["pin"] = step_commit[path]
-        return node
-    key = "steps" if node.get("t") == "pipe" else "members"
-    node[key] = [plan_pins(child, step_commit, (*path, i)) for i, child in enumerate(node.get(key) or [])]
-    return node
-
-
-def leaf_paths(plan: dict, path: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
-    """The paths of ``plan``'s leaf calls (pure)."""
-    if plan.get("t") == "call":
-        return [path]
-    key = "steps" if plan.get("t") == "pipe" else "members"
-    return [p for i, child in enumerate(plan.get(key) or []) for p in leaf_paths(child, (*path, i))]
+    return copy
 
 
 def processor_of(row: Call) -> Processor:
@@ -141,7 +131,7 @@ def _replay_workflow(client, root: Call, wf: Workflow, at: str | None, current: 
     from . import workflow as wfp
 
     plan = json.loads(wf.plan)
-    paths = leaf_paths(plan)
+    paths = [p for p, _ in leaves(plan)]
     steps = {p: Call.get_or_none(Call.id == wfp.node_id(root.id, list(p))) for p in paths}
     pins: dict[tuple[int, ...], str | None] = {}
     for p, step in steps.items():

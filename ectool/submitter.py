@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import CallTimeout, SubmitError
+from .store.ledger import INSERT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +183,7 @@ class Submitter:
         except Exception:
             # reported not sent: should the commit have happened after all, say so in the
             # rows rather than let a recovery send them later
-            ids = [t.id for t in batch]
-            try:
-                ledger.cancel_unpublished(ids, "not sent: committing its row failed")
-                ledger.untag(ids, self.tag)
-            except Exception:  # noqa: BLE001, S110 - the store is what failed
-                pass
+            self._unsent(batch, "not sent: committing its row failed")
             raise
         by_socket: dict[str, list[Ticket]] = {}
         for t in batch:
@@ -200,12 +196,7 @@ class Submitter:
                                                  bundle_size(len(tickets), self.config.bundle),
                                                  self.config.max_message_bytes))
             except Exception as exc:  # noqa: BLE001 - nothing of this socket was confirmed
-                ids = [t.id for t in tickets]
-                try:
-                    ledger.cancel_unpublished(ids, str(exc))
-                    ledger.untag(ids, self.tag)
-                except Exception:  # noqa: BLE001 - recovery publishes them later
-                    pass
+                self._unsent(tickets, str(exc))
                 self._settle(tickets, f"publish failed: {exc}")
                 continue
             sent += tickets
@@ -219,6 +210,19 @@ class Submitter:
                 events.emit("call.queued", call=t.id, socket=t.socket, root=t.row[5], parent=t.row[4],
                             flow=t.row[6])
 
+    def _unsent(self, tickets: list[Ticket], reason: str) -> None:
+        """Calls reported not sent: cancelled in the store (with ``reason``) and untagged,
+        so no recovery sends them later; best effort (the store may be what failed, and
+        then a recovery does publish them: at least once)."""
+        from .store import ledger
+
+        ids = [t.id for t in tickets]
+        try:
+            ledger.cancel_unpublished(ids, reason)
+            ledger.untag(ids, self.tag)
+        except Exception:  # noqa: BLE001, S110 - see above
+            pass
+
     def _settle(self, tickets: list[Ticket], error: str | None) -> None:
         with self._cv:
             for t in tickets:
@@ -229,9 +233,8 @@ class Submitter:
             t.done.set()
 
 
-#: INSERT_COLUMNS with ``host`` (the tag) after ``flow``
-TAGGED_COLUMNS = ("id", "created", "updated", "socket", "parent", "root", "flow", "host", "status", "attempts",
-                  "args", "submitted")
+#: INSERT_COLUMNS with ``host`` (the tag) after ``flow``: a ticket's row with the tag put there
+TAGGED_COLUMNS = (*INSERT_COLUMNS[:7], "host", *INSERT_COLUMNS[7:])
 
 
 def _at_exit(submitter: Submitter) -> None:
@@ -261,9 +264,9 @@ def dead_tag(tag: str, host: str) -> bool:
 
 def recover(config, transport=None) -> int:
     """Publish again the calls dead submitters on this host committed but may not have
-    sent (their rows still tagged); how many. Final or running calls are only untagged."""
+    sent (their queued rows still tagged), bundled per socket; how many."""
     from .events import HOST
-    from .messages import CallEncoder
+    from .messages import CallEncoder, bundle, bundle_size
     from .publisher import Publisher
     from .store import ledger
 
@@ -277,20 +280,21 @@ def recover(config, transport=None) -> int:
         transport = open_transport(config)
     try:
         publisher = Publisher(transport, config.namespace)
-        n = 0
-        for row in rows:
-            if row.status == "queued":
-                target = publisher.target(row.socket)
-                given = json.loads(row.args or '{"args": [], "kwargs": {}}')
-                encoder = CallEncoder(target.socket, target.task, parent=row.parent, flow=row.flow,
-                                      max_bytes=config.max_message_bytes)
-                body, _ = encoder.encode(row.id, row.root or row.id, given.get("args", []), given.get("kwargs", {}))
-                publisher.publish(target, [body])
-                n += 1
-            ledger.untag([row.id], row.host)
-        if n:
-            log.warning("published again %d call(s) of dead submitters", n)
-        return n
+        bodies: dict[str, list[bytes]] = {}
+        for row in rows:  # (only queued rows are listed: a worker's claim replaces the tag)
+            target = publisher.target(row.socket)
+            given = json.loads(row.args or '{"args": [], "kwargs": {}}')
+            encoder = CallEncoder(target.socket, target.task, parent=row.parent, flow=row.flow,
+                                  max_bytes=config.max_message_bytes)
+            body, _ = encoder.encode(row.id, row.root or row.id, given.get("args", []), given.get("kwargs", {}))
+            bodies.setdefault(row.socket, []).append(body)
+        for socket, some in bodies.items():
+            publisher.publish(publisher.target(socket), bundle(some, bundle_size(len(some), config.bundle),
+                                                               config.max_message_bytes))
+        for tag in {row.host for row in rows}:
+            ledger.untag([row.id for row in rows if row.host == tag], tag)
+        log.warning("published again %d call(s) of dead submitters", len(rows))
+        return len(rows)
     finally:
         if own:
             transport.close()

@@ -17,6 +17,7 @@ call. The engine (:mod:`ectool.engine`) does the I/O; this module only decides.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,15 @@ def node_at(plan: dict, path: list[int]) -> dict:
     for i in path:
         node = node["steps"][i] if node["t"] == "pipe" else node["members"][i]
     return node
+
+
+def leaves(plan: dict, path: tuple[int, ...] = ()) -> Iterator[tuple[tuple[int, ...], dict]]:
+    """(path, node) of every leaf call of ``plan``, in plan order."""
+    if plan["t"] == "call":
+        yield path, plan
+        return
+    for i, child in enumerate(plan.get("steps" if plan["t"] == "pipe" else "members") or []):
+        yield from leaves(child, (*path, i))
 
 
 def validate(node: Any, depth: int = 0) -> None:

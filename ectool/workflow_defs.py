@@ -103,12 +103,7 @@ def to_spec(plan: dict) -> Any:
 
 def sockets(plan: dict) -> list[str]:
     """The sockets a plan calls, in plan order, each once."""
-    if plan["t"] == "call":
-        return [plan["socket"]]
-    out: list[str] = []
-    for child in plan.get("steps") or plan.get("members") or []:
-        out += [s for s in sockets(child) if s not in out]
-    return out
+    return list(dict.fromkeys(node["socket"] for _, node in wfp.leaves(plan)))
 
 
 # -- the store ---------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ import pytest
 
 from ectool.calls import Client
 from ectool.config import load
-from ectool.replay import leaf_paths, plan_pins, side_by_side
+from ectool.replay import plan_pins, side_by_side
 from ectool.store import open_store
 from ectool.store.models import Call
 from ectool.worker.pinned import evict, same_commit
+from ectool.workflow import leaves
 from helpers import ec, env_for, stop_tree, wait_for, workers
 
 SOURCE = '''"""Returns the hash of its own source (version {v})."""
@@ -232,7 +233,7 @@ def test_a_worker_runs_a_pin_itself_only_at_that_clean_commit(pin, commit, same)
 def test_plan_pins_and_side_by_side():
     plan = {"t": "pipe", "steps": [{"t": "call", "socket": "s"},
                                    {"t": "par", "members": [{"t": "call", "socket": "t"}, {"t": "call", "socket": "u"}]}]}
-    assert leaf_paths(plan) == [(0,), (1, 0), (1, 1)]
+    assert [p for p, _ in leaves(plan)] == [(0,), (1, 0), (1, 1)]
     pinned = plan_pins(plan, {(0,): "a", (1, 1): "b"})
     assert [pinned["steps"][0].get("pin"), pinned["steps"][1]["members"][0].get("pin"),
             pinned["steps"][1]["members"][1].get("pin")] == ["a", None, "b"]

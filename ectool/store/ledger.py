@@ -397,7 +397,11 @@ def untag(ids: list[str], tag: str) -> None:
 
 
 def submitting(host: str) -> list[Call]:
-    """Rows still tagged by a submitter on ``host`` (committed, perhaps never published)."""
+    """Queued rows still tagged by a submitter on ``host`` (committed, perhaps never
+    published). Only queued ones: a worker that claims a call writes its own host over
+    the tag, and the status index keeps this from reading the whole table (it runs at
+    every submitter's start and in every agent's loop)."""
     return list(Call.select(Call.id, Call.socket, Call.parent, Call.root, Call.flow, Call.args, Call.host,
                             Call.status)
-                .where(Call.host.startswith(f"{SUBMITTING}{host}:")).order_by(Call.submitted, Call.id))
+                .where((Call.status == "queued") & Call.host.startswith(f"{SUBMITTING}{host}:"))
+                .order_by(Call.submitted, Call.id))
